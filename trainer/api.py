@@ -1,0 +1,234 @@
+"""The importable entry points: `fit`, `test`, `generate`. The CLI is a thin shell around these."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from trainer.build import build_callbacks, build_datamodule, build_task, build_trainer
+from trainer.config import RunConfig, load_config, load_config_file, to_yaml
+from trainer.data.sources import check_source
+from trainer.data.tokenizer import TOKENIZER_FILE, load_tokenizer
+from trainer.distributed.batching import BatchPlan, plan_batches
+from trainer.errors import UserError
+from trainer.models.generate import sample
+from trainer.run.callbacks import Throughput
+from trainer.run.loggers import build_loggers
+from trainer.run.run_dir import (
+    CHECKPOINTS,
+    CONFIG_FILE,
+    LAST_CKPT,
+    SUMMARY_FILE,
+    check_checkpoint,
+    check_new_run_dir,
+    default_run_dir,
+    find_resume_dir,
+    run_dir_of,
+)
+from trainer.tasks import TASKS, Task
+
+WANDB_ID_FILE = "wandb_run_id"
+
+
+def resolve_fit_config(recipe: str, overrides: list[str]) -> RunConfig:
+    """The config of a fit: the recipe plus overrides, or, with `resume=`, the stopped run's own
+    saved config plus the same overrides (so `trainer.max_steps=...` can extend it)."""
+    cfg = load_config(recipe, overrides)
+    if cfg.resume is None:
+        return cfg
+    run_dir = find_resume_dir(cfg.resume, cfg.name or recipe)
+    return load_config_file(run_dir / CONFIG_FILE, [*overrides, f"resume={run_dir}"])
+
+
+def world_size(cfg: RunConfig) -> int:
+    devices = cfg.trainer.devices
+    if isinstance(devices, list):
+        count = len(devices)
+    elif isinstance(devices, int) and devices > 0:
+        count = devices
+    else:  # "auto" / -1: every local accelerator, or one CPU process
+        count = max(1, torch.cuda.device_count()) if cfg.trainer.accelerator in ("auto", "gpu", "cuda") else 1
+    return count * cfg.trainer.num_nodes
+
+
+def fit(cfg: RunConfig) -> dict[str, Any]:
+    """Train, evaluate on the test split when there is one, and write the run directory. Returns the summary."""
+    started = time.perf_counter()
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    plan = plan_batches(cfg.data.global_batch_size, cfg.data.micro_batch_size, world_size(cfg))
+    check_source(cfg.data)
+
+    resume_ckpt: Path | None = None
+    if cfg.resume is not None:
+        run_dir = Path(cfg.resume)
+        resume_ckpt = run_dir / CHECKPOINTS / LAST_CKPT
+        read_checkpoint(resume_ckpt)  # a corrupt checkpoint is a clear error before any work
+    else:
+        run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg.name or "run")
+        check_new_run_dir(run_dir, cfg.overwrite)
+
+    # Everything that can fail on bad input happens before the run directory is created.
+    saved_tokenizer = run_dir / TOKENIZER_FILE
+    datamodule = build_datamodule(cfg, plan, tokenizer_path=saved_tokenizer if saved_tokenizer.is_file() else None)
+    datamodule.prepare_data()
+    task = build_task(cfg, datamodule.facts())
+    wandb_id = _wandb_id(run_dir) if "wandb" in cfg.logger else None
+    callbacks = build_callbacks(cfg, run_dir, plan)
+    trainer = _trainer_or_error(cfg, plan, run_dir, build_loggers(cfg, run_dir, wandb_id), callbacks)
+
+    if trainer.is_global_zero:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / CONFIG_FILE).write_text(to_yaml(cfg))
+        if getattr(datamodule, "tokenizer", None) is not None:
+            datamodule.tokenizer.save(str(saved_tokenizer))
+        if wandb_id:
+            (run_dir / WANDB_ID_FILE).write_text(wandb_id)
+        for logger in trainer.loggers:
+            logger.log_hyperparams(cfg.model_dump(mode="json"))
+
+    trainer.fit(task, datamodule=datamodule, ckpt_path=resume_ckpt, weights_only=True)
+    val_metrics = _metrics(trainer, "val/")
+    test_metrics: dict[str, float] = {}
+    if datamodule.test_set is not None:
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        trainer.test(task, datamodule=datamodule, ckpt_path=best or None, weights_only=True, verbose=False)
+        test_metrics = _metrics(trainer, "test/")
+
+    throughput = next(c for c in callbacks if isinstance(c, Throughput))
+    summary = {
+        "recipe": cfg.name,
+        "run_dir": str(run_dir),
+        "val": val_metrics,
+        "test": test_metrics,
+        "global_step": trainer.global_step,
+        "epochs": trainer.current_epoch,
+        "world_size": plan.world_size,
+        "global_batch_size": plan.global_batch_size,
+        "micro_batch_size": plan.micro_batch_size,
+        "grad_accum_steps": plan.grad_accum_steps,
+        "train_seconds": round(throughput.train_seconds, 3),
+        "wall_seconds": round(time.perf_counter() - started, 3),
+        "samples_per_second": round(throughput.samples_per_second, 2),
+        "best_checkpoint": _best_checkpoint(trainer),
+    }
+    if trainer.is_global_zero:
+        (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def test(cfg: RunConfig) -> dict[str, float]:
+    """Evaluate a checkpoint on the recipe's test split (its validation split if it has no test split)."""
+    ckpt_path = check_checkpoint(cfg.ckpt, "test")
+    check_source(cfg.data)
+    task = _task_from_checkpoint(cfg, ckpt_path)
+    plan = plan_batches(cfg.data.global_batch_size, cfg.data.micro_batch_size, 1)
+    datamodule = build_datamodule(cfg, plan, tokenizer_path=_saved_tokenizer(cfg, ckpt_path))
+    datamodule.prepare_data()
+    trainer = _trainer_or_error(cfg, plan, None, False, [], devices=1, num_nodes=1, strategy="auto")
+    if datamodule.test_set is None:
+        trainer.validate(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True, verbose=False)
+        return _metrics(trainer, "val/")
+    trainer.test(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True, verbose=False)
+    return _metrics(trainer, "test/")
+
+
+def generate(cfg: RunConfig) -> str:
+    """Sample text from a language-model checkpoint, starting from `generate.prompt`."""
+    if cfg.task != "language_modeling":
+        raise UserError(f"`trainer generate` needs a language-modelling recipe; {cfg.name!r} does {cfg.task}")
+    ckpt_path = check_checkpoint(cfg.ckpt, "generate")
+    task = _task_from_checkpoint(cfg, ckpt_path)
+    tokenizer_path = _saved_tokenizer(cfg, ckpt_path)
+    assert tokenizer_path is not None
+    tokenizer = load_tokenizer(tokenizer_path)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = task.model.to(device).eval()
+    prompt_ids = tokenizer.encode(cfg.generate.prompt).ids
+    if not prompt_ids:
+        raise UserError("prompt= encodes to no tokens; give a prompt made of characters the model has seen")
+    input_ids = torch.tensor([prompt_ids], device=device)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    output = sample(
+        model,
+        input_ids,
+        cfg.generate.max_new_tokens,
+        context_len=cfg.data.block_size,
+        temperature=cfg.generate.temperature,
+        top_k=cfg.generate.top_k,
+        generator=generator,
+    )
+    return tokenizer.decode(output[0].tolist())
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint with `weights_only=True`; a corrupt or foreign file is a clear error."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types (EOFError, RuntimeError, UnpicklingError, ...)
+        raise UserError(
+            f"checkpoint {str(path)!r} cannot be loaded ({type(err).__name__}); it is truncated, corrupt "
+            "or not a trainer checkpoint: give another ckpt"
+        ) from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
+        raise UserError(f"checkpoint {str(path)!r} was not written by `trainer fit`; give another ckpt")
+    return checkpoint
+
+
+def _task_from_checkpoint(cfg: RunConfig, ckpt_path: Path) -> Task:
+    checkpoint = read_checkpoint(ckpt_path)
+    hparams = checkpoint["hyper_parameters"]
+    task_cls = TASKS[cfg.task]
+    try:
+        task = task_cls(**hparams)
+        task.load_state_dict(checkpoint["state_dict"])
+    except (TypeError, KeyError, RuntimeError) as err:
+        raise UserError(
+            f"checkpoint {str(ckpt_path)!r} does not fit recipe {cfg.name!r} ({cfg.task}): "
+            f"{str(err).splitlines()[0]}; give the recipe it was trained with"
+        ) from None
+    return task
+
+
+def _saved_tokenizer(cfg: RunConfig, ckpt_path: Path) -> Path | None:
+    if cfg.task == "image_classification":
+        return None
+    path = run_dir_of(ckpt_path) / TOKENIZER_FILE
+    if not path.is_file():
+        raise UserError(f"no {TOKENIZER_FILE} beside checkpoint {str(ckpt_path)!r}; keep the run directory whole")
+    return path
+
+
+def _trainer_or_error(cfg: RunConfig, plan: BatchPlan, run_dir: Path | None, loggers, callbacks, **overrides):
+    try:
+        return build_trainer(cfg, plan, run_dir, loggers, callbacks, **overrides)
+    except (MisconfigurationException, ValueError, RuntimeError) as err:
+        raise UserError(f"invalid trainer settings: {str(err).splitlines()[0]}") from None
+
+
+def _metrics(trainer: L.Trainer, prefix: str) -> dict[str, float]:
+    return {k: round(float(v), 6) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith(prefix)}
+
+
+def _best_checkpoint(trainer: L.Trainer) -> str | None:
+    callback = trainer.checkpoint_callback
+    return callback.best_model_path or None if isinstance(callback, ModelCheckpoint) else None
+
+
+def _wandb_id(run_dir: Path) -> str:
+    """The W&B run id stays with the run directory, so a resumed run logs into the same W&B run."""
+    saved = run_dir / WANDB_ID_FILE
+    if saved.is_file():
+        return saved.read_text().strip()
+    import wandb
+
+    return wandb.util.generate_id()

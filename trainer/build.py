@@ -1,0 +1,90 @@
+"""From one validated config to the pieces Lightning runs: data module, task module, Trainer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import Logger
+
+from trainer.config.schema import RunConfig
+from trainer.data import DATA_MODULES, RecipeDataModule
+from trainer.distributed.batching import BatchPlan
+from trainer.run.callbacks import RNGState, Throughput
+from trainer.run.run_dir import CHECKPOINTS
+from trainer.tasks import TASKS, Task
+
+
+def build_datamodule(cfg: RunConfig, plan: BatchPlan, tokenizer_path: Path | None = None) -> RecipeDataModule:
+    module_cls = DATA_MODULES[cfg.task]
+    kwargs: dict[str, Any] = {"tokenizer_path": tokenizer_path} if cfg.task != "image_classification" else {}
+    return module_cls(cfg.data, seed=cfg.seed, micro_batch_size=plan.micro_batch_size, **kwargs)
+
+
+def model_kwargs(cfg: RunConfig, facts: dict[str, Any]) -> dict[str, Any]:
+    """The model's constructor arguments: recipe sizes plus runtime facts of the data."""
+    model = cfg.model.model_dump(exclude={"family"})
+    if cfg.model.family == "cnn":
+        return {**model, "in_channels": facts["in_channels"], "num_classes": facts["num_classes"]}
+    if cfg.model.family == "lstm":
+        if cfg.task == "text_classification":
+            return {**model, "vocab_size": facts["vocab_size"], "num_classes": facts["num_classes"],
+                    "pad_id": facts["pad_id"]}
+        model.pop("bidirectional")
+        return {**model, "vocab_size": facts["vocab_size"]}
+    if cfg.task == "text_classification":
+        model.pop("tie_weights")
+        return {**model, "vocab_size": facts["vocab_size"], "num_classes": facts["num_classes"],
+                "max_len": cfg.data.max_length}
+    return {**model, "vocab_size": facts["vocab_size"], "max_len": cfg.data.block_size}
+
+
+def build_task(cfg: RunConfig, facts: dict[str, Any]) -> Task:
+    return TASKS[cfg.task](
+        family=cfg.model.family,
+        model_kwargs=model_kwargs(cfg, facts),
+        optim=cfg.optim.model_dump(),
+        scheduler=cfg.scheduler.model_dump(),
+    )
+
+
+def build_callbacks(cfg: RunConfig, run_dir: Path, plan: BatchPlan) -> list[Callback]:
+    ckpt = cfg.checkpoint
+    return [
+        ModelCheckpoint(
+            dirpath=run_dir / CHECKPOINTS,
+            # Metric names hold '/', so they stay out of file names.
+            filename="epoch{epoch}-step{step}",
+            auto_insert_metric_name=False,
+            monitor=ckpt.monitor,
+            mode=ckpt.mode,
+            save_top_k=ckpt.save_top_k,
+            save_last=ckpt.save_last,
+            every_n_train_steps=ckpt.every_n_train_steps,
+        ),
+        RNGState(),
+        Throughput(plan.global_batch_size),
+        LearningRateMonitor(logging_interval="step"),
+    ]
+
+
+def build_trainer(
+    cfg: RunConfig,
+    plan: BatchPlan,
+    run_dir: Path | None,
+    loggers: list[Logger] | bool,
+    callbacks: list[Callback],
+    **overrides: Any,
+) -> L.Trainer:
+    args = cfg.trainer.model_dump(exclude_none=True)
+    args.update(overrides)
+    return L.Trainer(
+        **args,
+        accumulate_grad_batches=plan.grad_accum_steps,
+        default_root_dir=str(run_dir) if run_dir else None,
+        logger=loggers,
+        callbacks=callbacks,
+        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
+    )

@@ -1,0 +1,83 @@
+"""The `trainer` command: parse words, call `trainer.api`, print bad input as one line with exit status 2.
+
+Torch and Lightning are imported only by the commands that train, so `trainer recipes`, `trainer config`
+and every config error answer in well under a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from trainer.errors import UserError
+
+EXIT_USER_ERROR = 2
+# `trainer generate ... prompt="ROMEO:" max_new_tokens=200`: short names for the generate section.
+GENERATE_SHORT_KEYS = ("prompt", "max_new_tokens", "temperature", "top_k")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not argparse's usage block
+        raise UserError(f"{message}; run `trainer --help`")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="trainer", description="Train models from YAML recipes.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    commands.add_parser("recipes", help="list the shipped recipes")
+    for name, text in (
+        ("config", "print the fully resolved recipe"),
+        ("fit", "train (resume=RUN_DIR|last continues a stopped run)"),
+        ("test", "evaluate a checkpoint: ckpt=PATH"),
+        ("generate", "sample from a language model: ckpt=PATH prompt=TEXT max_new_tokens=N"),
+    ):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("recipe", help="shipped recipe name or path to a YAML file")
+        command.add_argument("overrides", nargs=argparse.REMAINDER, help="key.path=value words")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return _run(_parser().parse_args(argv))
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+def _run(args: argparse.Namespace) -> int:
+    from trainer.config import load_config, shipped_recipes, to_yaml
+
+    if args.command == "recipes":
+        return _list_recipes(shipped_recipes())
+    if args.command == "config":
+        print(to_yaml(load_config(args.recipe, args.overrides)), end="")
+        return 0
+    if args.command == "generate":
+        args.overrides = [_expand_generate_key(word) for word in args.overrides]
+
+    from trainer import api
+
+    if args.command == "fit":
+        summary = api.fit(api.resolve_fit_config(args.recipe, args.overrides))
+        print(json.dumps(summary, indent=2))
+    elif args.command == "test":
+        print(json.dumps(api.test(load_config(args.recipe, args.overrides)), indent=2))
+    elif args.command == "generate":
+        print(api.generate(load_config(args.recipe, args.overrides)))
+    return 0
+
+
+def _list_recipes(recipes: dict) -> int:
+    from trainer.config.load import read_description
+
+    width = max(map(len, recipes), default=0)
+    for name, path in recipes.items():
+        print(f"{name:<{width}}  {read_description(path)}")
+    return 0
+
+
+def _expand_generate_key(word: str) -> str:
+    key, sep, value = word.partition("=")
+    return f"generate.{key}={value}" if sep and key in GENERATE_SHORT_KEYS else word

@@ -1,0 +1,199 @@
+"""Load a recipe, follow `inherits:`, apply `key.path=value` overrides, validate into a `RunConfig`.
+
+OmegaConf does the YAML parsing (a safe loader), the merging and the override parsing; pydantic
+does the validation. Every failure here becomes a one-line `UserError`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from pydantic import BaseModel, ValidationError
+
+from trainer.config.schema import RunConfig
+from trainer.errors import UserError
+
+RECIPE_SUFFIXES = (".yaml", ".yml")
+
+
+def recipes_dir() -> Path:
+    """Shipped recipes: inside the wheel (`trainer/recipes`) or, for a source checkout, `./recipes`."""
+    package_dir = Path(__file__).resolve().parent.parent
+    for candidate in (package_dir / "recipes", package_dir.parent / "recipes"):
+        if candidate.is_dir():
+            return candidate
+    raise UserError("the shipped recipes are missing from this installation; reinstall with `pip install -e .`")
+
+
+def shipped_recipes() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(recipes_dir().rglob("*.yaml"))}
+
+
+def find_recipe(recipe: str, relative_to: Path | None = None) -> Path:
+    """A recipe is a path to a YAML file or the name of a shipped one."""
+    looks_like_path = recipe.endswith(RECIPE_SUFFIXES) or "/" in recipe
+    if looks_like_path:
+        path = Path(recipe).expanduser()
+        if not path.is_absolute() and relative_to is not None and (relative_to / path).is_file():
+            path = relative_to / path
+        if path.is_file():
+            return path
+        raise UserError(f"recipe file {recipe!r} does not exist; give a path to a YAML file or a shipped name")
+    shipped = shipped_recipes()
+    if recipe in shipped:
+        return shipped[recipe]
+    close = difflib.get_close_matches(recipe, shipped, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise UserError(f"no recipe named {recipe!r}; {hint}run `trainer recipes` to list them, or give a path to a YAML file")
+
+
+def _read_yaml(path: Path) -> DictConfig:
+    try:
+        conf = OmegaConf.load(path)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise UserError(f"invalid YAML in {path}{where}: {problem}; fix the recipe file") from None
+    if not isinstance(conf, DictConfig):
+        raise UserError(f"recipe {path} must be a mapping of keys to values, not a {type(conf).__name__}")
+    return conf
+
+
+def load_recipe(path: Path, _seen: tuple[Path, ...] = ()) -> DictConfig:
+    """Read a recipe and, recursively, the recipe it `inherits:`; the child's fields win."""
+    path = path.resolve()
+    if path in _seen:
+        chain = " -> ".join(p.name for p in (*_seen, path))
+        raise UserError(f"recipes inherit from each other in a loop ({chain}); remove one `inherits:`")
+    conf = _read_yaml(path)
+    parent_name = conf.get("inherits")
+    if parent_name is None:
+        return conf
+    parent = load_recipe(find_recipe(str(parent_name), relative_to=path.parent), (*_seen, path))
+    # The child's own name wins; the parent's `inherits` is consumed here.
+    merged = OmegaConf.merge(parent, conf)
+    return merged  # type: ignore[return-value]
+
+
+def parse_overrides(words: list[str]) -> DictConfig:
+    """`a.b=value` words into one config; values are YAML scalars or lists (`[1,2]`)."""
+    overrides = OmegaConf.create()
+    for word in words:
+        key, sep, raw_value = word.partition("=")
+        if not sep or not key or key.startswith("-"):
+            raise UserError(f"override {word!r} has no '='; write overrides as key.path=value (e.g. optim.lr=3e-4)")
+        try:
+            value = OmegaConf.from_dotlist([word])
+            node = OmegaConf.select(value, key)
+        except OmegaConfBaseException as err:
+            raise UserError(f"cannot parse override {word!r}: {err}".splitlines()[0]) from None
+        # A value such as `ROMEO:` parses as a YAML mapping; a command-line value is meant literally.
+        if isinstance(node, DictConfig):
+            node = raw_value
+        OmegaConf.update(overrides, key, node, force_add=True)
+    return overrides
+
+
+def compose(recipe: str, overrides: list[str] | None = None) -> dict[str, Any]:
+    """The merged, resolved recipe as a plain dict (not yet validated)."""
+    path = find_recipe(recipe)
+    conf = load_recipe(path)
+    if conf.get("name") is None:
+        conf.name = path.stem
+    conf = OmegaConf.merge(conf, parse_overrides(overrides or []))
+    try:
+        return OmegaConf.to_container(conf, resolve=True)  # type: ignore[return-value]
+    except OmegaConfBaseException as err:
+        raise UserError(f"cannot resolve the recipe: {str(err).splitlines()[0]}") from None
+
+
+def load_config(recipe: str, overrides: list[str] | None = None) -> RunConfig:
+    """Recipe name or path plus overrides -> one validated `RunConfig`."""
+    return validate(compose(recipe, overrides))
+
+
+def load_config_file(path: Path, overrides: list[str] | None = None) -> RunConfig:
+    """A saved `config.yaml` (of a run directory) plus overrides."""
+    return validate(compose(str(path), overrides))
+
+
+def validate(raw: dict[str, Any]) -> RunConfig:
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as err:
+        raise UserError(describe_validation_error(err, raw)) from None
+
+
+def read_description(path: Path) -> str:
+    return str(load_recipe(path).get("description") or "")
+
+
+def to_yaml(config: RunConfig) -> str:
+    return OmegaConf.to_yaml(OmegaConf.create(config.model_dump(mode="json")))
+
+
+# ----------------------------------------------------------------------------- error messages
+
+
+def describe_validation_error(err: ValidationError, raw: dict[str, Any]) -> str:
+    """The first error of a validation, as one line naming the key and the fix."""
+    first = err.errors()[0]
+    key = _user_key(first["loc"], raw)
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        close = difflib.get_close_matches(key, valid_keys(RunConfig), n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}?" if close else "run `trainer config <recipe>` to see the valid keys"
+        return f"unknown key {key!r}; {hint}"
+    message = first["msg"].removeprefix("Value error, ")
+    if kind == "missing":
+        return f"missing key {key!r}; set it in the recipe or with {key}=..."
+    if not key:
+        return f"invalid recipe: {message}"
+    shown = first.get("input")
+    got = f" (got {shown!r})" if not isinstance(shown, dict | list) else ""
+    return f"invalid value for {key!r}: {message}{got}"
+
+
+def _user_key(loc: tuple[Any, ...], raw: dict[str, Any]) -> str:
+    """pydantic's error location as the dotted key the user wrote (union tags dropped)."""
+    parts: list[str] = []
+    node: Any = raw
+    for i, part in enumerate(loc):
+        if isinstance(node, dict) and part in node:
+            parts.append(str(part))
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int):
+            parts.append(str(part))
+            node = node[part] if part < len(node) else None
+        elif i == len(loc) - 1 or not isinstance(node, dict):
+            parts.append(str(part))
+        # else: a discriminated-union tag such as 'cnn' in ('model', 'cnn', 'channels')
+    return ".".join(parts)
+
+
+def valid_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Every dotted key the schema accepts, for 'did you mean' suggestions."""
+    keys: list[str] = []
+    for name, field in model.model_fields.items():
+        dotted = f"{prefix}{name}"
+        keys.append(dotted)
+        for sub in _models_in(field.annotation):
+            keys.extend(valid_keys(sub, dotted + "."))
+    return sorted(set(keys))
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType, typing.Annotated):
+        return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+    return []

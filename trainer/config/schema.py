@@ -1,0 +1,248 @@
+"""The typed schema of a recipe: one `RunConfig` validates a whole run.
+
+Pure pydantic, no torch import, so that `trainer config` and every config error answer fast.
+Every model forbids unknown keys; `trainer.config.load` turns pydantic's errors into one line
+that names the key and suggests the closest valid one.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, field_validator, model_validator
+
+Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ----------------------------------------------------------------------------- models
+
+
+class CNNConfig(Section):
+    """Convolutional image classifier: stages of conv-BN-ReLU blocks, each stage halving the image."""
+
+    family: Literal["cnn"] = "cnn"
+    channels: list[PositiveInt] = Field(default=[32, 64], min_length=1, description="Output channels per stage.")
+    convs_per_stage: PositiveInt = Field(default=2, description="3x3 convolutions in each stage.")
+    batch_norm: bool = True
+    dropout: Fraction = 0.1
+    hidden_dim: PositiveInt = Field(default=128, description="Width of the hidden layer of the classifier head.")
+
+
+class LSTMConfig(Section):
+    """LSTM (cuDNN's nn.LSTM): a sequence classifier over packed padding, or a language model."""
+
+    family: Literal["lstm"] = "lstm"
+    embed_dim: PositiveInt = 128
+    hidden_size: PositiveInt = 256
+    num_layers: PositiveInt = 1
+    dropout: Fraction = 0.0
+    bidirectional: bool = Field(default=False, description="Classifier only; a language model reads left to right.")
+
+
+class TransformerConfig(Section):
+    """Pre-norm Transformer: an encoder classifier with a padding mask, or a decoder-only causal LM."""
+
+    family: Literal["transformer"] = "transformer"
+    d_model: PositiveInt = 128
+    n_heads: PositiveInt = 4
+    n_layers: PositiveInt = 2
+    d_ff: PositiveInt | None = Field(default=None, description="Feed-forward width; default 4 * d_model.")
+    dropout: Fraction = 0.1
+    tie_weights: bool = Field(default=True, description="Language model: share input embedding and output head.")
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> TransformerConfig:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"model.d_model ({self.d_model}) must be divisible by model.n_heads ({self.n_heads})")
+        return self
+
+
+ModelConfig = Annotated[CNNConfig | LSTMConfig | TransformerConfig, Field(discriminator="family")]
+
+
+# ----------------------------------------------------------------------------- data
+
+
+class TokenizerConfig(Section):
+    """A tokenizer trained with the `tokenizers` library on the training split."""
+
+    kind: Literal["bpe", "wordpiece", "char"] = "bpe"
+    vocab_size: PositiveInt = Field(default=8000, description="Ignored for `char` (the alphabet decides).")
+    lowercase: bool = True
+
+
+class DataConfig(Section):
+    """Where the data come from and how they are batched.
+
+    `name` is a Hugging Face hub name; `path` a local file or folder in the hub's layout, used
+    instead of `name` when set. `sklearn:digits` names the digits set that scikit-learn ships.
+    """
+
+    name: str = Field(description="Hub name (ylecun/mnist, stanfordnlp/imdb, ...) or sklearn:digits.")
+    path: str | None = Field(default=None, description="Local folder or file in the hub's layout; wins over name.")
+    train_split: str = "train"
+    val_split: str | None = Field(default=None, description="None: use the data set's validation split if it has one.")
+    test_split: str | None = Field(default="test", description="Evaluated at the end of fit when present.")
+    val_fraction: Fraction = Field(default=0.1, description="Seeded fraction of train held out when no val split.")
+    max_train_samples: PositiveInt | None = Field(default=None, description="Seeded random subset of train.")
+    max_eval_samples: PositiveInt | None = Field(default=None, description="Seeded random subset of val and test.")
+
+    image_column: str = "image"
+    text_column: str = "text"
+    label_column: str = "label"
+    normalize_mean: float = 0.5
+    normalize_std: Annotated[float, Field(gt=0)] = 0.5
+
+    tokenizer: TokenizerConfig | None = None
+    max_length: PositiveInt = Field(default=256, description="Text classification: tokens kept per example.")
+    block_size: PositiveInt = Field(default=128, description="Language modelling: tokens per packed block.")
+
+    global_batch_size: PositiveInt = Field(default=64, description="Samples per optimizer step, over all ranks.")
+    micro_batch_size: PositiveInt | None = Field(
+        default=None, description="Samples per forward pass on one rank; default global_batch_size / world size."
+    )
+    num_workers: NonNegativeInt = 0
+    pin_memory: bool = False
+    persistent_workers: bool = False
+    cache_dir: str | None = Field(default=None, description="Tokenizer and tokenised-data cache; default ~/.cache/trainer.")
+
+
+# ----------------------------------------------------------------------------- optimisation
+
+
+class OptimConfig(Section):
+    name: Literal["adamw", "sgd"] = "adamw"
+    lr: Annotated[float, Field(gt=0)] = 1e-3
+    weight_decay: Annotated[float, Field(ge=0)] = 0.01
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    nesterov: bool = False
+
+
+class SchedulerConfig(Section):
+    name: Literal["none", "cosine", "linear"] = "none"
+    warmup_steps: NonNegativeInt = 0
+    min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = 0.0
+
+
+# ----------------------------------------------------------------------------- Lightning Trainer
+
+
+class TrainerConfig(Section):
+    """Arguments of Lightning's `Trainer`, with Lightning's names and values.
+
+    Gradient accumulation is not here: it follows from `data.global_batch_size`,
+    `data.micro_batch_size` and the world size.
+    """
+
+    accelerator: str = "auto"
+    devices: int | str | list[int] = 1
+    num_nodes: PositiveInt = 1
+    strategy: str = "auto"
+    precision: Literal["32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true"] = "32"
+    max_epochs: int | None = Field(default=None, ge=-1)
+    max_steps: int = Field(default=-1, ge=-1)
+    gradient_clip_val: Annotated[float, Field(ge=0)] | None = None
+    gradient_clip_algorithm: Literal["norm", "value"] = "norm"
+    log_every_n_steps: PositiveInt = 50
+    val_check_interval: Annotated[float, Field(gt=0)] | None = None
+    check_val_every_n_epoch: PositiveInt | None = 1
+    limit_train_batches: Annotated[float, Field(ge=0)] | None = None
+    limit_val_batches: Annotated[float, Field(ge=0)] | None = None
+    limit_test_batches: Annotated[float, Field(ge=0)] | None = None
+    num_sanity_val_steps: int | None = Field(default=0, ge=-1)
+    deterministic: bool | Literal["warn"] | None = None
+    benchmark: bool | None = None
+    enable_progress_bar: bool = True
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_as_text(cls, value: object) -> object:
+        # YAML reads `precision: 32` as an int; Lightning's names are strings.
+        return str(value) if isinstance(value, int) else value
+
+
+# ----------------------------------------------------------------------------- run
+
+
+class CheckpointConfig(Section):
+    monitor: str = Field(default="val/loss", description="Metric that ranks the best checkpoints.")
+    mode: Literal["min", "max"] = "min"
+    save_top_k: int = Field(default=1, ge=-1)
+    save_last: bool = True
+    every_n_train_steps: PositiveInt | None = Field(default=None, description="Also save every N optimizer steps.")
+
+
+class WandbConfig(Section):
+    """Weights & Biases. The API key is read by wandb from its own environment; it never enters a config."""
+
+    project: str = "trainer"
+    entity: str | None = None
+    mode: Literal["online", "offline", "disabled"] | None = Field(
+        default=None, description="None: WANDB_MODE from the environment, else online."
+    )
+    tags: list[str] = []
+
+
+class GenerateConfig(Section):
+    prompt: str = "\n"
+    max_new_tokens: PositiveInt = 200
+    temperature: Annotated[float, Field(gt=0)] = 1.0
+    top_k: PositiveInt | None = None
+
+
+Task = Literal["image_classification", "text_classification", "language_modeling"]
+LoggerName = Literal["csv", "tensorboard", "wandb"]
+
+_FAMILIES_BY_TASK: dict[str, set[str]] = {
+    "image_classification": {"cnn"},
+    "text_classification": {"lstm", "transformer"},
+    "language_modeling": {"lstm", "transformer"},
+}
+
+
+class RunConfig(Section):
+    """A whole run: what `trainer fit` trains and where it writes."""
+
+    name: str | None = Field(default=None, description="Recipe name; runs go to runs/<name>/<timestamp>.")
+    description: str = ""
+    inherits: str | None = Field(default=None, description="Recipe (name or path) this one changes.")
+    task: Task
+    seed: int = 42
+    model: ModelConfig
+    data: DataConfig
+    optim: OptimConfig = OptimConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    trainer: TrainerConfig = TrainerConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    logger: list[LoggerName] = Field(default=["csv"], description="csv is always on; add tensorboard, wandb.")
+    wandb: WandbConfig = WandbConfig()
+    generate: GenerateConfig = GenerateConfig()
+    run_dir: str | None = Field(default=None, description="Run directory; default runs/<name>/<timestamp>.")
+    overwrite: bool = Field(default=False, description="Allow writing into an existing, non-empty run_dir.")
+    resume: str | None = Field(default=None, description="Run directory to continue, or `last`.")
+    ckpt: str | None = Field(default=None, description="Checkpoint for test and generate.")
+
+    @field_validator("logger", mode="before")
+    @classmethod
+    def _logger_list(cls, value: object) -> object:
+        # `logger=wandb` on the command line is one name; csv is always kept.
+        names = [value] if isinstance(value, str) else list(value or [])
+        return ["csv", *[n for n in names if n != "csv"]]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunConfig:
+        if self.model.family not in _FAMILIES_BY_TASK[self.task]:
+            allowed = ", ".join(sorted(_FAMILIES_BY_TASK[self.task]))
+            raise ValueError(f"model.family {self.model.family!r} cannot do task {self.task!r}; use one of: {allowed}")
+        if self.task == "language_modeling" and getattr(self.model, "bidirectional", False):
+            raise ValueError("a language model reads left to right; set model.bidirectional=false")
+        if self.task != "image_classification" and self.data.tokenizer is None:
+            raise ValueError(f"task {self.task!r} needs data.tokenizer (kind: bpe, wordpiece or char)")
+        if self.trainer.max_epochs is None and self.trainer.max_steps == -1:
+            raise ValueError("set trainer.max_epochs or trainer.max_steps, or training never stops")
+        return self

@@ -1,0 +1,113 @@
+"""What every data module shares: loading the splits once, and the DataLoaders built from the recipe."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import datasets
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+from torchdata.stateful_dataloader import StatefulDataLoader
+
+from trainer.config.schema import DataConfig
+from trainer.data.sources import Splits, load_splits
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("TRAINER_CACHE", Path.home() / ".cache" / "trainer"))
+
+
+class RecipeDataModule(L.LightningDataModule):
+    """Loads, processes and batches the splits of one recipe. Subclasses implement `process` and `facts`."""
+
+    #: False where the task carves its validation set itself (language modelling carves packed blocks).
+    carve_validation = True
+
+    def __init__(self, cfg: DataConfig, seed: int, micro_batch_size: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.seed = seed
+        self.micro_batch_size = micro_batch_size
+        self.cache_dir = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
+        self.train_set: datasets.Dataset | None = None
+        self.val_set: datasets.Dataset | None = None
+        self.test_set: datasets.Dataset | None = None
+
+    # Lightning calls prepare_data on one process per node and setup on every process; both land here,
+    # and the caches (tokenizer, tokenised data) make the second call cheap.
+    def prepare_data(self) -> None:
+        self.load()
+
+    def setup(self, stage: str | None = None) -> None:
+        self.load()
+
+    def load(self) -> None:
+        if self.train_set is not None:
+            return
+        splits = load_splits(self.cfg, self.seed, carve_validation=self.carve_validation)
+        self.train_set, self.val_set, self.test_set = self.process(splits)
+
+    def process(self, splits: Splits) -> tuple[datasets.Dataset, datasets.Dataset, datasets.Dataset | None]:
+        raise NotImplementedError
+
+    def facts(self) -> dict[str, Any]:
+        """Runtime facts the model is built from (classes, channels, vocabulary size)."""
+        raise NotImplementedError
+
+    collate_fn: Callable | None = None
+
+    # ------------------------------------------------------------------ loaders
+
+    def _loader_options(self) -> dict[str, Any]:
+        workers = self.cfg.num_workers
+        return {
+            "batch_size": self.micro_batch_size,
+            "num_workers": workers,
+            "pin_memory": self.cfg.pin_memory,
+            "persistent_workers": self.cfg.persistent_workers and workers > 0,
+            "collate_fn": self.collate_fn,
+        }
+
+    def train_dataloader(self) -> StatefulDataLoader:
+        # Stateful: Lightning saves its position in checkpoints, so a mid-epoch resume neither
+        # repeats nor skips samples. The seeded generator makes the shuffling reproducible.
+        generator = torch.Generator().manual_seed(self.seed)
+        return StatefulDataLoader(self.train_set, shuffle=True, generator=generator, **self._loader_options())
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, shuffle=False, **self._loader_options())
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(self.test_set, shuffle=False, **self._loader_options())
+
+
+def tokenizer_hash(tokenizer_json: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(tokenizer_json.encode()).hexdigest()[:16]
+
+
+def cached_map(
+    ds: datasets.Dataset, fn: Callable, cache_dir: Path, tag: str, remove_columns: list[str]
+) -> datasets.Dataset:
+    """`ds.map(fn, batched=True)` written to a cache file named by the input's fingerprint and `tag`.
+
+    `tag` must change whenever the output would (tokenizer, lengths): a second run with the same
+    data and settings then loads the file instead of tokenising again.
+    """
+    folder = cache_dir / "processed"
+    folder.mkdir(parents=True, exist_ok=True)
+    fingerprint = f"{ds._fingerprint}-{tag}"
+    return ds.map(
+        fn,
+        batched=True,
+        remove_columns=remove_columns,
+        cache_file_name=str(folder / f"{fingerprint}.arrow"),
+        new_fingerprint=fingerprint,
+        load_from_cache_file=True,
+        desc="tokenising",
+    )

@@ -1,0 +1,53 @@
+"""Image classification data: decoded and normalised per batch, on the fly."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+
+from trainer.data.base import RecipeDataModule
+from trainer.data.sources import Splits
+from trainer.errors import UserError
+
+
+def to_tensors(batch: dict[str, list], image_column: str, label_column: str, mean: float, std: float) -> dict:
+    """A batch of PIL images or arrays -> float (N, C, H, W) normalised pixels, plus int64 labels."""
+    arrays = [np.asarray(image, dtype=np.uint8) for image in batch[image_column]]
+    pixels = torch.from_numpy(np.stack(arrays)).float().div_(255.0)
+    pixels = pixels.unsqueeze(1) if pixels.dim() == 3 else pixels.permute(0, 3, 1, 2)  # grey or HWC colour
+    return {"pixels": (pixels - mean) / std, "labels": torch.as_tensor(batch[label_column], dtype=torch.long)}
+
+
+class ImageDataModule(RecipeDataModule):
+    def process(self, splits: Splits) -> tuple[datasets.Dataset, datasets.Dataset, datasets.Dataset | None]:
+        cfg = self.cfg
+        for column in (cfg.image_column, cfg.label_column):
+            if column not in splits.train.column_names:
+                key = "data.image_column" if column == cfg.image_column else "data.label_column"
+                raise UserError(f"data set has no column {column!r} (it has {splits.train.column_names}); set {key}")
+        transform = partial(
+            to_tensors,
+            image_column=cfg.image_column,
+            label_column=cfg.label_column,
+            mean=cfg.normalize_mean,
+            std=cfg.normalize_std,
+        )
+        self._label_feature = splits.train.features[cfg.label_column]
+        self._sample = transform(splits.train[:1])["pixels"]
+        return tuple(s.with_transform(transform) if s is not None else None for s in (splits.train, splits.val, splits.test))
+
+    @staticmethod
+    def collate_fn(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        return {key: torch.stack([s[key] for s in samples]) for key in samples[0]}
+
+    def facts(self) -> dict[str, Any]:
+        self.load()
+        feature = self._label_feature
+        num_classes = feature.num_classes if isinstance(feature, datasets.ClassLabel) else None
+        if num_classes is None:
+            num_classes = int(max(self.train_set.with_format(None)[self.cfg.label_column])) + 1
+        return {"num_classes": num_classes, "in_channels": int(self._sample.shape[1])}

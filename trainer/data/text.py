@@ -1,0 +1,81 @@
+"""Text classification data: a tokenizer trained on train, tokenised once (cached), padded per batch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import datasets
+import torch
+from tokenizers import Tokenizer
+
+from trainer.data.base import RecipeDataModule, cached_map, tokenizer_hash
+from trainer.data.sources import Splits
+from trainer.data.tokenizer import PAD, build_tokenizer
+from trainer.errors import UserError
+
+
+class TextClassificationDataModule(RecipeDataModule):
+    def __init__(self, *args: Any, tokenizer_path: Path | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # test and generate reuse the run's tokenizer; fit trains (or loads from cache) its own.
+        self.tokenizer_path = tokenizer_path
+        self.tokenizer: Tokenizer | None = None
+
+    def _tokenizer_for(self, train: datasets.Dataset) -> Tokenizer:
+        if self.tokenizer_path is not None:
+            return Tokenizer.from_file(str(self.tokenizer_path))
+        return build_tokenizer(self.cfg.tokenizer, train, self.cfg.text_column, self.cache_dir)
+
+    def _check_columns(self, train: datasets.Dataset, columns: list[str]) -> None:
+        for column in columns:
+            if column not in train.column_names:
+                key = "data.text_column" if column == self.cfg.text_column else "data.label_column"
+                raise UserError(f"data set has no column {column!r} (it has {train.column_names}); set {key}")
+
+    def process(self, splits: Splits) -> tuple[datasets.Dataset, datasets.Dataset, datasets.Dataset | None]:
+        cfg = self.cfg
+        self._check_columns(splits.train, [cfg.text_column, cfg.label_column])
+        self.tokenizer = self._tokenizer_for(splits.train)
+        label_feature = splits.train.features[cfg.label_column]
+        self._num_classes = (
+            label_feature.num_classes
+            if isinstance(label_feature, datasets.ClassLabel)
+            else int(max(splits.train[cfg.label_column])) + 1
+        )
+        tokenizer = self.tokenizer
+        tokenizer.no_padding()
+        tokenizer.enable_truncation(cfg.max_length)
+        text_column, label_column = cfg.text_column, cfg.label_column
+
+        def encode(batch: dict[str, list]) -> dict[str, list]:
+            encodings = tokenizer.encode_batch(batch[text_column])
+            return {"input_ids": [e.ids for e in encodings], "labels": batch[label_column]}
+
+        tag = f"cls-{tokenizer_hash(tokenizer.to_str())}-{cfg.max_length}"
+
+        def tokenise(ds: datasets.Dataset | None) -> datasets.Dataset | None:
+            if ds is None:
+                return None
+            out = cached_map(ds, encode, self.cache_dir, tag, remove_columns=ds.column_names)
+            return out.with_format("torch")
+
+        return tokenise(splits.train), tokenise(splits.val), tokenise(splits.test)
+
+    def collate_fn(self, samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Pad to the longest sequence of the batch; the mask marks real tokens."""
+        lengths = [len(s["input_ids"]) for s in samples]
+        input_ids = torch.full((len(samples), max(lengths)), self.pad_id, dtype=torch.long)
+        for row, sample in enumerate(samples):
+            input_ids[row, : lengths[row]] = sample["input_ids"]
+        attention_mask = torch.arange(input_ids.shape[1])[None, :] < torch.tensor(lengths)[:, None]
+        labels = torch.stack([s["labels"] for s in samples])
+        return {"input_ids": input_ids, "attention_mask": attention_mask.long(), "labels": labels}
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.token_to_id(PAD)
+
+    def facts(self) -> dict[str, Any]:
+        self.load()
+        return {"vocab_size": self.tokenizer.get_vocab_size(), "num_classes": self._num_classes, "pad_id": self.pad_id}

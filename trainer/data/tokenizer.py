@@ -1,0 +1,75 @@
+"""Tokenizers trained with the `tokenizers` library on the training split, cached by what they were trained on."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import datasets
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+from trainer.config.schema import TokenizerConfig
+
+PAD, UNK = "[PAD]", "[UNK]"
+TOKENIZER_FILE = "tokenizer.json"
+
+
+def build_tokenizer(cfg: TokenizerConfig, texts: datasets.Dataset, text_column: str, cache_dir: Path) -> Tokenizer:
+    """Train on `texts[text_column]`, or load the tokenizer trained earlier on the same data and settings."""
+    key = hashlib.sha256(json.dumps([texts._fingerprint, text_column, cfg.model_dump()]).encode()).hexdigest()[:16]
+    cached = cache_dir / "tokenizers" / f"{key}.json"
+    if cached.is_file():
+        return Tokenizer.from_file(str(cached))
+    tokenizer, trainer = _untrained(cfg)
+    tokenizer.train_from_iterator(_batches(texts, text_column), trainer=trainer, length=len(texts))
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    # Write then rename, so a concurrent reader (another rank) never sees half a file.
+    partial = cached.with_suffix(f".{os.getpid()}.tmp")
+    tokenizer.save(str(partial))
+    partial.replace(cached)
+    return tokenizer
+
+
+def load_tokenizer(path: Path) -> Tokenizer:
+    return Tokenizer.from_file(str(path))
+
+
+def _untrained(cfg: TokenizerConfig) -> tuple[Tokenizer, trainers.Trainer]:
+    specials = [PAD, UNK]  # PAD first: id 0, the padding index of the embeddings.
+    steps = [normalizers.Replace("<br />", " ")]  # IMDB keeps raw HTML line breaks
+    if cfg.lowercase:
+        steps.append(normalizers.Lowercase())
+    if cfg.kind == "char":
+        # No merges: a BPE whose vocabulary is the alphabet is a character-level tokenizer.
+        tokenizer = Tokenizer(models.BPE(unk_token=UNK))
+        tokenizer.decoder = decoders.Fuse()
+        trainer = trainers.BpeTrainer(vocab_size=1, special_tokens=specials, show_progress=False)
+        if cfg.lowercase:
+            tokenizer.normalizer = normalizers.Lowercase()
+        return tokenizer, trainer
+    if cfg.kind == "wordpiece":
+        tokenizer = Tokenizer(models.WordPiece(unk_token=UNK))
+        tokenizer.normalizer = normalizers.Sequence([*steps, normalizers.NFD(), normalizers.StripAccents()])
+        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tokenizer.decoder = decoders.WordPiece()
+        trainer = trainers.WordPieceTrainer(vocab_size=cfg.vocab_size, special_tokens=specials, show_progress=False)
+        return tokenizer, trainer
+    tokenizer = Tokenizer(models.BPE(unk_token=UNK))
+    tokenizer.normalizer = normalizers.Sequence(steps)
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=cfg.vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    return tokenizer, trainer
+
+
+def _batches(texts: datasets.Dataset, column: str, batch_size: int = 1000) -> Iterator[list[str]]:
+    for batch in texts.select_columns([column]).iter(batch_size=batch_size):
+        yield batch[column]

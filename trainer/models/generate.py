@@ -1,0 +1,28 @@
+"""Autoregressive sampling from any causal LM that maps input_ids (B, T) to logits (B, T, V)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+@torch.no_grad()
+def sample(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    max_new_tokens: int,
+    context_len: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Extend input_ids (B, T) by max_new_tokens sampled tokens; the model sees at most context_len tokens."""
+    for _ in range(max_new_tokens):
+        context = input_ids[:, -context_len:]
+        logits = model(context)[:, -1, :] / temperature
+        if top_k is not None:
+            kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1, None]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        next_id = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
+        input_ids = torch.cat([input_ids, next_id], dim=1)
+    return input_ids

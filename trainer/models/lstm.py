@@ -1,0 +1,75 @@
+"""LSTM models on cuDNN's `nn.LSTM`: a sequence classifier over packed padding, and a language model."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+
+class LSTMClassifier(nn.Module):
+    """Embeds tokens, runs an LSTM over the real (unpadded) length of each sequence, classifies its last state."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        num_classes: int,
+        embed_dim: int = 128,
+        hidden_size: int = 256,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        pad_id: int = 0,
+    ) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
+        self.lstm = nn.LSTM(
+            embed_dim,
+            hidden_size,
+            num_layers=num_layers,
+            batch_first=True,
+            dropout=dropout if num_layers > 1 else 0.0,
+            bidirectional=bidirectional,
+        )
+        directions = 2 if bidirectional else 1
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden_size * directions, num_classes)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """input_ids, attention_mask (B, T) -> logits (B, num_classes)."""
+        lengths = attention_mask.sum(dim=1).clamp(min=1).cpu()
+        packed = pack_padded_sequence(self.embedding(input_ids), lengths, batch_first=True, enforce_sorted=False)
+        _, (hidden, _) = self.lstm(packed)
+        # hidden: (layers * directions, B, H); the top layer's final state in each direction.
+        top = hidden[-2:] if self.lstm.bidirectional else hidden[-1:]
+        features = torch.cat(list(top), dim=-1)
+        return self.head(self.dropout(features))
+
+
+class LSTMLanguageModel(nn.Module):
+    """Next-token prediction with an LSTM; input embedding and output head share weights when sizes allow."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        embed_dim: int = 128,
+        hidden_size: int = 256,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        tie_weights: bool = True,
+    ) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embed_dim)
+        self.lstm = nn.LSTM(
+            embed_dim, hidden_size, num_layers=num_layers, batch_first=True, dropout=dropout if num_layers > 1 else 0
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.proj = nn.Linear(hidden_size, embed_dim) if hidden_size != embed_dim else nn.Identity()
+        self.head = nn.Linear(embed_dim, vocab_size, bias=False)
+        if tie_weights:
+            self.head.weight = self.embedding.weight
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """input_ids (B, T) -> logits (B, T, vocab_size)."""
+        hidden, _ = self.lstm(self.dropout(self.embedding(input_ids)))
+        return self.head(self.proj(self.dropout(hidden)))

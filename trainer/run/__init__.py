@@ -1,0 +1,1 @@
+"""The run directory and what writes into it: config, loggers, checkpoints, summary."""

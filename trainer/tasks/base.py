@@ -1,0 +1,29 @@
+"""What every task shares: building its model from plain arguments, and its optimizer and schedule."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+
+from trainer.models import build_model
+from trainer.tasks.optim import build_optimizer, build_scheduler
+
+
+class Task(L.LightningModule):
+    """A LightningModule around one plain model. Hyperparameters are plain data, so a checkpoint
+    describes its own model and loads with `weights_only=True`."""
+
+    task_name: str
+
+    def __init__(self, family: str, model_kwargs: dict[str, Any], optim: dict[str, Any], scheduler: dict[str, Any]):
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = build_model(self.task_name, family, **model_kwargs)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = build_optimizer(self.model, self.hparams.optim)
+        scheduler = build_scheduler(optimizer, self.hparams.scheduler, int(self.trainer.estimated_stepping_batches))
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
