@@ -94,6 +94,11 @@ def fit(cfg: RunConfig) -> dict[str, Any]:
             logger.log_hyperparams(cfg.model_dump(mode="json"))
 
     trainer.fit(task, datamodule=datamodule, ckpt_path=resume_ckpt, weights_only=True)
+    throughput = next(c for c in callbacks if isinstance(c, Throughput))
+    if throughput.last_val_step != trainer.global_step:
+        # Training stopped between validations (max_steps mid-epoch): the summary's val metrics
+        # must describe the final weights.
+        trainer.validate(task, datamodule=datamodule, verbose=False)
     val_metrics = _metrics(trainer, "val/")
     test_metrics: dict[str, float] = {}
     if datamodule.test_set is not None:
@@ -101,7 +106,6 @@ def fit(cfg: RunConfig) -> dict[str, Any]:
         trainer.test(task, datamodule=datamodule, ckpt_path=best or None, weights_only=True, verbose=False)
         test_metrics = _metrics(trainer, "test/")
 
-    throughput = next(c for c in callbacks if isinstance(c, Throughput))
     summary = {
         "recipe": cfg.name,
         "run_dir": str(run_dir),

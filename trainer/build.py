@@ -33,6 +33,7 @@ def model_kwargs(cfg: RunConfig, facts: dict[str, Any]) -> dict[str, Any]:
             return {**model, "vocab_size": facts["vocab_size"], "num_classes": facts["num_classes"],
                     "pad_id": facts["pad_id"]}
         model.pop("bidirectional")
+        model.pop("pooling")
         return {**model, "vocab_size": facts["vocab_size"]}
     if cfg.task == "text_classification":
         model.pop("tie_weights")

@@ -7,6 +7,7 @@ and every config error answer in well under a second.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 
@@ -59,13 +60,16 @@ def _run(args: argparse.Namespace) -> int:
 
     from trainer import api
 
-    if args.command == "fit":
-        summary = api.fit(api.resolve_fit_config(args.recipe, args.overrides))
-        print(json.dumps(summary, indent=2))
-    elif args.command == "test":
-        print(json.dumps(api.test(load_config(args.recipe, args.overrides)), indent=2))
-    elif args.command == "generate":
-        print(api.generate(load_config(args.recipe, args.overrides)))
+    # Progress bars and library chatter go to stderr; stdout carries only the result, so that
+    # `trainer test ... > metrics.json` and `trainer generate ... > sample.txt` work.
+    with contextlib.redirect_stdout(sys.stderr):
+        if args.command == "fit":
+            result = json.dumps(api.fit(api.resolve_fit_config(args.recipe, args.overrides)), indent=2)
+        elif args.command == "test":
+            result = json.dumps(api.test(load_config(args.recipe, args.overrides)), indent=2)
+        else:
+            result = api.generate(load_config(args.recipe, args.overrides))
+    print(result)
     return 0
 
 

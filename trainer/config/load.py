@@ -149,6 +149,8 @@ def describe_validation_error(err: ValidationError, raw: dict[str, Any]) -> str:
     key = _user_key(first["loc"], raw)
     kind = first["type"]
     if kind == "extra_forbidden":
+        if key in valid_keys(RunConfig):  # valid elsewhere, e.g. a CNN setting after model.family=lstm
+            return f"key {key!r} does not apply with the other settings of its section; remove it"
         close = difflib.get_close_matches(key, valid_keys(RunConfig), n=1, cutoff=0.6)
         hint = f"did you mean {close[0]!r}?" if close else "run `trainer config <recipe>` to see the valid keys"
         return f"unknown key {key!r}; {hint}"
@@ -173,9 +175,10 @@ def _user_key(loc: tuple[Any, ...], raw: dict[str, Any]) -> str:
         elif isinstance(node, list) and isinstance(part, int):
             parts.append(str(part))
             node = node[part] if part < len(node) else None
+        elif isinstance(node, dict) and part == node.get("family"):
+            continue  # a discriminated-union tag such as 'cnn' in ('model', 'cnn', 'channels')
         elif i == len(loc) - 1 or not isinstance(node, dict):
             parts.append(str(part))
-        # else: a discriminated-union tag such as 'cnn' in ('model', 'cnn', 'channels')
     return ".".join(parts)
 
 

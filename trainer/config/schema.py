@@ -41,6 +41,9 @@ class LSTMConfig(Section):
     num_layers: PositiveInt = 1
     dropout: Fraction = 0.0
     bidirectional: bool = Field(default=False, description="Classifier only; a language model reads left to right.")
+    pooling: Literal["last", "mean", "max"] = Field(
+        default="max", description="Classifier: final state, or outputs pooled over the real tokens."
+    )
 
 
 class TransformerConfig(Section):

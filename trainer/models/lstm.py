@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 
 class LSTMClassifier(nn.Module):
-    """Embeds tokens, runs an LSTM over the real (unpadded) length of each sequence, classifies its last state."""
+    """Embeds tokens, runs an LSTM over the real (unpadded) length of each sequence, and classifies
+    either its final state (`pooling="last"`) or its outputs pooled over the real tokens (`"mean"`, `"max"`).
+
+    Pooling gives every position a direct gradient path, which trains much faster on long reviews.
+    """
 
     def __init__(
         self,
@@ -19,9 +23,13 @@ class LSTMClassifier(nn.Module):
         num_layers: int = 1,
         dropout: float = 0.0,
         bidirectional: bool = False,
+        pooling: str = "last",
         pad_id: int = 0,
     ) -> None:
         super().__init__()
+        if pooling not in ("last", "mean", "max"):
+            raise ValueError(f"pooling must be last, mean or max, not {pooling!r}")
+        self.pooling = pooling
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
         self.lstm = nn.LSTM(
             embed_dim,
@@ -39,10 +47,18 @@ class LSTMClassifier(nn.Module):
         """input_ids, attention_mask (B, T) -> logits (B, num_classes)."""
         lengths = attention_mask.sum(dim=1).clamp(min=1).cpu()
         packed = pack_padded_sequence(self.embedding(input_ids), lengths, batch_first=True, enforce_sorted=False)
-        _, (hidden, _) = self.lstm(packed)
-        # hidden: (layers * directions, B, H); the top layer's final state in each direction.
-        top = hidden[-2:] if self.lstm.bidirectional else hidden[-1:]
-        features = torch.cat(list(top), dim=-1)
+        outputs, (hidden, _) = self.lstm(packed)
+        if self.pooling == "last":
+            # hidden: (layers * directions, B, H); the top layer's final state in each direction.
+            top = hidden[-2:] if self.lstm.bidirectional else hidden[-1:]
+            features = torch.cat(list(top), dim=-1)
+        else:
+            outputs, _ = pad_packed_sequence(outputs, batch_first=True, total_length=input_ids.shape[1])
+            real = attention_mask.bool().unsqueeze(-1)
+            if self.pooling == "max":
+                features = outputs.masked_fill(~real, float("-inf")).amax(dim=1)
+            else:
+                features = (outputs * real).sum(dim=1) / real.sum(dim=1).clamp(min=1)
         return self.head(self.dropout(features))
 
 

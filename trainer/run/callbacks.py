@@ -42,10 +42,12 @@ class RNGState(L.Callback):
 
 
 class Throughput(L.Callback):
-    """Wall time of training and samples per second over the optimizer steps of this session."""
+    """Wall time of training and samples per second over the optimizer steps of this session,
+    and the step of the last validation (so `fit` knows whether its final val metrics are current)."""
 
     def __init__(self, global_batch_size: int) -> None:
         self.global_batch_size = global_batch_size
+        self.last_val_step: int | None = None
         self.train_seconds = 0.0
         self.steps = 0
         self._start: float | None = None
@@ -59,6 +61,10 @@ class Throughput(L.Callback):
         if self._start is not None:
             self.train_seconds = time.perf_counter() - self._start
             self.steps = trainer.global_step - self._start_step
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.last_val_step = trainer.global_step
 
     @property
     def samples_per_second(self) -> float:

@@ -1,0 +1,89 @@
+"""Shared fixtures: every test runs in its own directory, offline, with a per-session data cache."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# Real data sets (MNIST, IMDB, Tiny Shakespeare) in the hub's layout, beside the checkout.
+SHARED_DATA = Path(os.environ.get("TRAINER_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Path, session_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run in tmp_path (runs/ lands there), never reach a hub, keep caches out of the home directory."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TRAINER_CACHE", str(session_cache / "trainer"))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(session_cache / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"real test data missing at {SHARED_DATA}; set TRAINER_SHARED_DATA")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def small_imdb(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A balanced, shuffled slice of real IMDB reviews in the hub's layout (train 512, test 128)."""
+    import datasets
+
+    folder = tmp_path_factory.mktemp("imdb_small")
+    full = datasets.load_dataset(str(shared_data / "imdb"))
+    for split, size in (("train", 512), ("test", 128)):
+        full[split].shuffle(seed=0).select(range(size)).to_parquet(str(folder / f"{split}.parquet"))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def small_shakespeare(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first 40,000 characters of Tiny Shakespeare, as a folder holding one text file."""
+    folder = tmp_path_factory.mktemp("shakespeare_small")
+    text = (shared_data / "tiny_shakespeare" / "input.txt").read_text()
+    (folder / "input.txt").write_text(text[:40_000])
+    return folder
+
+
+def run_cli(*words: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The installed entry point, as a user runs it (`python -m trainer` is the same code)."""
+    return subprocess.run(
+        [sys.executable, "-m", "trainer", *words],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        timeout=600,
+    )
+
+
+@pytest.fixture
+def cli():
+    return run_cli
