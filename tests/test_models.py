@@ -57,7 +57,8 @@ def test_sample_extends_the_prompt_within_the_context() -> None:
     torch.manual_seed(0)
     model = GPT(vocab_size=11, max_len=8, d_model=16, n_heads=2, n_layers=1).eval()
     prompt = torch.tensor([[1, 2, 3]])
-    out = sample(model, prompt, max_new_tokens=20, context_len=8, top_k=3)
+    out = sample(model, prompt, max_new_tokens=20, context_len=8, top_k=3, suppress_ids=[0, 1])
     assert out.shape == (1, 23)
+    assert int(out[:, 3:].min()) >= 2
     assert torch.equal(out[:, :3], prompt)
     assert int(out.max()) < 11

@@ -15,7 +15,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from trainer.build import build_callbacks, build_datamodule, build_task, build_trainer
 from trainer.config import RunConfig, load_config, load_config_file, to_yaml
 from trainer.data.sources import check_source
-from trainer.data.tokenizer import TOKENIZER_FILE, load_tokenizer
+from trainer.data.tokenizer import PAD, TOKENIZER_FILE, UNK, load_tokenizer
 from trainer.distributed.batching import BatchPlan, plan_batches
 from trainer.errors import UserError
 from trainer.models.generate import sample
@@ -167,6 +167,7 @@ def generate(cfg: RunConfig) -> str:
         temperature=cfg.generate.temperature,
         top_k=cfg.generate.top_k,
         generator=generator,
+        suppress_ids=[tokenizer.token_to_id(token) for token in (PAD, UNK)],
     )
     return tokenizer.decode(output[0].tolist())
 

@@ -15,11 +15,17 @@ def sample(
     temperature: float = 1.0,
     top_k: int | None = None,
     generator: torch.Generator | None = None,
+    suppress_ids: list[int] | None = None,
 ) -> torch.Tensor:
-    """Extend input_ids (B, T) by max_new_tokens sampled tokens; the model sees at most context_len tokens."""
+    """Extend input_ids (B, T) by max_new_tokens sampled tokens; the model sees at most context_len tokens.
+
+    `suppress_ids` are never sampled (padding and unknown-token ids carry no text).
+    """
     for _ in range(max_new_tokens):
         context = input_ids[:, -context_len:]
         logits = model(context)[:, -1, :] / temperature
+        if suppress_ids:
+            logits[:, suppress_ids] = float("-inf")
         if top_k is not None:
             kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1, None]
             logits = logits.masked_fill(logits < kth, float("-inf"))
