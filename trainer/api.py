@@ -19,7 +19,7 @@ from trainer.data.tokenizer import PAD, TOKENIZER_FILE, UNK, load_tokenizer
 from trainer.distributed.batching import BatchPlan, plan_batches
 from trainer.errors import UserError
 from trainer.models.generate import sample
-from trainer.run.callbacks import Throughput
+from trainer.run.callbacks import LastCheckpoint, Throughput
 from trainer.run.loggers import build_loggers
 from trainer.run.run_dir import (
     CHECKPOINTS,
@@ -58,8 +58,13 @@ def world_size(cfg: RunConfig) -> int:
     return count * cfg.trainer.num_nodes
 
 
-def fit(cfg: RunConfig) -> dict[str, Any]:
-    """Train, evaluate on the test split when there is one, and write the run directory. Returns the summary."""
+def fit(cfg: RunConfig, callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
+    """Train, evaluate on the test split when there is one, and write the run directory. Returns the summary.
+
+    `callbacks` are added to the recipe's own (Lightning callbacks, for library users).
+    A run stopped by SIGTERM, SIGINT or SIGUSR1 saves last.ckpt at a step boundary, skips the final
+    evaluation and says so in the summary (`stopped_by`).
+    """
     started = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     plan = plan_batches(cfg.data.global_batch_size, cfg.data.micro_batch_size, world_size(cfg))
@@ -78,9 +83,9 @@ def fit(cfg: RunConfig) -> dict[str, Any]:
     saved_tokenizer = run_dir / TOKENIZER_FILE
     datamodule = build_datamodule(cfg, plan, tokenizer_path=saved_tokenizer if saved_tokenizer.is_file() else None)
     datamodule.prepare_data()
-    task = build_task(cfg, datamodule.facts())
+    task = build_task(cfg, datamodule.facts(), plan, len(datamodule.train_set))
     wandb_id = _wandb_id(run_dir) if "wandb" in cfg.logger else None
-    callbacks = build_callbacks(cfg, run_dir, plan)
+    callbacks = [*build_callbacks(cfg, run_dir, plan), *(callbacks or [])]
     trainer = _trainer_or_error(cfg, plan, run_dir, build_loggers(cfg, run_dir, wandb_id), callbacks)
 
     if trainer.is_global_zero:
@@ -95,13 +100,14 @@ def fit(cfg: RunConfig) -> dict[str, Any]:
 
     trainer.fit(task, datamodule=datamodule, ckpt_path=resume_ckpt, weights_only=True)
     throughput = next(c for c in callbacks if isinstance(c, Throughput))
-    if throughput.last_val_step != trainer.global_step:
+    stop = next(c for c in callbacks if isinstance(c, LastCheckpoint))
+    if stop.stopped_at_step is None and throughput.last_val_step != trainer.global_step:
         # Training stopped between validations (max_steps mid-epoch): the summary's val metrics
         # must describe the final weights.
         trainer.validate(task, datamodule=datamodule, verbose=False)
     val_metrics = _metrics(trainer, "val/")
     test_metrics: dict[str, float] = {}
-    if datamodule.test_set is not None:
+    if datamodule.test_set is not None and stop.stopped_at_step is None:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         trainer.test(task, datamodule=datamodule, ckpt_path=best or None, weights_only=True, verbose=False)
         test_metrics = _metrics(trainer, "test/")
@@ -121,6 +127,7 @@ def fit(cfg: RunConfig) -> dict[str, Any]:
         "wall_seconds": round(time.perf_counter() - started, 3),
         "samples_per_second": round(throughput.samples_per_second, 2),
         "best_checkpoint": _best_checkpoint(trainer),
+        "stopped_by": stop.signal_name,
     }
     if trainer.is_global_zero:
         (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")

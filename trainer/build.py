@@ -11,9 +11,9 @@ from lightning.pytorch.loggers import Logger
 
 from trainer.config.schema import RunConfig
 from trainer.data import DATA_MODULES, RecipeDataModule
-from trainer.distributed.batching import BatchPlan
-from trainer.run.callbacks import RNGState, Throughput
-from trainer.run.run_dir import CHECKPOINTS
+from trainer.distributed.batching import BatchPlan, total_optimizer_steps
+from trainer.run.callbacks import LastCheckpoint, RNGState, StepLimit, Throughput
+from trainer.run.run_dir import CHECKPOINTS, LAST_CKPT
 from trainer.tasks import TASKS, Task
 
 
@@ -42,12 +42,15 @@ def model_kwargs(cfg: RunConfig, facts: dict[str, Any]) -> dict[str, Any]:
     return {**model, "vocab_size": facts["vocab_size"], "max_len": cfg.data.block_size}
 
 
-def build_task(cfg: RunConfig, facts: dict[str, Any]) -> Task:
+def build_task(cfg: RunConfig, facts: dict[str, Any], plan: BatchPlan, num_train_samples: int) -> Task:
+    t = cfg.trainer
     return TASKS[cfg.task](
         family=cfg.model.family,
         model_kwargs=model_kwargs(cfg, facts),
         optim=cfg.optim.model_dump(),
         scheduler=cfg.scheduler.model_dump(),
+        schedule_steps=total_optimizer_steps(num_train_samples, plan, t.max_epochs, t.max_steps,
+                                             t.limit_train_batches),
     )
 
 
@@ -62,12 +65,14 @@ def build_callbacks(cfg: RunConfig, run_dir: Path, plan: BatchPlan) -> list[Call
             monitor=ckpt.monitor,
             mode=ckpt.mode,
             save_top_k=ckpt.save_top_k,
-            save_last=ckpt.save_last,
-            every_n_train_steps=ckpt.every_n_train_steps,
+            save_last=False,  # last.ckpt has its own writer
+            enable_version_counter=False,
         ),
+        LastCheckpoint(run_dir / CHECKPOINTS / LAST_CKPT, ckpt.every_n_train_steps),
         RNGState(),
         Throughput(plan.global_batch_size),
         LearningRateMonitor(logging_interval="step"),
+        *([StepLimit(cfg.trainer.max_steps)] if cfg.trainer.max_steps > 0 else []),
     ]
 
 
@@ -80,6 +85,9 @@ def build_trainer(
     **overrides: Any,
 ) -> L.Trainer:
     args = cfg.trainer.model_dump(exclude_none=True)
+    # max_steps is enforced by the StepLimit callback (see there); -1 epochs: no epoch limit.
+    args["max_steps"] = -1
+    args["max_epochs"] = cfg.trainer.max_epochs if cfg.trainer.max_epochs is not None else -1
     args.update(overrides)
     return L.Trainer(
         **args,
@@ -87,5 +95,7 @@ def build_trainer(
         default_root_dir=str(run_dir) if run_dir else None,
         logger=loggers,
         callbacks=callbacks,
+        # The data module shards the training data itself (see RecipeDataModule.train_dataloader).
+        use_distributed_sampler=False,
         enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import signal
 import sys
 
 from trainer.errors import UserError
@@ -64,12 +65,16 @@ def _run(args: argparse.Namespace) -> int:
     # `trainer test ... > metrics.json` and `trainer generate ... > sample.txt` work.
     with contextlib.redirect_stdout(sys.stderr):
         if args.command == "fit":
-            result = json.dumps(api.fit(api.resolve_fit_config(args.recipe, args.overrides)), indent=2)
+            summary = api.fit(api.resolve_fit_config(args.recipe, args.overrides))
+            result = json.dumps(summary, indent=2)
         elif args.command == "test":
             result = json.dumps(api.test(load_config(args.recipe, args.overrides)), indent=2)
         else:
             result = api.generate(load_config(args.recipe, args.overrides))
     print(result)
+    if args.command == "fit" and summary["stopped_by"]:
+        # Stopped by a signal, with a checkpoint to resume from: the shell convention 128 + signal.
+        return 128 + signal.Signals[summary["stopped_by"]].value
     return 0
 
 

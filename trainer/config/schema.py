@@ -175,9 +175,10 @@ class TrainerConfig(Section):
 class CheckpointConfig(Section):
     monitor: str = Field(default="val/loss", description="Metric that ranks the best checkpoints.")
     mode: Literal["min", "max"] = "min"
-    save_top_k: int = Field(default=1, ge=-1)
-    save_last: bool = True
-    every_n_train_steps: PositiveInt | None = Field(default=None, description="Also save every N optimizer steps.")
+    save_top_k: int = Field(default=1, ge=-1, description="Best checkpoints kept by `monitor` (-1: all).")
+    every_n_train_steps: PositiveInt | None = Field(
+        default=None, description="Also write last.ckpt every N optimizer steps (it is always written at the end)."
+    )
 
 
 class WandbConfig(Section):

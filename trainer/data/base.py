@@ -12,6 +12,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
+from torchdata.stateful_dataloader.sampler import StatefulDistributedSampler
 
 from trainer.config.schema import DataConfig
 from trainer.data.sources import Splits, load_splits
@@ -73,10 +74,23 @@ class RecipeDataModule(L.LightningDataModule):
         }
 
     def train_dataloader(self) -> StatefulDataLoader:
-        # Stateful: Lightning saves its position in checkpoints, so a mid-epoch resume neither
-        # repeats nor skips samples. The seeded generator makes the shuffling reproducible.
+        # The shuffle is a pure function of (seed, epoch), and Lightning calls set_epoch at every
+        # epoch start; the sampler's position is saved in checkpoints through the StatefulDataLoader. Together they make
+        # a mid-epoch resume neither repeat nor skip a sample. On several ranks the same sampler
+        # shards the data without overlap.
+        sampler = StatefulDistributedSampler(
+            self.train_set, num_replicas=self._world_size(), rank=self._rank(), shuffle=True, seed=self.seed
+        )
+        # A private generator for the loader's worker base seed: creating an iterator must not draw
+        # from the global RNG, or a resumed run's dropout would drift from the uninterrupted run's.
         generator = torch.Generator().manual_seed(self.seed)
-        return StatefulDataLoader(self.train_set, shuffle=True, generator=generator, **self._loader_options())
+        return StatefulDataLoader(self.train_set, sampler=sampler, generator=generator, **self._loader_options())
+
+    def _world_size(self) -> int:
+        return self.trainer.world_size if self.trainer is not None else 1
+
+    def _rank(self) -> int:
+        return self.trainer.global_rank if self.trainer is not None else 0
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_set, shuffle=False, **self._loader_options())

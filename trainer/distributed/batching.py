@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from trainer.errors import UserError
@@ -30,3 +31,22 @@ def plan_batches(global_batch_size: int, micro_batch_size: int | None, world_siz
             f"which data.micro_batch_size={micro} does not divide; choose a micro batch that divides {per_rank}"
         )
     return BatchPlan(global_batch_size, micro, world_size, accum)
+
+
+def total_optimizer_steps(
+    num_samples: int, plan: BatchPlan, max_epochs: int | None, max_steps: int, limit_train_batches: float | None
+) -> int:
+    """The optimizer steps a run will take, as Lightning counts them, for the learning-rate schedule.
+
+    Computed here rather than with `trainer.estimated_stepping_batches`, which builds the train
+    loader before a checkpoint is restored and so loses a resumed loader's position.
+    """
+    per_rank = math.ceil(num_samples / plan.world_size)  # DistributedSampler pads the last shard
+    batches = math.ceil(per_rank / plan.micro_batch_size)
+    if limit_train_batches is not None:
+        batches = int(batches * limit_train_batches) if limit_train_batches <= 1 else int(limit_train_batches)
+    # Lightning steps the optimizer on the last batch of an epoch even with a partial accumulation.
+    steps_per_epoch = math.ceil(batches / plan.grad_accum_steps)
+    epochs_total = steps_per_epoch * max_epochs if max_epochs not in (None, -1) else None
+    candidates = [n for n in (epochs_total, max_steps if max_steps > 0 else None) if n is not None]
+    return max(1, min(candidates)) if candidates else 1

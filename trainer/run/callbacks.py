@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import random
+import signal
+import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -69,3 +72,91 @@ class Throughput(L.Callback):
     @property
     def samples_per_second(self) -> float:
         return self.steps * self.global_batch_size / self.train_seconds if self.train_seconds else 0.0
+
+
+class StepLimit(L.Callback):
+    """Stops training after `max_steps` optimizer steps (the recipe's `trainer.max_steps`).
+
+    Lightning's own `max_steps` switches its loop to iteration-based restarts, which count one epoch
+    too many when resuming from a checkpoint taken at an epoch boundary (the next epoch's shuffle is
+    then skipped). Stopping from a callback keeps Lightning's epoch-based restarts, which are exact.
+    """
+
+    def __init__(self, max_steps: int) -> None:
+        self.max_steps = max_steps
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if trainer.global_step >= self.max_steps:
+            trainer.should_stop = True
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step >= self.max_steps:  # a resumed run that has already arrived
+            trainer.should_stop = True
+
+
+class LastCheckpoint(L.Callback):
+    """The one writer of `checkpoints/last.ckpt`, the checkpoint a resume starts from.
+
+    It writes every `every_n_train_steps` optimizer steps (if set), at the end of training, and when
+    asked to stop: on SIGTERM, SIGINT or SIGUSR1 the handler only records the request, and at the
+    next optimizer-step boundary the run saves and stops. Saving inside a signal handler could
+    capture a half-updated model; waiting for the boundary costs at most one step.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+
+    def __init__(self, path: Path, every_n_train_steps: int | None = None) -> None:
+        self.path = path
+        self.every_n_train_steps = every_n_train_steps
+        self.requested: int | None = None  # signal number
+        self.stopped_at_step: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _record(self, signum: int, frame: Any) -> None:
+        self.requested = signum
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # Python delivers signals to the main thread only
+        for signum in self.SIGNALS:
+            self._previous[signum] = signal.signal(signum, self._record)
+
+    def _restore_handlers(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        batch_idx = args[-1]
+        if (batch_idx + 1) % trainer.accumulate_grad_batches != 0:
+            return  # not at an optimizer-step boundary
+        if batch_idx + 1 >= trainer.num_training_batches:
+            # The epoch's last batch: save in on_train_epoch_end instead, where Lightning's loop state
+            # marks the epoch complete (taken here, a resume would count the epoch twice).
+            return
+        self._save_if_due(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._save_if_due(trainer)
+
+    def _save_if_due(self, trainer: L.Trainer) -> None:
+        if self.stopped_at_step is not None:
+            return
+        if self.requested is not None:
+            trainer.save_checkpoint(self.path)
+            self.stopped_at_step = trainer.global_step
+            trainer.should_stop = True
+        elif self.every_n_train_steps and trainer.global_step % self.every_n_train_steps == 0:
+            trainer.save_checkpoint(self.path)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore_handlers()
+        if self.stopped_at_step is None:
+            trainer.save_checkpoint(self.path)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._restore_handlers()
+
+    @property
+    def signal_name(self) -> str | None:
+        return signal.Signals(self.requested).name if self.requested is not None else None

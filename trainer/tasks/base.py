@@ -16,14 +16,22 @@ class Task(L.LightningModule):
 
     task_name: str
 
-    def __init__(self, family: str, model_kwargs: dict[str, Any], optim: dict[str, Any], scheduler: dict[str, Any]):
+    def __init__(
+        self,
+        family: str,
+        model_kwargs: dict[str, Any],
+        optim: dict[str, Any],
+        scheduler: dict[str, Any],
+        schedule_steps: int = 1,
+    ) -> None:
+        """`schedule_steps`: optimizer steps the learning-rate schedule spans (the run's total)."""
         super().__init__()
         self.save_hyperparameters()
         self.model = build_model(self.task_name, family, **model_kwargs)
 
     def configure_optimizers(self) -> Any:
         optimizer = build_optimizer(self.model, self.hparams.optim)
-        scheduler = build_scheduler(optimizer, self.hparams.scheduler, int(self.trainer.estimated_stepping_batches))
+        scheduler = build_scheduler(optimizer, self.hparams.scheduler, self.hparams.schedule_steps)
         if scheduler is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

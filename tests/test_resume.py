@@ -1,0 +1,74 @@
+"""Resume is exact: a run stopped after k steps and resumed ends with bitwise the same weights."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from helpers import FAST, fit, metric_series
+
+from trainer import api
+
+# Dropout on, shuffling on, a warmup-then-cosine schedule: everything a resume has to restore.
+# 1,293 training digits / 32 = 41 steps an epoch: step 30 is mid-epoch, 41 an epoch boundary.
+COMMON = ("model.dropout=0.3", "trainer.max_steps=60", *FAST)
+
+
+class SignalBeforeStep(L.Callback):
+    """Sends this process a real signal, as a user or a scheduler would, while step `step` runs.
+
+    It fires after step - 1; the run notices at the next step boundary and stops after step `step`.
+    """
+
+    def __init__(self, step: int, signum: int = signal.SIGTERM) -> None:
+        self.step, self.signum = step, signum
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        if trainer.global_step == self.step - 1:
+            os.kill(os.getpid(), self.signum)
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+
+
+@pytest.mark.parametrize(("stop_at", "signum"), [(30, signal.SIGTERM), (41, signal.SIGINT), (47, signal.SIGUSR1)])
+def test_stopped_and_resumed_run_matches_a_straight_run(tmp_path: Path, stop_at: int, signum: int) -> None:
+    straight = tmp_path / "straight"
+    fit("digits_cnn", *COMMON, f"run_dir={straight}")
+
+    stopped = tmp_path / "stopped"
+    config = api.resolve_fit_config("digits_cnn", [*COMMON, f"run_dir={stopped}"])
+    summary = api.fit(config, callbacks=[SignalBeforeStep(stop_at, signum)])
+    assert summary["stopped_by"] == signal.Signals(signum).name
+    assert summary["global_step"] == stop_at and summary["test"] == {}
+    assert torch.load(stopped / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == stop_at
+
+    resumed = fit("digits_cnn", f"resume={stopped}")
+    assert resumed["global_step"] == 60 and resumed["stopped_by"] is None
+    # One metrics.csv holds the whole run, both sessions of it, and the same losses as the straight run.
+    assert metric_series(stopped, "train/loss") == metric_series(straight, "train/loss")
+
+    expected, actual = _weights(straight), _weights(stopped)
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        assert torch.equal(expected[name], actual[name]), name
+
+
+def test_resume_last_continues_the_newest_run_in_place(tmp_path: Path) -> None:
+    config = api.resolve_fit_config("digits_cnn", list(COMMON))
+    first = api.fit(config, callbacks=[SignalBeforeStep(3)])
+    summary = fit("digits_cnn", "resume=last")
+    assert summary["global_step"] == 60
+    runs = list((tmp_path / "runs" / "digits_cnn").iterdir())
+    assert len(runs) == 1 and Path(summary["run_dir"]).resolve() == Path(first["run_dir"]).resolve()
+
+
+def test_resume_can_extend_a_finished_run(tmp_path: Path) -> None:
+    fit("digits_cnn", *COMMON, "trainer.max_steps=5", f"run_dir={tmp_path / 'run'}")
+    summary = fit("digits_cnn", f"resume={tmp_path / 'run'}", "trainer.max_steps=8")
+    assert summary["global_step"] == 8
