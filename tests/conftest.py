@@ -72,14 +72,18 @@ def small_shakespeare(shared_data: Path, tmp_path_factory: pytest.TempPathFactor
     return folder
 
 
-def run_cli(*words: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """The installed entry point, as a user runs it (`python -m trainer` is the same code)."""
+def run_cli(*words: str, cwd: Path | None = None, env: dict[str, str | None] | None = None):
+    """The installed entry point, as a user runs it (`python -m trainer` is the same code).
+
+    `env` adds variables to this process's environment; a value of None removes one.
+    """
+    environment = {**os.environ, **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "trainer", *words],
         capture_output=True,
         text=True,
         cwd=cwd,
-        env={**os.environ, **(env or {})},
+        env={k: v for k, v in environment.items() if v is not None},
         timeout=600,
     )
 

@@ -30,8 +30,14 @@ def test_every_recipe_validates_and_opens_with_its_command(path: Path) -> None:
 def test_overrides_are_parsed_as_yaml_scalars_and_lists() -> None:
     config = load_config(
         "mnist_cnn",
-        ["optim.lr=3e-4", "trainer.max_epochs=2", "model.channels=[8,16,32]", "trainer.precision=bf16-mixed",
-         "data.path=/tmp/x", "logger=[tensorboard,wandb]"],
+        [
+            "optim.lr=3e-4",
+            "trainer.max_epochs=2",
+            "model.channels=[8,16,32]",
+            "trainer.precision=bf16-mixed",
+            "data.path=/tmp/x",
+            "logger=[tensorboard,wandb]",
+        ],
     )
     assert config.optim.lr == pytest.approx(3e-4)
     assert config.trainer.max_epochs == 2

@@ -48,8 +48,9 @@ def test_classifiers_ignore_padding() -> None:
     torch.manual_seed(0)
     _padding_invariant(TransformerClassifier(vocab_size=30, num_classes=2, max_len=16, d_model=32).eval())
     for pooling in ("last", "mean", "max"):
-        lstm = LSTMClassifier(vocab_size=30, num_classes=2, embed_dim=8, hidden_size=8, bidirectional=True,
-                              pooling=pooling)
+        lstm = LSTMClassifier(
+            vocab_size=30, num_classes=2, embed_dim=8, hidden_size=8, bidirectional=True, pooling=pooling
+        )
         _padding_invariant(lstm.eval())
 
 

@@ -64,8 +64,13 @@ def test_language_models_train_on_shakespeare(recipe: str, small_shakespeare: Pa
 
 def test_fit_test_generate_through_the_cli(cli, small_shakespeare: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "gpt"
-    common = [f"data.path={small_shakespeare}", "data.block_size=32", "model.d_model=32", "model.n_heads=4",
-              "model.n_layers=1"]
+    common = [
+        f"data.path={small_shakespeare}",
+        "data.block_size=32",
+        "model.d_model=32",
+        "model.n_heads=4",
+        "model.n_layers=1",
+    ]
     fitted = cli("fit", "shakespeare_gpt", *common, "trainer.max_steps=5", f"run_dir={run_dir}", *FAST)
     assert fitted.returncode == 0, fitted.stderr[-2000:]
     for name in ("config.yaml", "metrics.csv", "summary.json", "tokenizer.json", "checkpoints/last.ckpt"):

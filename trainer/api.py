@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -241,6 +242,4 @@ def _wandb_id(run_dir: Path) -> str:
     saved = run_dir / WANDB_ID_FILE
     if saved.is_file():
         return saved.read_text().strip()
-    import wandb
-
-    return wandb.util.generate_id()
+    return uuid.uuid4().hex[:8]

@@ -30,15 +30,23 @@ def model_kwargs(cfg: RunConfig, facts: dict[str, Any]) -> dict[str, Any]:
         return {**model, "in_channels": facts["in_channels"], "num_classes": facts["num_classes"]}
     if cfg.model.family == "lstm":
         if cfg.task == "text_classification":
-            return {**model, "vocab_size": facts["vocab_size"], "num_classes": facts["num_classes"],
-                    "pad_id": facts["pad_id"]}
+            return {
+                **model,
+                "vocab_size": facts["vocab_size"],
+                "num_classes": facts["num_classes"],
+                "pad_id": facts["pad_id"],
+            }
         model.pop("bidirectional")
         model.pop("pooling")
         return {**model, "vocab_size": facts["vocab_size"]}
     if cfg.task == "text_classification":
         model.pop("tie_weights")
-        return {**model, "vocab_size": facts["vocab_size"], "num_classes": facts["num_classes"],
-                "max_len": cfg.data.max_length}
+        return {
+            **model,
+            "vocab_size": facts["vocab_size"],
+            "num_classes": facts["num_classes"],
+            "max_len": cfg.data.max_length,
+        }
     return {**model, "vocab_size": facts["vocab_size"], "max_len": cfg.data.block_size}
 
 
@@ -49,8 +57,7 @@ def build_task(cfg: RunConfig, facts: dict[str, Any], plan: BatchPlan, num_train
         model_kwargs=model_kwargs(cfg, facts),
         optim=cfg.optim.model_dump(),
         scheduler=cfg.scheduler.model_dump(),
-        schedule_steps=total_optimizer_steps(num_train_samples, plan, t.max_epochs, t.max_steps,
-                                             t.limit_train_batches),
+        schedule_steps=total_optimizer_steps(num_train_samples, plan, t.max_epochs, t.max_steps, t.limit_train_batches),
     )
 
 

@@ -51,7 +51,9 @@ def find_recipe(recipe: str, relative_to: Path | None = None) -> Path:
         return shipped[recipe]
     close = difflib.get_close_matches(recipe, shipped, n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
-    raise UserError(f"no recipe named {recipe!r}; {hint}run `trainer recipes` to list them, or give a path to a YAML file")
+    raise UserError(
+        f"no recipe named {recipe!r}; {hint}run `trainer recipes` to list them, or give a path to a YAML file"
+    )
 
 
 def _read_yaml(path: Path) -> DictConfig:

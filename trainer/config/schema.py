@@ -111,7 +111,9 @@ class DataConfig(Section):
     num_workers: NonNegativeInt = 0
     pin_memory: bool = False
     persistent_workers: bool = False
-    cache_dir: str | None = Field(default=None, description="Tokenizer and tokenised-data cache; default ~/.cache/trainer.")
+    cache_dir: str | None = Field(
+        default=None, description="Tokenizer and tokenised-data cache; default ~/.cache/trainer."
+    )
 
 
 # ----------------------------------------------------------------------------- optimisation

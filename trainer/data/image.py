@@ -38,7 +38,9 @@ class ImageDataModule(RecipeDataModule):
         )
         self._label_feature = splits.train.features[cfg.label_column]
         self._sample = transform(splits.train[:1])["pixels"]
-        return tuple(s.with_transform(transform) if s is not None else None for s in (splits.train, splits.val, splits.test))
+        return tuple(
+            s.with_transform(transform) if s is not None else None for s in (splits.train, splits.val, splits.test)
+        )
 
     @staticmethod
     def collate_fn(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

@@ -45,6 +45,8 @@ class LanguageModelingDataModule(TextClassificationDataModule):
         if val is None:
             held_out = train.train_test_split(test_size=cfg.val_fraction or 0.1, seed=self.seed)
             train, val = held_out["train"], held_out["test"]
+            if cfg.max_eval_samples is not None and cfg.max_eval_samples < len(val):
+                val = val.shuffle(seed=self.seed).select(range(cfg.max_eval_samples))
         return tuple(ds.with_format("torch") if ds is not None else None for ds in (train, val, test))
 
     def facts(self) -> dict[str, Any]:

@@ -26,8 +26,13 @@ class RNGState(L.Callback):
         kind, keys, pos, has_gauss, cached = np.random.get_state()
         state = {
             "torch": torch.get_rng_state(),
-            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                      "has_gauss": int(has_gauss), "cached": float(cached)},
+            "numpy": {
+                "kind": kind,
+                "keys": torch.from_numpy(keys.astype(np.int64)),
+                "pos": int(pos),
+                "has_gauss": int(has_gauss),
+                "cached": float(cached),
+            },
             "python": random.getstate(),
         }
         if torch.cuda.is_available():

@@ -21,7 +21,9 @@ def build_optimizer(model: nn.Module, optim: dict[str, Any]) -> torch.optim.Opti
     return torch.optim.AdamW(groups, lr=optim["lr"], betas=tuple(optim["betas"]))
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, scheduler: dict[str, Any], total_steps: int) -> LRScheduler | None:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, scheduler: dict[str, Any], total_steps: int
+) -> LRScheduler | None:
     """Linear warmup, then cosine or linear decay to `min_lr_ratio * lr`, stepped once per optimizer step."""
     name, warmup = scheduler["name"], scheduler["warmup_steps"]
     if name == "none":

@@ -1,0 +1,90 @@
+"""Accuracy floors on the full real data sets, on a budget 2 CPU cores can afford (marked slow; CI runs them)."""
+
+from __future__ import annotations
+
+import collections
+import math
+from pathlib import Path
+
+import pytest
+from helpers import fit
+
+pytestmark = pytest.mark.slow
+QUIET = ("trainer.enable_progress_bar=false",)
+
+
+def test_mnist_cnn_reaches_98_percent_after_one_epoch(shared_data: Path, tmp_path: Path) -> None:
+    summary = fit(
+        "mnist_cnn", f"data.path={shared_data / 'mnist'}", "trainer.max_epochs=1", f"run_dir={tmp_path / 'run'}", *QUIET
+    )
+    assert summary["epochs"] == 1
+    assert summary["test"]["test/acc"] >= 0.98, summary["test"]
+
+
+# Small models and 200-token reviews keep IMDB within about two minutes each on 2 cores.
+IMDB_BUDGET = ("data.max_length=200", "data.max_eval_samples=5000", "scheduler.warmup_steps=30")
+
+
+def test_imdb_transformer_reaches_80_percent(shared_data: Path, tmp_path: Path) -> None:
+    summary = fit(
+        "imdb_transformer",
+        f"data.path={shared_data / 'imdb'}",
+        *IMDB_BUDGET,
+        "model.d_model=64",
+        "model.n_layers=1",
+        "optim.lr=1e-3",
+        "trainer.max_steps=400",
+        f"run_dir={tmp_path / 'run'}",
+        *QUIET,
+    )
+    assert summary["test"]["test/acc"] >= 0.80, summary["test"]
+
+
+def test_imdb_lstm_reaches_80_percent(shared_data: Path, tmp_path: Path) -> None:
+    summary = fit(
+        "imdb_lstm",
+        f"data.path={shared_data / 'imdb'}",
+        *IMDB_BUDGET,
+        "model.embed_dim=64",
+        "model.hidden_size=64",
+        "model.bidirectional=false",
+        "model.pooling=mean",
+        "optim.lr=5e-3",
+        "trainer.max_steps=500",
+        f"run_dir={tmp_path / 'run'}",
+        *QUIET,
+    )
+    assert summary["test"]["test/acc"] >= 0.80, summary["test"]
+
+
+def _unigram_entropy(text: str) -> float:
+    """Nats per character of the best model that ignores context: the floor a real LM must beat."""
+    counts = collections.Counter(text)
+    return -sum(n / len(text) * math.log(n / len(text)) for n in counts.values())
+
+
+@pytest.mark.parametrize(
+    ("recipe", "model"),
+    [
+        ("shakespeare_gpt", ("model.d_model=128", "model.n_heads=4", "model.n_layers=2", "optim.lr=3e-3")),
+        ("shakespeare_lstm", ("model.hidden_size=128", "model.num_layers=1", "optim.lr=5e-3")),
+    ],
+)
+def test_shakespeare_lm_beats_the_unigram_entropy(
+    recipe: str, model: tuple[str, ...], shared_data: Path, tmp_path: Path
+) -> None:
+    folder = shared_data / "tiny_shakespeare"
+    summary = fit(
+        recipe,
+        f"data.path={folder}",
+        *model,
+        "data.block_size=64",
+        "data.global_batch_size=32",
+        "trainer.max_steps=400",
+        "scheduler.warmup_steps=30",
+        "data.max_eval_samples=1000",
+        f"run_dir={tmp_path / 'run'}",
+        *QUIET,
+    )
+    unigram = _unigram_entropy((folder / "input.txt").read_text())  # 3.31 nats
+    assert summary["val"]["val/loss"] < 0.75 * unigram, (summary["val"], unigram)

@@ -1,0 +1,86 @@
+"""Data: splits, tokenizers, packing, and the tokenised cache that a second run reuses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from trainer.config import load_config
+from trainer.data import DATA_MODULES
+from trainer.data.sources import load_splits
+from trainer.errors import UserError
+
+
+def _datamodule(recipe: str, *overrides: str):
+    cfg = load_config(recipe, list(overrides))
+    module = DATA_MODULES[cfg.task](cfg.data, seed=cfg.seed, micro_batch_size=8)
+    module.load()
+    return module
+
+
+def test_without_a_validation_split_a_seeded_fraction_of_train_is_held_out(shared_data: Path) -> None:
+    cfg = load_config("mnist_cnn", [f"data.path={shared_data / 'mnist'}", "data.train_split=train[:1000]"]).data
+    first, again, other_seed = load_splits(cfg, 1), load_splits(cfg, 1), load_splits(cfg, 2)
+    assert len(first.val) == 50 and len(first.train) == 950 and len(first.test) == 10_000
+    assert first.val["label"] == again.val["label"]
+    assert first.val["label"] != other_seed.val["label"]
+
+
+def test_max_samples_take_a_random_subset_not_the_head(small_imdb: Path) -> None:
+    # IMDB's files are sorted by label; a head slice would hold one class only.
+    cfg = load_config("imdb_lstm", [f"data.path={small_imdb}", "data.max_eval_samples=40"]).data
+    splits = load_splits(cfg, 0)
+    assert len(splits.test) == 40 and set(splits.test["label"]) == {0, 1}
+
+
+def test_a_hub_name_without_network_says_to_use_data_path() -> None:
+    cfg = load_config("mnist_cnn", ["data.name=nobody/no_such_dataset_xyz"]).data
+    with pytest.raises(UserError, match="set data.path"):
+        load_splits(cfg, 0)
+
+
+def test_image_batches_are_normalised_tensors(shared_data: Path) -> None:
+    module = _datamodule(
+        "mnist_cnn", f"data.path={shared_data / 'mnist'}", "data.train_split=train[:200]", "data.test_split=test[:50]"
+    )
+    batch = next(iter(module.val_dataloader()))
+    assert batch["pixels"].shape == (8, 1, 28, 28) and batch["pixels"].dtype == torch.float32
+    assert module.facts() == {"num_classes": 10, "in_channels": 1}
+
+
+def test_text_batches_pad_to_the_longest_and_mask_padding(small_imdb: Path) -> None:
+    module = _datamodule(
+        "imdb_transformer", f"data.path={small_imdb}", "data.max_length=48", "data.tokenizer.vocab_size=1000"
+    )
+    batch = next(iter(module.val_dataloader()))
+    lengths = batch["attention_mask"].sum(1)
+    assert batch["input_ids"].shape[1] == int(lengths.max()) <= 48
+    assert torch.all(batch["input_ids"][batch["attention_mask"] == 0] == module.pad_id)
+    assert module.facts()["vocab_size"] <= 1000
+
+
+def test_lm_blocks_are_contiguous_text(small_shakespeare: Path) -> None:
+    module = _datamodule("shakespeare_gpt", f"data.path={small_shakespeare}", "data.block_size=64")
+    source = (small_shakespeare / "input.txt").read_text()
+    block = module.train_set[0]["input_ids"]
+    assert block.shape == (65,)
+    assert module.tokenizer.decode(block.tolist()) in source
+    # The character tokenizer keeps case and newlines and knows the whole alphabet.
+    assert module.facts()["vocab_size"] == len(set(source)) + 2  # + [PAD], [UNK]
+
+
+def test_the_tokenised_cache_is_reused(small_imdb: Path, tmp_path: Path) -> None:
+    words = (f"data.path={small_imdb}", f"data.cache_dir={tmp_path / 'cache'}", "data.tokenizer.vocab_size=1000")
+    _datamodule("imdb_lstm", *words)
+    cached = {p: p.stat().st_mtime_ns for p in (tmp_path / "cache").rglob("*") if p.is_file()}
+    assert any(p.suffix == ".arrow" for p in cached) and any(p.suffix == ".json" for p in cached)
+
+    second = _datamodule("imdb_lstm", *words)
+    after = {p: p.stat().st_mtime_ns for p in (tmp_path / "cache").rglob("*") if p.is_file()}
+    assert after == cached, "the second run wrote to the cache instead of reading it"
+    assert Path(second.train_set.cache_files[0]["filename"]) in cached
+
+    changed = _datamodule("imdb_lstm", *words, "data.max_length=32")
+    assert Path(changed.train_set.cache_files[0]["filename"]) not in cached
