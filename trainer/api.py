@@ -18,6 +18,14 @@ from trainer.config import RunConfig, load_config, load_config_file, to_yaml
 from trainer.data.sources import check_source
 from trainer.data.tokenizer import PAD, TOKENIZER_FILE, UNK, load_tokenizer
 from trainer.distributed.batching import BatchPlan, plan_batches
+from trainer.distributed.environment import (
+    Topology,
+    agree_on_run_dir,
+    exported_run_dir,
+    local_rank_zero_first,
+    resolve_topology,
+)
+from trainer.distributed.strategy import check_strategy_settings
 from trainer.errors import UserError
 from trainer.models.generate import sample
 from trainer.run.callbacks import LastCheckpoint, Throughput
@@ -48,46 +56,35 @@ def resolve_fit_config(recipe: str, overrides: list[str]) -> RunConfig:
     return load_config_file(run_dir / CONFIG_FILE, [*overrides, f"resume={run_dir}"])
 
 
-def world_size(cfg: RunConfig) -> int:
-    devices = cfg.trainer.devices
-    if isinstance(devices, list):
-        count = len(devices)
-    elif isinstance(devices, int) and devices > 0:
-        count = devices
-    else:  # "auto" / -1: every local accelerator, or one CPU process
-        count = max(1, torch.cuda.device_count()) if cfg.trainer.accelerator in ("auto", "gpu", "cuda") else 1
-    return count * cfg.trainer.num_nodes
-
-
 def fit(cfg: RunConfig, callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
     """Train, evaluate on the test split when there is one, and write the run directory. Returns the summary.
 
     `callbacks` are added to the recipe's own (Lightning callbacks, for library users).
     A run stopped by SIGTERM, SIGINT or SIGUSR1 saves last.ckpt at a step boundary, skips the final
-    evaluation and says so in the summary (`stopped_by`).
+    evaluation and says so in the summary (`stopped_by`). On several processes every rank calls
+    this; rank 0 alone writes the config, logs and summary.
     """
     started = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    plan = plan_batches(cfg.data.global_batch_size, cfg.data.micro_batch_size, world_size(cfg))
+    topology = resolve_topology(cfg.trainer.accelerator, cfg.trainer.devices, cfg.trainer.num_nodes)
+    plan = plan_batches(cfg.data.global_batch_size, cfg.data.micro_batch_size, topology.world_size)
+    check_strategy_settings(cfg)
     check_source(cfg.data)
 
-    resume_ckpt: Path | None = None
-    if cfg.resume is not None:
-        run_dir = Path(cfg.resume)
-        resume_ckpt = run_dir / CHECKPOINTS / LAST_CKPT
-        read_checkpoint(resume_ckpt)  # a corrupt checkpoint is a clear error before any work
-    else:
-        run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg.name or "run")
-        check_new_run_dir(run_dir, cfg.overwrite)
+    resume_ckpt = Path(cfg.resume) / CHECKPOINTS / LAST_CKPT if cfg.resume is not None else None
+    if resume_ckpt is not None:
+        check_resumable(resume_ckpt)  # a corrupt checkpoint is a clear error before any work
+    run_dir = agree_on_run_dir(lambda: _new_run_dir(cfg), cfg.trainer.accelerator)
 
     # Everything that can fail on bad input happens before the run directory is created.
     saved_tokenizer = run_dir / TOKENIZER_FILE
     datamodule = build_datamodule(cfg, plan, tokenizer_path=saved_tokenizer if saved_tokenizer.is_file() else None)
-    datamodule.prepare_data()
+    with local_rank_zero_first():
+        datamodule.prepare_data()
     task = build_task(cfg, datamodule.facts(), plan, len(datamodule.train_set))
     wandb_id = _wandb_id(run_dir) if "wandb" in cfg.logger else None
     callbacks = [*build_callbacks(cfg, run_dir, plan), *(callbacks or [])]
-    trainer = _trainer_or_error(cfg, plan, run_dir, build_loggers(cfg, run_dir, wandb_id), callbacks)
+    trainer = _trainer_or_error(cfg, plan, topology, run_dir, build_loggers(cfg, run_dir, wandb_id), callbacks)
 
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -99,7 +96,8 @@ def fit(cfg: RunConfig, callbacks: list[L.Callback] | None = None) -> dict[str, 
         for logger in trainer.loggers:
             logger.log_hyperparams(cfg.model_dump(mode="json"))
 
-    trainer.fit(task, datamodule=datamodule, ckpt_path=resume_ckpt, weights_only=True)
+    with exported_run_dir(run_dir):
+        trainer.fit(task, datamodule=datamodule, ckpt_path=resume_ckpt, weights_only=True)
     throughput = next(c for c in callbacks if isinstance(c, Throughput))
     stop = next(c for c in callbacks if isinstance(c, LastCheckpoint))
     if stop.stopped_at_step is None and throughput.last_val_step != trainer.global_step:
@@ -135,6 +133,14 @@ def fit(cfg: RunConfig, callbacks: list[L.Callback] | None = None) -> dict[str, 
     return summary
 
 
+def _new_run_dir(cfg: RunConfig) -> Path:
+    if cfg.resume is not None:
+        return Path(cfg.resume)
+    run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg.name or "run")
+    check_new_run_dir(run_dir, cfg.overwrite)
+    return run_dir
+
+
 def test(cfg: RunConfig) -> dict[str, float]:
     """Evaluate a checkpoint on the recipe's test split (its validation split if it has no test split)."""
     ckpt_path = check_checkpoint(cfg.ckpt, "test")
@@ -143,7 +149,8 @@ def test(cfg: RunConfig) -> dict[str, float]:
     plan = plan_batches(cfg.data.global_batch_size, cfg.data.micro_batch_size, 1)
     datamodule = build_datamodule(cfg, plan, tokenizer_path=_saved_tokenizer(cfg, ckpt_path))
     datamodule.prepare_data()
-    trainer = _trainer_or_error(cfg, plan, None, False, [], devices=1, num_nodes=1, strategy="auto")
+    topology = resolve_topology(cfg.trainer.accelerator, 1, 1)
+    trainer = _trainer_or_error(cfg, plan, topology, None, False, [], strategy="auto")
     if datamodule.test_set is None:
         trainer.validate(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True, verbose=False)
         return _metrics(trainer, "val/")
@@ -181,6 +188,15 @@ def generate(cfg: RunConfig) -> str:
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def check_resumable(path: Path) -> None:
+    """A checkpoint to resume from: a Lightning file, or a DeepSpeed checkpoint directory."""
+    if path.is_dir():
+        if not (path / "latest").is_file() and not (path / "checkpoint").is_dir():
+            raise UserError(f"checkpoint {str(path)!r} is an incomplete DeepSpeed checkpoint; resume from another run")
+        return
+    read_checkpoint(path)
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
@@ -221,9 +237,11 @@ def _saved_tokenizer(cfg: RunConfig, ckpt_path: Path) -> Path | None:
     return path
 
 
-def _trainer_or_error(cfg: RunConfig, plan: BatchPlan, run_dir: Path | None, loggers, callbacks, **overrides):
+def _trainer_or_error(
+    cfg: RunConfig, plan: BatchPlan, topology: Topology, run_dir: Path | None, loggers, callbacks, **overrides
+):
     try:
-        return build_trainer(cfg, plan, run_dir, loggers, callbacks, **overrides)
+        return build_trainer(cfg, plan, topology, run_dir, loggers, callbacks, **overrides)
     except (MisconfigurationException, ValueError, RuntimeError) as err:
         raise UserError(f"invalid trainer settings: {str(err).splitlines()[0]}") from None
 

@@ -12,6 +12,8 @@ from lightning.pytorch.loggers import Logger
 from trainer.config.schema import RunConfig
 from trainer.data import DATA_MODULES, RecipeDataModule
 from trainer.distributed.batching import BatchPlan, total_optimizer_steps
+from trainer.distributed.environment import Topology
+from trainer.distributed.strategy import build_strategy
 from trainer.run.callbacks import LastCheckpoint, RNGState, StepLimit, Throughput
 from trainer.run.run_dir import CHECKPOINTS, LAST_CKPT
 from trainer.tasks import TASKS, Task
@@ -86,6 +88,7 @@ def build_callbacks(cfg: RunConfig, run_dir: Path, plan: BatchPlan) -> list[Call
 def build_trainer(
     cfg: RunConfig,
     plan: BatchPlan,
+    topology: Topology,
     run_dir: Path | None,
     loggers: list[Logger] | bool,
     callbacks: list[Callback],
@@ -95,6 +98,12 @@ def build_trainer(
     # max_steps is enforced by the StepLimit callback (see there); -1 epochs: no epoch limit.
     args["max_steps"] = -1
     args["max_epochs"] = cfg.trainer.max_epochs if cfg.trainer.max_epochs is not None else -1
+    args.update(
+        accelerator=topology.accelerator,
+        devices=topology.devices,
+        num_nodes=topology.num_nodes,
+        strategy=build_strategy(cfg, plan, topology),
+    )
     args.update(overrides)
     return L.Trainer(
         **args,

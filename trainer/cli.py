@@ -71,7 +71,10 @@ def _run(args: argparse.Namespace) -> int:
             result = json.dumps(api.test(load_config(args.recipe, args.overrides)), indent=2)
         else:
             result = api.generate(load_config(args.recipe, args.overrides))
-    print(result)
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if rank_zero_only.rank == 0:  # on several processes, one result
+        print(result)
     if args.command == "fit" and summary["stopped_by"]:
         # Stopped by a signal, with a checkpoint to resume from: the shell convention 128 + signal.
         return 128 + signal.Signals[summary["stopped_by"]].value

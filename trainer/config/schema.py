@@ -7,7 +7,7 @@ that names the key and suggests the closest valid one.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, field_validator, model_validator
 
@@ -144,10 +144,20 @@ class TrainerConfig(Section):
     `data.micro_batch_size` and the world size.
     """
 
-    accelerator: str = "auto"
-    devices: int | str | list[int] = 1
-    num_nodes: PositiveInt = 1
-    strategy: str = "auto"
+    accelerator: Literal["auto", "cpu", "gpu", "cuda"] = "auto"
+    devices: int | str | list[int] = Field(
+        default="auto", description="Per node; auto: every local GPU, or one CPU process. Under torchrun: ignored."
+    )
+    num_nodes: PositiveInt = Field(default=1, description="Under torchrun: taken from the launcher.")
+    strategy: Literal[
+        "auto",
+        "ddp",
+        "deepspeed_stage_1",
+        "deepspeed_stage_2",
+        "deepspeed_stage_2_offload",
+        "deepspeed_stage_3",
+        "deepspeed_stage_3_offload",
+    ] = "auto"
     precision: Literal["32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true"] = "32"
     max_epochs: int | None = Field(default=None, ge=-1)
     max_steps: int = Field(default=-1, ge=-1)
@@ -181,6 +191,17 @@ class CheckpointConfig(Section):
     every_n_train_steps: PositiveInt | None = Field(
         default=None, description="Also write last.ckpt every N optimizer steps (it is always written at the end)."
     )
+
+
+class DeepSpeedSection(Section):
+    """DeepSpeed beyond what `trainer.strategy` names. Precision, gradient accumulation, clipping and the
+    micro batch come from the recipe; anything else goes in `config`, validated against DeepSpeed."""
+
+    config: str | dict[str, Any] | None = Field(
+        default=None, description="A DeepSpeed JSON file or an inline mapping (unknown keys are errors)."
+    )
+    offload_optimizer: bool | None = Field(default=None, description="Override the strategy's optimizer offload.")
+    offload_parameters: bool | None = Field(default=None, description="ZeRO-3: also offload parameters.")
 
 
 class WandbConfig(Section):
@@ -227,6 +248,7 @@ class RunConfig(Section):
     checkpoint: CheckpointConfig = CheckpointConfig()
     logger: list[LoggerName] = Field(default=["csv"], description="csv is always on; add tensorboard, wandb.")
     wandb: WandbConfig = WandbConfig()
+    deepspeed: DeepSpeedSection = DeepSpeedSection()
     generate: GenerateConfig = GenerateConfig()
     run_dir: str | None = Field(default=None, description="Run directory; default runs/<name>/<timestamp>.")
     overwrite: bool = Field(default=False, description="Allow writing into an existing, non-empty run_dir.")

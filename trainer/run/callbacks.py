@@ -147,6 +147,11 @@ class LastCheckpoint(L.Callback):
     def _save_if_due(self, trainer: L.Trainer) -> None:
         if self.stopped_at_step is not None:
             return
+        if trainer.world_size > 1:
+            # A signal may reach some ranks only; all must save together (ZeRO shards) and stop together.
+            stop = trainer.strategy.reduce_boolean_decision(self.requested is not None, all=False)
+            if stop and self.requested is None:
+                self.requested = signal.SIGTERM
         if self.requested is not None:
             trainer.save_checkpoint(self.path)
             self.stopped_at_step = trainer.global_step

@@ -1,0 +1,159 @@
+"""Where this process stands among its peers, and the few facts all ranks must agree on before Lightning starts.
+
+Two launch paths reach `fit`:
+- `trainer fit ... trainer.devices=N`: one process; Lightning's launcher re-runs the same command for
+  ranks 1..N-1 when training starts. Those children find the run directory in `TRAINER_RUN_DIR`.
+- `torchrun ... -m trainer fit ...`: every rank starts at once. The process group is initialised
+  here, early (Lightning and DeepSpeed reuse an existing one), so rank 0 can choose the run
+  directory and broadcast it, with any error, to the others.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from trainer.errors import UserError
+
+RUN_DIR_ENV = "TRAINER_RUN_DIR"
+
+
+@dataclass(frozen=True)
+class Topology:
+    """How many processes train, and how Lightning is to be told so."""
+
+    devices: int | str | list[int]  # per node, as Lightning takes it
+    num_nodes: int
+    world_size: int
+    accelerator: str  # "cpu" or "gpu" (resolved from "auto")
+
+
+@dataclass(frozen=True)
+class TorchrunWorld:
+    world_size: int
+    local_world_size: int
+    rank: int
+    local_rank: int
+
+
+def torchrun_world() -> TorchrunWorld | None:
+    """The world torchrun (torch.distributed.run) started this process in, if it did."""
+    names = ("WORLD_SIZE", "LOCAL_WORLD_SIZE", "RANK", "LOCAL_RANK", "GROUP_RANK")
+    if not all(name in os.environ for name in names):
+        return None
+    return TorchrunWorld(
+        world_size=int(os.environ["WORLD_SIZE"]),
+        local_world_size=int(os.environ["LOCAL_WORLD_SIZE"]),
+        rank=int(os.environ["RANK"]),
+        local_rank=int(os.environ["LOCAL_RANK"]),
+    )
+
+
+def resolve_topology(accelerator: str, devices: int | str | list[int], num_nodes: int) -> Topology:
+    """Devices and nodes from the recipe, or from torchrun's environment when it started us.
+
+    Under torchrun the launcher's `--nproc_per_node` and `--nnodes` decide; nothing has to be kept
+    equal by hand in the recipe.
+    """
+    resolved = _resolve_accelerator(accelerator)
+    world = torchrun_world()
+    if world is not None:
+        return Topology(world.local_world_size, world.world_size // world.local_world_size, world.world_size, resolved)
+    available = torch.cuda.device_count() if resolved == "gpu" else (os.cpu_count() or 1)
+    if isinstance(devices, list):
+        count = len(devices)
+    elif devices in ("auto", -1, "-1"):
+        count = max(1, torch.cuda.device_count()) if resolved == "gpu" else 1
+        devices = count
+    else:
+        try:
+            count = int(devices)
+        except ValueError:
+            raise UserError(f"trainer.devices={devices!r} is not a number, a list or 'auto'") from None
+    if count < 1:
+        raise UserError(f"trainer.devices={devices!r} asks for no device; use 1 or more, or 'auto'")
+    if count > available:
+        kind = "CUDA GPUs" if resolved == "gpu" else "CPU cores"
+        raise UserError(f"trainer.devices={devices!r} asks for more devices than exist ({available} {kind} here)")
+    return Topology(devices, num_nodes, count * num_nodes, resolved)
+
+
+def _resolve_accelerator(accelerator: str) -> str:
+    if accelerator in ("gpu", "cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(
+                f"trainer.accelerator={accelerator} but no CUDA GPU is visible; use trainer.accelerator=cpu"
+            )
+        return "gpu"
+    if accelerator == "auto":
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    if accelerator == "cpu":
+        return "cpu"
+    raise UserError(f"trainer.accelerator={accelerator!r} is not supported; use auto, cpu or gpu")
+
+
+def agree_on_run_dir(decide: Callable[[], Path], accelerator: str) -> Path:
+    """The run directory every rank writes to: chosen (and checked) once, by rank 0."""
+    given = os.environ.get(RUN_DIR_ENV)
+    if given:  # a rank that Lightning's launcher started: the parent chose
+        return Path(given)
+    world = torchrun_world()
+    if world is None or world.world_size == 1:
+        return decide()
+    _init_process_group(world, accelerator)
+    payload: list[tuple[str, str] | None] = [None]
+    error: UserError | None = None
+    if world.rank == 0:
+        try:
+            payload = [("ok", str(decide()))]
+        except UserError as err:  # tell the others before failing, or they wait forever
+            error = err
+            payload = [("error", str(err))]
+    torch.distributed.broadcast_object_list(payload, src=0)
+    if error is not None:
+        raise error
+    kind, value = payload[0]  # type: ignore[misc]
+    if kind == "error":
+        raise UserError(value)
+    return Path(value)
+
+
+@contextlib.contextmanager
+def exported_run_dir(run_dir: Path) -> Iterator[None]:
+    """Hands the run directory to the ranks Lightning's launcher starts inside `trainer.fit`."""
+    previous = os.environ.get(RUN_DIR_ENV)
+    os.environ[RUN_DIR_ENV] = str(run_dir)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(RUN_DIR_ENV, None)
+        else:
+            os.environ[RUN_DIR_ENV] = previous
+
+
+@contextlib.contextmanager
+def local_rank_zero_first() -> Iterator[None]:
+    """Rank 0 of each node fills the data caches first; the node's other ranks then read them."""
+    world = torchrun_world()
+    active = world is not None and torch.distributed.is_available() and torch.distributed.is_initialized()
+    if active and world.local_rank != 0:
+        torch.distributed.barrier()
+    yield
+    if active and world.local_rank == 0:
+        torch.distributed.barrier()
+
+
+def _init_process_group(world: TorchrunWorld, accelerator: str) -> None:
+    if torch.distributed.is_initialized():
+        return
+    backend = "gloo"
+    if _resolve_accelerator(accelerator) == "gpu":
+        torch.cuda.set_device(world.local_rank)
+        backend = "nccl"
+    torch.distributed.init_process_group(backend=backend)

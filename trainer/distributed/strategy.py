@@ -1,0 +1,84 @@
+"""`trainer.strategy` -> a Lightning strategy: auto, DDP, or DeepSpeed ZeRO 1-3 (with offload), on GPU or CPU."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, Strategy
+
+from trainer.config.schema import RunConfig
+from trainer.distributed.batching import BatchPlan
+from trainer.distributed.deepspeed_config import (
+    DEEPSPEED_STRATEGIES,
+    build_deepspeed_config,
+    read_user_config,
+    validate_deepspeed_config,
+)
+from trainer.distributed.environment import Topology
+from trainer.errors import UserError
+
+
+class CPUDeepSpeedStrategy(DeepSpeedStrategy):
+    """Lightning's DeepSpeedStrategy on CPU processes over gloo.
+
+    DeepSpeed itself runs ZeRO 1-3 on CPU; Lightning's strategy refuses any accelerator but CUDA.
+    This lifts its three CUDA-only assumptions (the accelerator check, the device-index check and a
+    CUDA root device) so that tests and CI run real ZeRO engines with several CPU processes.
+    """
+
+    strategy_name = "deepspeed_cpu"
+
+    def setup_environment(self) -> None:
+        DDPStrategy.setup_environment(self)  # skips DeepSpeedStrategy's CUDA-only check
+
+    def setup_distributed(self) -> None:
+        from lightning.fabric.utilities.seed import reset_seed
+
+        reset_seed()
+        self.set_world_ranks()
+        self._init_deepspeed_distributed()
+
+    @property
+    def root_device(self) -> torch.device:
+        # DeepSpeed reads the index as the device rank; without one it falls back to a world of one.
+        return torch.device("cpu", 0)
+
+
+def is_deepspeed(strategy: str) -> bool:
+    return strategy in DEEPSPEED_STRATEGIES
+
+
+def check_strategy_settings(cfg: RunConfig) -> dict[str, Any] | None:
+    """Fail fast on settings that do not go together; return the validated user DeepSpeed config."""
+    ds = cfg.deepspeed
+    uses_deepspeed_settings = ds.config is not None or ds.offload_optimizer or ds.offload_parameters
+    if uses_deepspeed_settings and not is_deepspeed(cfg.trainer.strategy):
+        raise UserError(
+            f"deepspeed settings (config, offload) need a DeepSpeed strategy, not trainer.strategy="
+            f"{cfg.trainer.strategy}; use trainer.strategy=deepspeed_stage_2_offload or similar"
+        )
+    if not is_deepspeed(cfg.trainer.strategy):
+        return None
+    if cfg.trainer.gradient_clip_algorithm == "value" and cfg.trainer.gradient_clip_val:
+        raise UserError("DeepSpeed clips gradients by norm only; set trainer.gradient_clip_algorithm=norm")
+    user_config = read_user_config(ds.config)
+    validate_deepspeed_config(user_config)
+    return user_config
+
+
+def build_strategy(cfg: RunConfig, plan: BatchPlan, topology: Topology) -> str | Strategy:
+    name = cfg.trainer.strategy
+    if not is_deepspeed(name):
+        if name == "ddp" and topology.accelerator == "cpu":
+            return DDPStrategy(process_group_backend="gloo")
+        return name
+    user_config = check_strategy_settings(cfg) or {}
+    config = build_deepspeed_config(
+        name, user_config, plan.micro_batch_size, cfg.deepspeed.offload_optimizer, cfg.deepspeed.offload_parameters
+    )
+    strategy_cls = CPUDeepSpeedStrategy if topology.accelerator == "cpu" else DeepSpeedStrategy
+    kwargs: dict[str, Any] = {"config": config}
+    if topology.accelerator == "cpu":
+        kwargs["process_group_backend"] = "gloo"
+    return strategy_cls(**kwargs)
