@@ -12,17 +12,21 @@ import lightning as L
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.utilities import rank_zero_only
 
 from trainer.build import build_callbacks, build_datamodule, build_task, build_trainer
 from trainer.config import RunConfig, load_config, load_config_file, to_yaml
 from trainer.data.sources import check_source
 from trainer.data.tokenizer import PAD, TOKENIZER_FILE, UNK, load_tokenizer
 from trainer.distributed.batching import BatchPlan, plan_batches
+from trainer.distributed.deepspeed_checkpoint import convert_to_universal, is_deepspeed_checkpoint, needs_conversion
 from trainer.distributed.environment import (
     Topology,
     agree_on_run_dir,
     exported_run_dir,
     local_rank_zero_first,
+    rank_zero_first,
     resolve_topology,
 )
 from trainer.distributed.strategy import check_strategy_settings
@@ -76,6 +80,12 @@ def fit(cfg: RunConfig, callbacks: list[L.Callback] | None = None) -> dict[str, 
         check_resumable(resume_ckpt)  # a corrupt checkpoint is a clear error before any work
     run_dir = agree_on_run_dir(lambda: _new_run_dir(cfg), cfg.trainer.accelerator)
 
+    load_universal = resume_ckpt is not None and needs_conversion(resume_ckpt, plan.world_size)
+    if load_universal:
+        with rank_zero_first():
+            if rank_zero_only.rank == 0:
+                convert_to_universal(resume_ckpt)
+
     # Everything that can fail on bad input happens before the run directory is created.
     saved_tokenizer = run_dir / TOKENIZER_FILE
     datamodule = build_datamodule(cfg, plan, tokenizer_path=saved_tokenizer if saved_tokenizer.is_file() else None)
@@ -84,7 +94,8 @@ def fit(cfg: RunConfig, callbacks: list[L.Callback] | None = None) -> dict[str, 
     task = build_task(cfg, datamodule.facts(), plan, len(datamodule.train_set))
     wandb_id = _wandb_id(run_dir) if "wandb" in cfg.logger else None
     callbacks = [*build_callbacks(cfg, run_dir, plan), *(callbacks or [])]
-    trainer = _trainer_or_error(cfg, plan, topology, run_dir, build_loggers(cfg, run_dir, wandb_id), callbacks)
+    loggers = build_loggers(cfg, run_dir, wandb_id)
+    trainer = _trainer_or_error(cfg, plan, topology, run_dir, loggers, callbacks, load_universal=load_universal)
 
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -100,13 +111,13 @@ def fit(cfg: RunConfig, callbacks: list[L.Callback] | None = None) -> dict[str, 
         trainer.fit(task, datamodule=datamodule, ckpt_path=resume_ckpt, weights_only=True)
     throughput = next(c for c in callbacks if isinstance(c, Throughput))
     stop = next(c for c in callbacks if isinstance(c, LastCheckpoint))
-    if stop.stopped_at_step is None and throughput.last_val_step != trainer.global_step:
+    if not stop.interrupted and throughput.last_val_step != trainer.global_step:
         # Training stopped between validations (max_steps mid-epoch): the summary's val metrics
         # must describe the final weights.
         trainer.validate(task, datamodule=datamodule, verbose=False)
     val_metrics = _metrics(trainer, "val/")
     test_metrics: dict[str, float] = {}
-    if datamodule.test_set is not None and stop.stopped_at_step is None:
+    if datamodule.test_set is not None and not stop.interrupted:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         trainer.test(task, datamodule=datamodule, ckpt_path=best or None, weights_only=True, verbose=False)
         test_metrics = _metrics(trainer, "test/")
@@ -126,7 +137,7 @@ def fit(cfg: RunConfig, callbacks: list[L.Callback] | None = None) -> dict[str, 
         "wall_seconds": round(time.perf_counter() - started, 3),
         "samples_per_second": round(throughput.samples_per_second, 2),
         "best_checkpoint": _best_checkpoint(trainer),
-        "stopped_by": stop.signal_name,
+        "stopped_by": stop.signal_name if stop.interrupted else None,
     }
     if trainer.is_global_zero:
         (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
@@ -146,11 +157,14 @@ def test(cfg: RunConfig) -> dict[str, float]:
     ckpt_path = check_checkpoint(cfg.ckpt, "test")
     check_source(cfg.data)
     task = _task_from_checkpoint(cfg, ckpt_path)
-    plan = plan_batches(cfg.data.global_batch_size, cfg.data.micro_batch_size, 1)
+    topology = resolve_topology(cfg.trainer.accelerator, cfg.trainer.devices, cfg.trainer.num_nodes)
+    plan = plan_batches(cfg.data.global_batch_size, cfg.data.micro_batch_size, topology.world_size)
     datamodule = build_datamodule(cfg, plan, tokenizer_path=_saved_tokenizer(cfg, ckpt_path))
-    datamodule.prepare_data()
-    topology = resolve_topology(cfg.trainer.accelerator, 1, 1)
-    trainer = _trainer_or_error(cfg, plan, topology, None, False, [], strategy="auto")
+    with local_rank_zero_first():
+        datamodule.prepare_data()
+    # Evaluation shards the data over ranks; DDP suffices whatever strategy trained the model.
+    strategy = _ddp_for(topology) if topology.world_size > 1 else "auto"
+    trainer = _trainer_or_error(cfg, plan, topology, None, False, [], strategy=strategy)
     if datamodule.test_set is None:
         trainer.validate(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True, verbose=False)
         return _metrics(trainer, "val/")
@@ -193,7 +207,7 @@ def generate(cfg: RunConfig) -> str:
 def check_resumable(path: Path) -> None:
     """A checkpoint to resume from: a Lightning file, or a DeepSpeed checkpoint directory."""
     if path.is_dir():
-        if not (path / "latest").is_file() and not (path / "checkpoint").is_dir():
+        if not is_deepspeed_checkpoint(path):
             raise UserError(f"checkpoint {str(path)!r} is an incomplete DeepSpeed checkpoint; resume from another run")
         return
     read_checkpoint(path)
@@ -226,6 +240,10 @@ def _task_from_checkpoint(cfg: RunConfig, ckpt_path: Path) -> Task:
             f"{str(err).splitlines()[0]}; give the recipe it was trained with"
         ) from None
     return task
+
+
+def _ddp_for(topology: Topology) -> DDPStrategy:
+    return DDPStrategy(process_group_backend="gloo" if topology.accelerator == "cpu" else None)
 
 
 def _saved_tokenizer(cfg: RunConfig, ckpt_path: Path) -> Path | None:

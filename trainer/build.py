@@ -14,7 +14,7 @@ from trainer.data import DATA_MODULES, RecipeDataModule
 from trainer.distributed.batching import BatchPlan, total_optimizer_steps
 from trainer.distributed.environment import Topology
 from trainer.distributed.strategy import build_strategy
-from trainer.run.callbacks import LastCheckpoint, RNGState, StepLimit, Throughput
+from trainer.run.callbacks import LastCheckpoint, RNGState, Throughput
 from trainer.run.run_dir import CHECKPOINTS, LAST_CKPT
 from trainer.tasks import TASKS, Task
 
@@ -77,11 +77,10 @@ def build_callbacks(cfg: RunConfig, run_dir: Path, plan: BatchPlan) -> list[Call
             save_last=False,  # last.ckpt has its own writer
             enable_version_counter=False,
         ),
-        LastCheckpoint(run_dir / CHECKPOINTS / LAST_CKPT, ckpt.every_n_train_steps),
+        LastCheckpoint(run_dir / CHECKPOINTS / LAST_CKPT, ckpt.every_n_train_steps, cfg.trainer.max_steps),
         RNGState(),
         Throughput(plan.global_batch_size),
         LearningRateMonitor(logging_interval="step"),
-        *([StepLimit(cfg.trainer.max_steps)] if cfg.trainer.max_steps > 0 else []),
     ]
 
 
@@ -92,17 +91,18 @@ def build_trainer(
     run_dir: Path | None,
     loggers: list[Logger] | bool,
     callbacks: list[Callback],
+    load_universal: bool = False,
     **overrides: Any,
 ) -> L.Trainer:
     args = cfg.trainer.model_dump(exclude_none=True)
-    # max_steps is enforced by the StepLimit callback (see there); -1 epochs: no epoch limit.
+    # max_steps is enforced by the LastCheckpoint callback (see there); -1 epochs: no epoch limit.
     args["max_steps"] = -1
     args["max_epochs"] = cfg.trainer.max_epochs if cfg.trainer.max_epochs is not None else -1
     args.update(
         accelerator=topology.accelerator,
         devices=topology.devices,
         num_nodes=topology.num_nodes,
-        strategy=build_strategy(cfg, plan, topology),
+        strategy=build_strategy(cfg, plan, topology, load_universal),
     )
     args.update(overrides)
     return L.Trainer(

@@ -97,8 +97,8 @@ def parse_overrides(words: list[str]) -> DictConfig:
             node = OmegaConf.select(value, key)
         except OmegaConfBaseException as err:
             raise UserError(f"cannot parse override {word!r}: {err}".splitlines()[0]) from None
-        # A value such as `ROMEO:` parses as a YAML mapping; a command-line value is meant literally.
-        if isinstance(node, DictConfig):
+        # `ROMEO:` parses as a YAML mapping but is meant as text; a mapping is written `{key: value}`.
+        if isinstance(node, DictConfig) and not raw_value.lstrip().startswith("{"):
             node = raw_value
         OmegaConf.update(overrides, key, node, force_add=True)
     return overrides

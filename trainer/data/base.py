@@ -10,7 +10,7 @@ from typing import Any
 import datasets
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchdata.stateful_dataloader import StatefulDataLoader
 from torchdata.stateful_dataloader.sampler import StatefulDistributedSampler
 
@@ -20,6 +20,49 @@ from trainer.data.sources import Splits, load_splits
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("TRAINER_CACHE", Path.home() / ".cache" / "trainer"))
+
+
+class EvalShard(Dataset):
+    """An evaluation set padded to a multiple of the world size.
+
+    Every rank then runs the same number of batches (ZeRO-3 gathers parameters in every forward, so
+    an uneven count would hang), and each real example is seen by exactly one rank. Padding rows
+    repeat real ones but carry `sample_mask=False`, and the tasks leave them out of every metric:
+    synced metrics equal single-process ones.
+    """
+
+    def __init__(self, dataset: datasets.Dataset, world_size: int) -> None:
+        self.dataset = dataset
+        self.size = -(-len(dataset) // world_size) * world_size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
+        real = len(self.dataset)
+        rows = self.dataset.__getitems__([i % real for i in indices])
+        for row, index in zip(rows, indices, strict=True):
+            row["sample_mask"] = torch.tensor(index < real)
+        return rows
+
+
+class ResumableSampler(StatefulDistributedSampler):
+    """Shuffles by (seed, epoch) and shards over ranks; its position survives a change of world size.
+
+    With the same seed the ranks together walk one global order (rank r takes every W-th index), so
+    a position is a count of samples in that order: saved with the world size, it is rescaled to the
+    new one on load. A run saved on 2 ranks and resumed on 1 (or the reverse) continues where it was.
+    """
+
+    def state_dict(self) -> dict[str, int]:
+        return {**super().state_dict(), "world_size": self.num_replicas}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        consumed = state_dict["yielded"] * state_dict.get("world_size", self.num_replicas)
+        super().load_state_dict({"yielded": consumed // self.num_replicas})
 
 
 class RecipeDataModule(L.LightningDataModule):
@@ -78,8 +121,13 @@ class RecipeDataModule(L.LightningDataModule):
         # epoch start; the sampler's position is saved in checkpoints through the StatefulDataLoader. Together they make
         # a mid-epoch resume neither repeat nor skip a sample. On several ranks the same sampler
         # shards the data without overlap.
-        sampler = StatefulDistributedSampler(
-            self.train_set, num_replicas=self._world_size(), rank=self._rank(), shuffle=True, seed=self.seed
+        sampler = ResumableSampler(
+            self.train_set,
+            num_replicas=self._world_size(),
+            rank=self._rank(),
+            shuffle=True,
+            seed=self.seed,
+            drop_last=True,  # no rank sees an example twice in an epoch; at most world - 1 are left out
         )
         # A private generator for the loader's worker base seed: creating an iterator must not draw
         # from the global RNG, or a resumed run's dropout would drift from the uninterrupted run's.
@@ -93,10 +141,15 @@ class RecipeDataModule(L.LightningDataModule):
         return self.trainer.global_rank if self.trainer is not None else 0
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, shuffle=False, **self._loader_options())
+        return self._eval_loader(self.val_set)
 
     def test_dataloader(self) -> DataLoader:
-        return DataLoader(self.test_set, shuffle=False, **self._loader_options())
+        return self._eval_loader(self.test_set)
+
+    def _eval_loader(self, dataset: datasets.Dataset) -> DataLoader:
+        shard = EvalShard(dataset, self._world_size())
+        sampler = DistributedSampler(shard, num_replicas=self._world_size(), rank=self._rank(), shuffle=False)
+        return DataLoader(shard, sampler=sampler, **self._loader_options())
 
 
 def tokenizer_hash(tokenizer_json: str) -> str:

@@ -69,8 +69,11 @@ class TextClassificationDataModule(RecipeDataModule):
         for row, sample in enumerate(samples):
             input_ids[row, : lengths[row]] = sample["input_ids"]
         attention_mask = torch.arange(input_ids.shape[1])[None, :] < torch.tensor(lengths)[:, None]
-        labels = torch.stack([s["labels"] for s in samples])
-        return {"input_ids": input_ids, "attention_mask": attention_mask.long(), "labels": labels}
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask.long()}
+        for key in ("labels", "sample_mask"):
+            if key in samples[0]:
+                batch[key] = torch.stack([s[key] for s in samples])
+        return batch
 
     @property
     def pad_id(self) -> int:

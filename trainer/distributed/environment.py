@@ -149,6 +149,18 @@ def local_rank_zero_first() -> Iterator[None]:
         torch.distributed.barrier()
 
 
+@contextlib.contextmanager
+def rank_zero_first() -> Iterator[None]:
+    """Global rank 0 does the work first (a checkpoint conversion on shared storage); the others wait."""
+    world = torchrun_world()
+    active = world is not None and torch.distributed.is_available() and torch.distributed.is_initialized()
+    if active and world.rank != 0:
+        torch.distributed.barrier()
+    yield
+    if active and world.rank == 0:
+        torch.distributed.barrier()
+
+
 def _init_process_group(world: TorchrunWorld, accelerator: str) -> None:
     if torch.distributed.is_initialized():
         return

@@ -67,7 +67,8 @@ def check_strategy_settings(cfg: RunConfig) -> dict[str, Any] | None:
     return user_config
 
 
-def build_strategy(cfg: RunConfig, plan: BatchPlan, topology: Topology) -> str | Strategy:
+def build_strategy(cfg: RunConfig, plan: BatchPlan, topology: Topology, load_universal: bool = False) -> str | Strategy:
+    """`load_universal`: resume from a checkpoint converted to DeepSpeed's universal format."""
     name = cfg.trainer.strategy
     if not is_deepspeed(name):
         if name == "ddp" and topology.accelerator == "cpu":
@@ -77,6 +78,8 @@ def build_strategy(cfg: RunConfig, plan: BatchPlan, topology: Topology) -> str |
     config = build_deepspeed_config(
         name, user_config, plan.micro_batch_size, cfg.deepspeed.offload_optimizer, cfg.deepspeed.offload_parameters
     )
+    if load_universal:
+        config.setdefault("checkpoint", {})["load_universal"] = True
     strategy_cls = CPUDeepSpeedStrategy if topology.accelerator == "cpu" else DeepSpeedStrategy
     kwargs: dict[str, Any] = {"config": config}
     if topology.accelerator == "cpu":

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+import shutil
 import signal
 import threading
 import time
@@ -79,40 +81,27 @@ class Throughput(L.Callback):
         return self.steps * self.global_batch_size / self.train_seconds if self.train_seconds else 0.0
 
 
-class StepLimit(L.Callback):
-    """Stops training after `max_steps` optimizer steps (the recipe's `trainer.max_steps`).
-
-    Lightning's own `max_steps` switches its loop to iteration-based restarts, which count one epoch
-    too many when resuming from a checkpoint taken at an epoch boundary (the next epoch's shuffle is
-    then skipped). Stopping from a callback keeps Lightning's epoch-based restarts, which are exact.
-    """
-
-    def __init__(self, max_steps: int) -> None:
-        self.max_steps = max_steps
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        if trainer.global_step >= self.max_steps:
-            trainer.should_stop = True
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.global_step >= self.max_steps:  # a resumed run that has already arrived
-            trainer.should_stop = True
-
-
 class LastCheckpoint(L.Callback):
     """The one writer of `checkpoints/last.ckpt`, the checkpoint a resume starts from.
 
     It writes every `every_n_train_steps` optimizer steps (if set), at the end of training, and when
-    asked to stop: on SIGTERM, SIGINT or SIGUSR1 the handler only records the request, and at the
-    next optimizer-step boundary the run saves and stops. Saving inside a signal handler could
-    capture a half-updated model; waiting for the boundary costs at most one step.
+    the run must stop: after `max_steps` steps, or when asked to. On SIGTERM, SIGINT or SIGUSR1 the
+    handler only records the request, and at the next optimizer-step boundary the run saves and
+    stops. Saving inside a signal handler could capture a half-updated model; waiting for the
+    boundary costs at most one step.
+
+    It also enforces `max_steps` (the recipe's `trainer.max_steps`) instead of Lightning: Lightning's
+    own `max_steps` switches its loop to iteration-based restarts, which count one epoch too many when
+    resuming from a checkpoint taken at an epoch boundary (the next epoch's shuffle is then skipped).
+    Stopping here keeps Lightning's epoch-based restarts, which are exact.
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
-    def __init__(self, path: Path, every_n_train_steps: int | None = None) -> None:
+    def __init__(self, path: Path, every_n_train_steps: int | None = None, max_steps: int = -1) -> None:
         self.path = path
         self.every_n_train_steps = every_n_train_steps
+        self.max_steps = max_steps
         self.requested: int | None = None  # signal number
         self.stopped_at_step: int | None = None
         self._previous: dict[int, Any] = {}
@@ -121,6 +110,8 @@ class LastCheckpoint(L.Callback):
         self.requested = signum
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if 0 < self.max_steps <= trainer.global_step:  # a resumed run that has already arrived
+            trainer.should_stop = True
         if threading.current_thread() is not threading.main_thread():
             return  # Python delivers signals to the main thread only
         for signum in self.SIGNALS:
@@ -152,21 +143,59 @@ class LastCheckpoint(L.Callback):
             stop = trainer.strategy.reduce_boolean_decision(self.requested is not None, all=False)
             if stop and self.requested is None:
                 self.requested = signal.SIGTERM
-        if self.requested is not None:
-            trainer.save_checkpoint(self.path)
+        if self.requested is not None or 0 < self.max_steps <= trainer.global_step:
+            self._save(trainer)
             self.stopped_at_step = trainer.global_step
             trainer.should_stop = True
         elif self.every_n_train_steps and trainer.global_step % self.every_n_train_steps == 0:
-            trainer.save_checkpoint(self.path)
+            self._save(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore_handlers()
         if self.stopped_at_step is None:
-            trainer.save_checkpoint(self.path)
+            self._save(trainer)
+
+    def _save(self, trainer: L.Trainer) -> None:
+        """Write beside the old checkpoint, then swap: a crash mid-write leaves the old one whole, and a
+        DeepSpeed directory never mixes shards of two saves (or of two world sizes)."""
+        partial = self.path.with_name(self.path.name + ".partial")
+        if trainer.is_global_zero:
+            _remove(partial)
+        trainer.strategy.barrier("last-checkpoint-clear")
+        trainer.save_checkpoint(partial)  # every rank takes part: DeepSpeed writes one shard per rank
+        trainer.strategy.barrier("last-checkpoint-written")
+        if trainer.is_global_zero:
+            swap_into_place(partial, self.path)
+        trainer.strategy.barrier("last-checkpoint-swapped")
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self._restore_handlers()
 
     @property
+    def interrupted(self) -> bool:
+        """Stopped by a signal (not by max_steps or max_epochs)."""
+        return self.requested is not None and self.stopped_at_step is not None
+
+    @property
     def signal_name(self) -> str | None:
         return signal.Signals(self.requested).name if self.requested is not None else None
+
+
+def swap_into_place(new: Path, target: Path) -> None:
+    """Replace `target` (a file or a DeepSpeed directory) with `new`; the old one goes last."""
+    if new.is_file():
+        os.replace(new, target)  # atomic for files
+        return
+    previous = target.with_name(target.name + ".previous")
+    _remove(previous)
+    if target.exists():
+        target.rename(previous)
+    new.rename(target)
+    _remove(previous)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()

@@ -39,14 +39,14 @@ def find_resume_dir(resume: str, name: str) -> Path:
     """`resume=last` is the newest run of the recipe that has a checkpoint; otherwise a run directory."""
     if resume == "last":
         runs = sorted(
-            (p for p in (RUNS_ROOT / name).glob("*") if (p / CHECKPOINTS / LAST_CKPT).is_file()),
+            (p for p in (RUNS_ROOT / name).glob("*") if (p / CHECKPOINTS / LAST_CKPT).exists()),
             key=lambda p: (p / CHECKPOINTS / LAST_CKPT).stat().st_mtime,
         )
         if not runs:
             raise UserError(f"resume=last: no run of {name!r} with a checkpoint under {RUNS_ROOT / name}; train first")
         return runs[-1]
     run_dir = Path(resume).expanduser()
-    if not (run_dir / CHECKPOINTS / LAST_CKPT).is_file():
+    if not (run_dir / CHECKPOINTS / LAST_CKPT).exists():
         raise UserError(
             f"resume={resume!r}: no {CHECKPOINTS}/{LAST_CKPT} there; give a run directory that holds a checkpoint"
         )

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torchmetrics import MetricCollection
+from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassPrecision, MulticlassRecall
 
 from trainer.tasks.base import Task
@@ -30,6 +30,7 @@ class ClassificationTask(Task):
         num_classes = self.hparams.model_kwargs["num_classes"]
         self.val_metrics = classification_metrics(num_classes, "val/")
         self.test_metrics = classification_metrics(num_classes, "test/")
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
 
     def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
@@ -39,19 +40,24 @@ class ClassificationTask(Task):
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
-    def _evaluate(self, batch: dict[str, torch.Tensor], stage: str, metrics: MetricCollection) -> None:
-        logits = self.logits(batch)
-        loss = F.cross_entropy(logits, batch["labels"])
-        metrics.update(logits, batch["labels"])
-        batch_size = batch["labels"].shape[0]
-        self.log(f"{stage}/loss", loss, prog_bar=True, sync_dist=True, batch_size=batch_size)
-        self.log_dict(metrics, prog_bar=False, batch_size=batch_size)
+    def _evaluate(
+        self, batch: dict[str, torch.Tensor], stage: str, metrics: MetricCollection, mean_loss: MeanMetric
+    ) -> None:
+        # Padding rows of a sharded evaluation set (sample_mask False) count in no metric; torchmetrics
+        # then syncs sums and counts across ranks, so the values equal single-process ones.
+        real = batch["sample_mask"]
+        logits, labels = self.logits(batch)[real], batch["labels"][real]
+        if labels.numel():
+            metrics.update(logits, labels)
+            mean_loss.update(F.cross_entropy(logits, labels, reduction="none"))
+        self.log(f"{stage}/loss", mean_loss, prog_bar=True)
+        self.log_dict(metrics)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "val", self.val_metrics)
+        self._evaluate(batch, "val", self.val_metrics, self.val_loss)
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "test", self.test_metrics)
+        self._evaluate(batch, "test", self.test_metrics, self.test_loss)
 
 
 class ImageClassificationTask(ClassificationTask):

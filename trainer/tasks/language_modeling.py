@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torchmetrics import MeanMetric
 from torchmetrics.text import Perplexity
 
 from trainer.tasks.base import Task
@@ -16,8 +17,8 @@ class CausalLMTask(Task):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.val_ppl = Perplexity()
-        self.test_ppl = Perplexity()
+        self.val_ppl, self.test_ppl = Perplexity(), Perplexity()
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
 
     def _loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # Each block is block_size inputs followed by the token the last one predicts.
@@ -31,15 +32,22 @@ class CausalLMTask(Task):
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
-    def _evaluate(self, batch: dict[str, torch.Tensor], stage: str, perplexity: Perplexity) -> None:
-        loss, logits, targets = self._loss(batch)
-        perplexity.update(logits.float(), targets)
-        batch_size = targets.shape[0]
-        self.log(f"{stage}/loss", loss, prog_bar=True, sync_dist=True, batch_size=batch_size)
-        self.log(f"{stage}/ppl", perplexity, batch_size=batch_size)
+    def _evaluate(
+        self, batch: dict[str, torch.Tensor], stage: str, perplexity: Perplexity, mean_loss: MeanMetric
+    ) -> None:
+        # Padding rows of a sharded evaluation set count in no metric (see EvalShard).
+        _, logits, targets = self._loss(batch)
+        real = batch["sample_mask"]
+        logits, targets = logits[real].float(), targets[real]
+        if targets.numel():
+            perplexity.update(logits, targets)
+            # Every block has the same length, so the mean of per-block means is the per-token mean.
+            mean_loss.update(F.cross_entropy(logits.transpose(1, 2), targets, reduction="none").mean(dim=1))
+        self.log(f"{stage}/loss", mean_loss, prog_bar=True)
+        self.log(f"{stage}/ppl", perplexity)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "val", self.val_ppl)
+        self._evaluate(batch, "val", self.val_ppl, self.val_loss)
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "test", self.test_ppl)
+        self._evaluate(batch, "test", self.test_ppl, self.test_loss)
