@@ -16,6 +16,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_only
 
 from trainer.build import build_callbacks, build_datamodule, build_task, build_trainer
+from trainer.checkpoints import EXPORT_DIR, export_model, plain_model_state, read_training_checkpoint
 from trainer.config import RunConfig, load_config, load_config_file, to_yaml
 from trainer.data.sources import check_source
 from trainer.data.tokenizer import PAD, TOKENIZER_FILE, UNK, load_tokenizer
@@ -32,7 +33,7 @@ from trainer.distributed.environment import (
 from trainer.distributed.strategy import check_strategy_settings
 from trainer.errors import UserError
 from trainer.models.generate import sample
-from trainer.run.callbacks import LastCheckpoint, Throughput
+from trainer.run.callbacks import LastCheckpoint, StopRequest, Throughput
 from trainer.run.loggers import build_loggers
 from trainer.run.run_dir import (
     CHECKPOINTS,
@@ -93,7 +94,8 @@ def fit(cfg: RunConfig, callbacks: list[L.Callback] | None = None) -> dict[str, 
         datamodule.prepare_data()
     task = build_task(cfg, datamodule.facts(), plan, len(datamodule.train_set))
     wandb_id = _wandb_id(run_dir) if "wandb" in cfg.logger else None
-    callbacks = [*build_callbacks(cfg, run_dir, plan), *(callbacks or [])]
+    stop_request = StopRequest()
+    callbacks = [*build_callbacks(cfg, run_dir, plan, stop_request), *(callbacks or [])]
     loggers = build_loggers(cfg, run_dir, wandb_id)
     trainer = _trainer_or_error(cfg, plan, topology, run_dir, loggers, callbacks, load_universal=load_universal)
 
@@ -107,20 +109,22 @@ def fit(cfg: RunConfig, callbacks: list[L.Callback] | None = None) -> dict[str, 
         for logger in trainer.loggers:
             logger.log_hyperparams(cfg.model_dump(mode="json"))
 
-    with exported_run_dir(run_dir):
-        trainer.fit(task, datamodule=datamodule, ckpt_path=resume_ckpt, weights_only=True)
     throughput = next(c for c in callbacks if isinstance(c, Throughput))
     stop = next(c for c in callbacks if isinstance(c, LastCheckpoint))
-    if not stop.interrupted and throughput.last_val_step != trainer.global_step:
-        # Training stopped between validations (max_steps mid-epoch): the summary's val metrics
-        # must describe the final weights.
-        trainer.validate(task, datamodule=datamodule, verbose=False)
-    val_metrics = _metrics(trainer, "val/")
-    test_metrics: dict[str, float] = {}
-    if datamodule.test_set is not None and not stop.interrupted:
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        trainer.test(task, datamodule=datamodule, ckpt_path=best or None, weights_only=True, verbose=False)
-        test_metrics = _metrics(trainer, "test/")
+    # The stop handlers cover the final evaluations too: a signal there must not fall to Lightning's.
+    with stop_request.installed():
+        with exported_run_dir(run_dir):
+            trainer.fit(task, datamodule=datamodule, ckpt_path=resume_ckpt, weights_only=True)
+        if not stop.interrupted and throughput.last_val_step != trainer.global_step:
+            # Training stopped between validations (max_steps mid-epoch): the summary's val metrics
+            # must describe the final weights.
+            trainer.validate(task, datamodule=datamodule, verbose=False)
+        val_metrics = _metrics(trainer, "val/")
+        test_metrics: dict[str, float] = {}
+        if datamodule.test_set is not None and not stop.interrupted:
+            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            trainer.test(task, datamodule=datamodule, ckpt_path=best or None, weights_only=True, verbose=False)
+            test_metrics = _metrics(trainer, "test/")
 
     summary = {
         "recipe": cfg.name,
@@ -153,7 +157,8 @@ def _new_run_dir(cfg: RunConfig) -> Path:
 
 
 def test(cfg: RunConfig) -> dict[str, float]:
-    """Evaluate a checkpoint on the recipe's test split (its validation split if it has no test split)."""
+    """Evaluate a checkpoint (Lightning file or DeepSpeed directory) on the recipe's test split, or its
+    validation split when it has no test split. `trainer.devices=N` shards the evaluation over N processes."""
     ckpt_path = check_checkpoint(cfg.ckpt, "test")
     check_source(cfg.data)
     task = _task_from_checkpoint(cfg, ckpt_path)
@@ -166,9 +171,9 @@ def test(cfg: RunConfig) -> dict[str, float]:
     strategy = _ddp_for(topology) if topology.world_size > 1 else "auto"
     trainer = _trainer_or_error(cfg, plan, topology, None, False, [], strategy=strategy)
     if datamodule.test_set is None:
-        trainer.validate(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True, verbose=False)
+        trainer.validate(task, datamodule=datamodule, verbose=False)
         return _metrics(trainer, "val/")
-    trainer.test(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True, verbose=False)
+    trainer.test(task, datamodule=datamodule, verbose=False)
     return _metrics(trainer, "test/")
 
 
@@ -210,30 +215,18 @@ def check_resumable(path: Path) -> None:
         if not is_deepspeed_checkpoint(path):
             raise UserError(f"checkpoint {str(path)!r} is an incomplete DeepSpeed checkpoint; resume from another run")
         return
-    read_checkpoint(path)
-
-
-def read_checkpoint(path: Path) -> dict[str, Any]:
-    """Load a checkpoint with `weights_only=True`; a corrupt or foreign file is a clear error."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types (EOFError, RuntimeError, UnpicklingError, ...)
-        raise UserError(
-            f"checkpoint {str(path)!r} cannot be loaded ({type(err).__name__}); it is truncated, corrupt "
-            "or not a trainer checkpoint: give another ckpt"
-        ) from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
-        raise UserError(f"checkpoint {str(path)!r} was not written by `trainer fit`; give another ckpt")
-    return checkpoint
+    read_training_checkpoint(path)
 
 
 def _task_from_checkpoint(cfg: RunConfig, ckpt_path: Path) -> Task:
-    checkpoint = read_checkpoint(ckpt_path)
-    hparams = checkpoint["hyper_parameters"]
-    task_cls = TASKS[cfg.task]
+    checkpoint = read_training_checkpoint(ckpt_path)
     try:
-        task = task_cls(**hparams)
-        task.load_state_dict(checkpoint["state_dict"])
+        task = TASKS[cfg.task](**checkpoint.hparams)
+        # Metric states are not weights: a consolidated DeepSpeed checkpoint does not carry them.
+        task.load_state_dict(checkpoint.state_dict, strict=False)
+        missing = set(plain_model_state(task.state_dict())) - set(plain_model_state(checkpoint.state_dict))
+        if missing:
+            raise KeyError(f"missing weights {sorted(missing)[:3]}")
     except (TypeError, KeyError, RuntimeError) as err:
         raise UserError(
             f"checkpoint {str(ckpt_path)!r} does not fit recipe {cfg.name!r} ({cfg.task}): "
@@ -244,6 +237,19 @@ def _task_from_checkpoint(cfg: RunConfig, ckpt_path: Path) -> Task:
 
 def _ddp_for(topology: Topology) -> DDPStrategy:
     return DDPStrategy(process_group_backend="gloo" if topology.accelerator == "cpu" else None)
+
+
+def export(run_dir: Path, ckpt: str | None = None) -> Path:
+    """Consolidate a run's checkpoint (last.ckpt unless `ckpt`) into run_dir/export/model.safetensors."""
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise UserError(
+            f"{str(run_dir)!r} is not a run directory (no {CONFIG_FILE}); give one written by `trainer fit`"
+        )
+    ckpt_path = Path(ckpt) if ckpt else run_dir / CHECKPOINTS / LAST_CKPT
+    if not ckpt_path.exists():
+        raise UserError(f"checkpoint {str(ckpt_path)!r} does not exist; train first or give ckpt=<path>")
+    cfg = load_config_file(run_dir / CONFIG_FILE)
+    return export_model(cfg.task, read_training_checkpoint(ckpt_path), run_dir, run_dir / EXPORT_DIR)
 
 
 def _saved_tokenizer(cfg: RunConfig, ckpt_path: Path) -> Path | None:

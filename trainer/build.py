@@ -13,8 +13,8 @@ from trainer.config.schema import RunConfig
 from trainer.data import DATA_MODULES, RecipeDataModule
 from trainer.distributed.batching import BatchPlan, total_optimizer_steps
 from trainer.distributed.environment import Topology
-from trainer.distributed.strategy import build_strategy
-from trainer.run.callbacks import LastCheckpoint, RNGState, Throughput
+from trainer.distributed.strategy import build_strategy, offloads_optimizer
+from trainer.run.callbacks import BatchCounterRescale, LastCheckpoint, RNGState, StopRequest, Throughput
 from trainer.run.run_dir import CHECKPOINTS, LAST_CKPT
 from trainer.tasks import TASKS, Task
 
@@ -57,13 +57,13 @@ def build_task(cfg: RunConfig, facts: dict[str, Any], plan: BatchPlan, num_train
     return TASKS[cfg.task](
         family=cfg.model.family,
         model_kwargs=model_kwargs(cfg, facts),
-        optim=cfg.optim.model_dump(),
+        optim={**cfg.optim.model_dump(), "cpu_offload": offloads_optimizer(cfg)},
         scheduler=cfg.scheduler.model_dump(),
         schedule_steps=total_optimizer_steps(num_train_samples, plan, t.max_epochs, t.max_steps, t.limit_train_batches),
     )
 
 
-def build_callbacks(cfg: RunConfig, run_dir: Path, plan: BatchPlan) -> list[Callback]:
+def build_callbacks(cfg: RunConfig, run_dir: Path, plan: BatchPlan, stop: StopRequest) -> list[Callback]:
     ckpt = cfg.checkpoint
     return [
         ModelCheckpoint(
@@ -77,8 +77,9 @@ def build_callbacks(cfg: RunConfig, run_dir: Path, plan: BatchPlan) -> list[Call
             save_last=False,  # last.ckpt has its own writer
             enable_version_counter=False,
         ),
-        LastCheckpoint(run_dir / CHECKPOINTS / LAST_CKPT, ckpt.every_n_train_steps, cfg.trainer.max_steps),
+        LastCheckpoint(run_dir / CHECKPOINTS / LAST_CKPT, stop, ckpt.every_n_train_steps, cfg.trainer.max_steps),
         RNGState(),
+        BatchCounterRescale(plan.world_size, plan.grad_accum_steps),
         Throughput(plan.global_batch_size),
         LearningRateMonitor(logging_interval="step"),
     ]

@@ -11,6 +11,7 @@ import contextlib
 import json
 import signal
 import sys
+from pathlib import Path
 
 from trainer.errors import UserError
 
@@ -37,6 +38,17 @@ def _parser() -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=text)
         command.add_argument("recipe", help="shipped recipe name or path to a YAML file")
         command.add_argument("overrides", nargs=argparse.REMAINDER, help="key.path=value words")
+    plan = commands.add_parser("plan", help="world size, batches, memory per GPU and launch commands for a cluster")
+    plan.add_argument("recipe", help="shipped recipe name or path to a YAML file")
+    plan.add_argument("overrides", nargs="*", help="key.path=value words")
+    plan.add_argument("--nodes", type=int, default=1)
+    plan.add_argument("--gpus-per-node", type=int, default=8)
+    plan.add_argument("--gpu-memory", default=None, help="e.g. 80GB: say whether each strategy fits")
+    plan.add_argument("--head-node", default="$HEAD_NODE", help="rendezvous host in the printed commands")
+    plan.add_argument("--port", type=int, default=29500)
+    export = commands.add_parser("export", help="consolidate a run's checkpoint into RUN_DIR/export/model.safetensors")
+    export.add_argument("run_dir", help="a run directory written by `trainer fit`")
+    export.add_argument("overrides", nargs="*", help="ckpt=PATH to export another checkpoint than last.ckpt")
     return parser
 
 
@@ -58,13 +70,17 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "generate":
         args.overrides = [_expand_generate_key(word) for word in args.overrides]
+    if args.command == "plan":
+        return _plan(args, load_config(args.recipe, args.overrides))
 
-    from trainer import api
-
-    # Progress bars and library chatter go to stderr; stdout carries only the result, so that
-    # `trainer test ... > metrics.json` and `trainer generate ... > sample.txt` work.
+    # Progress bars and library chatter (DeepSpeed logs to stdout) go to stderr; stdout carries only the
+    # result, so that `trainer test ... > metrics.json` and `trainer generate ... > sample.txt` work.
     with contextlib.redirect_stdout(sys.stderr):
-        if args.command == "fit":
+        from trainer import api
+
+        if args.command == "export":
+            result = str(api.export(Path(args.run_dir), _export_ckpt(args.overrides)))
+        elif args.command == "fit":
             summary = api.fit(api.resolve_fit_config(args.recipe, args.overrides))
             result = json.dumps(summary, indent=2)
         elif args.command == "test":
@@ -88,6 +104,29 @@ def _list_recipes(recipes: dict) -> int:
     for name, path in recipes.items():
         print(f"{name:<{width}}  {read_description(path)}")
     return 0
+
+
+def _plan(args: argparse.Namespace, cfg) -> int:
+    with contextlib.redirect_stdout(sys.stderr):  # DeepSpeed logs to stdout on import
+        from trainer.distributed.planning import make_plan, render
+        from trainer.distributed.strategy import check_strategy_settings
+
+        check_strategy_settings(cfg)
+        plan = make_plan(
+            cfg, args.recipe, args.overrides, args.nodes, args.gpus_per_node, args.gpu_memory, args.head_node, args.port
+        )
+    print(render(plan, cfg.trainer.strategy))
+    return 0
+
+
+def _export_ckpt(words: list[str]) -> str | None:
+    ckpt = None
+    for word in words:
+        key, sep, value = word.partition("=")
+        if key != "ckpt" or not sep:
+            raise UserError(f"`trainer export` takes only ckpt=PATH, not {word!r}")
+        ckpt = value
+    return ckpt
 
 
 def _expand_generate_key(word: str) -> str:

@@ -38,8 +38,11 @@ def load_splits(cfg: DataConfig, seed: int, carve_validation: bool = True) -> Sp
     check_source(cfg)
     if cfg.path is None and cfg.name == SKLEARN_DIGITS:
         available = _sklearn_digits()
-        load = available.__getitem__
         names = list(available)
+
+        def load(split: str) -> datasets.Dataset:
+            return _slice(available, split)
+
     else:
         names, load = _hub_or_local(cfg)
 
@@ -63,6 +66,13 @@ def load_splits(cfg: DataConfig, seed: int, carve_validation: bool = True) -> Sp
         val=_subsample(val, cfg.max_eval_samples, seed) if val is not None else None,
         test=_subsample(test, cfg.max_eval_samples, seed) if test is not None else None,
     )
+
+
+def _slice(splits: datasets.DatasetDict, spec: str) -> datasets.Dataset:
+    """`train[:10%]`-style slicing, as `load_dataset(split=...)` does it, for data built in memory."""
+    sizes = {name: len(ds) for name, ds in splits.items()}
+    (instruction,) = datasets.ReadInstruction.from_spec(spec).to_absolute(sizes)
+    return splits[instruction.splitname].select(range(instruction.from_, instruction.to))
 
 
 def _base(split: str) -> str:

@@ -49,6 +49,13 @@ def is_deepspeed(strategy: str) -> bool:
     return strategy in DEEPSPEED_STRATEGIES
 
 
+def offloads_optimizer(cfg: RunConfig) -> bool:
+    if not is_deepspeed(cfg.trainer.strategy):
+        return False
+    chosen = cfg.deepspeed.offload_optimizer
+    return chosen if chosen is not None else DEEPSPEED_STRATEGIES[cfg.trainer.strategy]["offload_optimizer"]
+
+
 def check_strategy_settings(cfg: RunConfig) -> dict[str, Any] | None:
     """Fail fast on settings that do not go together; return the validated user DeepSpeed config."""
     ds = cfg.deepspeed
@@ -60,6 +67,8 @@ def check_strategy_settings(cfg: RunConfig) -> dict[str, Any] | None:
         )
     if not is_deepspeed(cfg.trainer.strategy):
         return None
+    if offloads_optimizer(cfg) and cfg.optim.name != "adamw":
+        raise UserError("optimizer offload runs DeepSpeed's CPU Adam; set optim.name=adamw or drop the offload")
     if cfg.trainer.gradient_clip_algorithm == "value" and cfg.trainer.gradient_clip_val:
         raise UserError("DeepSpeed clips gradients by norm only; set trainer.gradient_clip_algorithm=norm")
     user_config = read_user_config(ds.config)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,14 +83,47 @@ class Throughput(L.Callback):
         return self.steps * self.global_batch_size / self.train_seconds if self.train_seconds else 0.0
 
 
+class StopRequest:
+    """SIGTERM, SIGINT and SIGUSR1 ask a run to stop. The handler only records which signal came;
+    the training loop acts on it at the next step boundary (see LastCheckpoint)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def _record(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():  # Python's rule for signal handlers
+            for signum in self.SIGNALS:
+                signal.signal(signum, self._record)
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[StopRequest]:
+        """Handlers in place for the whole of a fit: training, and the evaluations around it."""
+        previous = {signum: signal.getsignal(signum) for signum in self.SIGNALS}
+        self.install()
+        try:
+            yield self
+        finally:
+            if threading.current_thread() is threading.main_thread():
+                for signum, handler in previous.items():
+                    signal.signal(signum, handler)
+
+
 class LastCheckpoint(L.Callback):
     """The one writer of `checkpoints/last.ckpt`, the checkpoint a resume starts from.
 
     It writes every `every_n_train_steps` optimizer steps (if set), at the end of training, and when
-    the run must stop: after `max_steps` steps, or when asked to. On SIGTERM, SIGINT or SIGUSR1 the
-    handler only records the request, and at the next optimizer-step boundary the run saves and
-    stops. Saving inside a signal handler could capture a half-updated model; waiting for the
-    boundary costs at most one step.
+    the run must stop: after `max_steps` steps, or when a StopRequest came (SIGTERM, SIGINT, SIGUSR1):
+    then at the next optimizer-step boundary the run saves and stops. Saving inside a signal handler
+    could capture a half-updated model; waiting for the boundary costs at most one step.
+
+    Lightning installs a SIGTERM handler of its own at the start of every fit, validate and test; it
+    kills the launcher's other ranks and broadcasts from inside the handler, which can hang a job.
+    The first hooks after that (train, validation, test start) put the StopRequest's handler back.
 
     It also enforces `max_steps` (the recipe's `trainer.max_steps`) instead of Lightning: Lightning's
     own `max_steps` switches its loop to iteration-based restarts, which count one epoch too many when
@@ -96,31 +131,26 @@ class LastCheckpoint(L.Callback):
     Stopping here keeps Lightning's epoch-based restarts, which are exact.
     """
 
-    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
-
-    def __init__(self, path: Path, every_n_train_steps: int | None = None, max_steps: int = -1) -> None:
+    def __init__(
+        self, path: Path, request: StopRequest, every_n_train_steps: int | None = None, max_steps: int = -1
+    ) -> None:
         self.path = path
+        self.request = request
         self.every_n_train_steps = every_n_train_steps
         self.max_steps = max_steps
-        self.requested: int | None = None  # signal number
         self.stopped_at_step: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def _record(self, signum: int, frame: Any) -> None:
-        self.requested = signum
+        self._stopped_by_signal = False
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.request.install()
         if 0 < self.max_steps <= trainer.global_step:  # a resumed run that has already arrived
             trainer.should_stop = True
-        if threading.current_thread() is not threading.main_thread():
-            return  # Python delivers signals to the main thread only
-        for signum in self.SIGNALS:
-            self._previous[signum] = signal.signal(signum, self._record)
 
-    def _restore_handlers(self) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous.clear()
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.request.install()
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.request.install()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         batch_idx = args[-1]
@@ -138,20 +168,21 @@ class LastCheckpoint(L.Callback):
     def _save_if_due(self, trainer: L.Trainer) -> None:
         if self.stopped_at_step is not None:
             return
+        requested = self.request.signum is not None
         if trainer.world_size > 1:
             # A signal may reach some ranks only; all must save together (ZeRO shards) and stop together.
-            stop = trainer.strategy.reduce_boolean_decision(self.requested is not None, all=False)
-            if stop and self.requested is None:
-                self.requested = signal.SIGTERM
-        if self.requested is not None or 0 < self.max_steps <= trainer.global_step:
+            requested = trainer.strategy.reduce_boolean_decision(requested, all=False)
+            if requested and self.request.signum is None:
+                self.request.signum = signal.SIGTERM  # a peer's request
+        if requested or 0 < self.max_steps <= trainer.global_step:
             self._save(trainer)
             self.stopped_at_step = trainer.global_step
+            self._stopped_by_signal = requested
             trainer.should_stop = True
         elif self.every_n_train_steps and trainer.global_step % self.every_n_train_steps == 0:
             self._save(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._restore_handlers()
         if self.stopped_at_step is None:
             self._save(trainer)
 
@@ -168,17 +199,14 @@ class LastCheckpoint(L.Callback):
             swap_into_place(partial, self.path)
         trainer.strategy.barrier("last-checkpoint-swapped")
 
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        self._restore_handlers()
-
     @property
     def interrupted(self) -> bool:
-        """Stopped by a signal (not by max_steps or max_epochs)."""
-        return self.requested is not None and self.stopped_at_step is not None
+        """Training stopped early on a StopRequest (not by max_steps or max_epochs)."""
+        return self._stopped_by_signal
 
     @property
     def signal_name(self) -> str | None:
-        return signal.Signals(self.requested).name if self.requested is not None else None
+        return signal.Signals(self.request.signum).name if self.request.signum is not None else None
 
 
 def swap_into_place(new: Path, target: Path) -> None:
@@ -199,3 +227,37 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     elif path.exists():
         path.unlink()
+
+
+class BatchCounterRescale(L.Callback):
+    """Resume on another world size: rescales Lightning's per-rank batch counters.
+
+    Lightning counts the batches of an epoch per rank and places gradient-accumulation boundaries by
+    that count. The same optimizer step is `grad_accum_steps` batches on a rank, and that number
+    changes with the world size (the global batch does not). The checkpoint records the accumulation
+    it was written with; on load the epoch's batch counters are moved to the same optimizer step in
+    the new accumulation, before Lightning restores its loops.
+    """
+
+    KEY = "trainer_batch_layout"
+
+    def __init__(self, world_size: int, grad_accum_steps: int) -> None:
+        self.world_size = world_size
+        self.grad_accum_steps = grad_accum_steps
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        checkpoint[self.KEY] = {"world_size": self.world_size, "grad_accum_steps": self.grad_accum_steps}
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        saved = checkpoint.get(self.KEY)
+        if saved is None or saved["grad_accum_steps"] == self.grad_accum_steps:
+            return
+        progress = checkpoint["loops"]["fit_loop"]["epoch_loop.batch_progress"]
+        for scope in ("current", "total"):
+            counters = progress[scope]
+            ready = counters["ready"]
+            # Whole optimizer steps done, re-expressed in this run's batches; a save taken inside a
+            # step's last batch keeps its offset (completed = ready - 1) after the shift.
+            rescaled = ready // saved["grad_accum_steps"] * self.grad_accum_steps
+            for name in counters:
+                counters[name] += rescaled - ready

@@ -25,7 +25,8 @@ class RunCSVLogger(CSVLogger):
     """metrics.csv in the run directory itself, kept across resumes of the same run."""
 
     def __init__(self, run_dir: Path) -> None:
-        super().__init__(save_dir=str(run_dir), name="", version="")
+        # Flushed at every logging step: metrics.csv can be followed live and survives a killed run.
+        super().__init__(save_dir=str(run_dir), name="", version="", flush_logs_every_n_steps=1)
 
     @property
     @rank_zero_experiment

@@ -59,7 +59,7 @@ def check_checkpoint(ckpt: str | None, command: str) -> Path:
     if ckpt is None:
         raise UserError(f"`trainer {command}` needs a checkpoint: add ckpt=runs/<recipe>/<run>/checkpoints/last.ckpt")
     path = Path(ckpt).expanduser()
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"checkpoint {ckpt!r} does not exist; give ckpt=<path to a .ckpt file>")
     return path
 

@@ -10,12 +10,20 @@ from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, LRScheduler, S
 
 
 def build_optimizer(model: nn.Module, optim: dict[str, Any]) -> torch.optim.Optimizer:
-    """AdamW or SGD; weight decay only on matrices (not on biases, norms), as in GPT-2 and nanoGPT."""
+    """AdamW or SGD; weight decay only on matrices (not on biases, norms), as in GPT-2 and nanoGPT.
+
+    With `optim["cpu_offload"]` (ZeRO-Offload), the optimizer step runs on the CPU in DeepSpeed's
+    vectorised `DeepSpeedCPUAdam`, which DeepSpeed requires there (it compiles on first use).
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": optim["weight_decay"]},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
+    if optim.get("cpu_offload"):
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+        return DeepSpeedCPUAdam(groups, lr=optim["lr"], betas=tuple(optim["betas"]), adamw_mode=True)
     if optim["name"] == "sgd":
         return torch.optim.SGD(groups, lr=optim["lr"], momentum=optim["momentum"], nesterov=optim["nesterov"])
     return torch.optim.AdamW(groups, lr=optim["lr"], betas=tuple(optim["betas"]))

@@ -1,0 +1,150 @@
+"""`trainer plan`: what a recipe needs on a cluster shape, worked out without a GPU.
+
+Memory per GPU is for model states (weights, gradients, optimizer) under mixed-precision Adam:
+DeepSpeed's own estimators for ZeRO-2 and ZeRO-3, the ZeRO paper's accounting for DDP and ZeRO-1
+(DeepSpeed has no estimator for those). Activations come on top and grow with the micro batch.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+
+from trainer.config.schema import RunConfig
+from trainer.distributed.batching import BatchPlan, plan_batches
+from trainer.errors import UserError
+from trainer.models import build_model
+
+GIB = 1024**3
+# What a plan assumes where the data decide at run time (the tokenizer's size, the label count).
+ASSUMED_CHAR_VOCAB = 256
+ASSUMED_CLASSES = {"image_classification": 10, "text_classification": 2}
+ASSUMED_IMAGE_CHANNELS = 3
+
+
+@dataclass(frozen=True)
+class MemoryRow:
+    strategy: str
+    gpu_bytes: int
+    cpu_bytes: int
+    source: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    batches: BatchPlan
+    parameters: int
+    largest_layer: int
+    memory: list[MemoryRow]
+    gpu_memory_bytes: int | None
+    commands: list[str]
+
+
+def parse_memory(text: str) -> int:
+    """'80GB', '80GiB', '141G', '40000MB' -> bytes (GB and GiB both read as 2**30, as GPU vendors' cards are)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT])i?B?\s*", text, flags=re.IGNORECASE)
+    if not match:
+        raise UserError(f"--gpu-memory {text!r} is not a size; write it like 80GB")
+    scale = {"K": 1024, "M": 1024**2, "G": GIB, "T": 1024**4}[match.group(2).upper()]
+    return int(float(match.group(1)) * scale)
+
+
+def count_parameters(cfg: RunConfig) -> tuple[int, int]:
+    """(total, largest layer), from the recipe's model built on the meta device (no memory, no data)."""
+    from trainer.build import model_kwargs
+
+    tokenizer = cfg.data.tokenizer
+    vocab = (ASSUMED_CHAR_VOCAB if tokenizer.kind == "char" else tokenizer.vocab_size) if tokenizer else 0
+    facts = {
+        "vocab_size": vocab,
+        "num_classes": ASSUMED_CLASSES.get(cfg.task, 0),
+        "in_channels": ASSUMED_IMAGE_CHANNELS,
+        "pad_id": 0,
+    }
+    with torch.device("meta"):
+        model = build_model(cfg.task, cfg.model.family, **model_kwargs(cfg, facts))
+    total = sum(p.numel() for p in model.parameters())  # tied weights are counted once
+    largest = max(sum(p.numel() for p in m.parameters(recurse=False)) for m in model.modules())
+    return total, largest
+
+
+def memory_rows(parameters: int, largest_layer: int, gpus_per_node: int, nodes: int) -> list[MemoryRow]:
+    from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
+    from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
+
+    world = gpus_per_node * nodes
+    p = parameters
+    rows = [
+        # 2 bytes weights + 2 gradients + 12 fp32 master weights and Adam moments, all replicated.
+        MemoryRow("ddp", 16 * p, 0, "ZeRO paper (Rajbhandari et al. 2020), 16 bytes/param"),
+        # ZeRO-1 partitions the 12 optimizer bytes over the data-parallel ranks.
+        MemoryRow("deepspeed_stage_1", 4 * p + 12 * p // world, 0, "ZeRO paper: 4 + 12/N bytes/param"),
+    ]
+    for name, offload in (("deepspeed_stage_2", False), ("deepspeed_stage_2_offload", True)):
+        cpu, gpu = estimate_zero2_model_states_mem_needs(p, gpus_per_node, nodes, cpu_offload=offload)
+        rows.append(MemoryRow(name, gpu, cpu, "DeepSpeed estimate_zero2_model_states_mem_needs"))
+    for name, offload in (("deepspeed_stage_3", False), ("deepspeed_stage_3_offload", True)):
+        cpu, gpu, _ = estimate_zero3_model_states_mem_needs(
+            p, largest_layer, gpus_per_node, nodes, cpu_offload=offload, cpu_offload_params=offload
+        )
+        rows.append(MemoryRow(name, gpu, cpu, "DeepSpeed estimate_zero3_model_states_mem_needs"))
+    return rows
+
+
+def make_plan(
+    cfg: RunConfig,
+    recipe: str,
+    overrides: list[str],
+    nodes: int,
+    gpus_per_node: int,
+    gpu_memory: str | None,
+    head_node: str,
+    port: int,
+) -> Plan:
+    if nodes < 1 or gpus_per_node < 1:
+        raise UserError("--nodes and --gpus-per-node must be at least 1")
+    batches = plan_batches(cfg.data.global_batch_size, cfg.data.micro_batch_size, nodes * gpus_per_node)
+    parameters, largest = count_parameters(cfg)
+    words = " ".join(_quote(w) for w in overrides)
+    launcher = (
+        f"torchrun --nnodes={nodes} --nproc_per_node={gpus_per_node} --rdzv_backend=c10d "
+        f"--rdzv_endpoint={head_node}:{port} --rdzv_id={cfg.name or 'trainer'}"
+    )
+    commands = [f"{launcher} -m trainer fit {recipe} {words}".rstrip()]
+    return Plan(
+        batches=batches,
+        parameters=parameters,
+        largest_layer=largest,
+        memory=memory_rows(parameters, largest, gpus_per_node, nodes),
+        gpu_memory_bytes=parse_memory(gpu_memory) if gpu_memory else None,
+        commands=commands * nodes,
+    )
+
+
+def render(plan: Plan, strategy: str) -> str:
+    b = plan.batches
+    lines = [
+        f"world size        {b.world_size} processes",
+        f"global batch      {b.global_batch_size} samples per optimizer step",
+        f"micro batch       {b.micro_batch_size} per process, gradient accumulation {b.grad_accum_steps}",
+        f"parameters        {plan.parameters:,} (largest layer {plan.largest_layer:,}; vocabulary and label "
+        "counts assumed where the data decide)",
+        "",
+        "model-state memory per GPU (activations come on top):",
+        f"  {'strategy':<27}{'GPU GiB':>10}{'CPU GiB':>10}  {'fits':<6}source",
+    ]
+    for row in plan.memory:
+        fits = "-" if plan.gpu_memory_bytes is None else ("yes" if row.gpu_bytes <= plan.gpu_memory_bytes else "NO")
+        mark = "*" if row.strategy == strategy else " "
+        lines.append(
+            f"{mark} {row.strategy:<27}{row.gpu_bytes / GIB:>10.3f}{row.cpu_bytes / GIB:>10.3f}  {fits:<6}{row.source}"
+        )
+    lines += ["", "launch, one command on each node:"]
+    lines += [f"  node {rank}: {command}" for rank, command in enumerate(plan.commands)]
+    return "\n".join(lines)
+
+
+def _quote(word: str) -> str:
+    return word if re.fullmatch(r"[\w.=/:,\[\]+-]+", word) else "'" + word.replace("'", "'\\''") + "'"
