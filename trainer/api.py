@@ -140,6 +140,7 @@ def fit(cfg: RunConfig, callbacks: list[L.Callback] | None = None) -> dict[str, 
         "train_seconds": round(throughput.train_seconds, 3),
         "wall_seconds": round(time.perf_counter() - started, 3),
         "samples_per_second": round(throughput.samples_per_second, 2),
+        "peak_gpu_memory_bytes": throughput.peak_gpu_memory_bytes,
         "best_checkpoint": _best_checkpoint(trainer),
         "stopped_by": stop.signal_name if stop.interrupted else None,
     }

@@ -13,9 +13,10 @@ import signal
 import sys
 from pathlib import Path
 
-from trainer.errors import UserError
+from trainer.errors import TrainingDiverged, UserError
 
 EXIT_USER_ERROR = 2
+EXIT_DIVERGED = 3
 # `trainer generate ... prompt="ROMEO:" max_new_tokens=200`: short names for the generate section.
 GENERATE_SHORT_KEYS = ("prompt", "max_new_tokens", "temperature", "top_k")
 
@@ -58,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except TrainingDiverged as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_DIVERGED
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -60,6 +60,7 @@ class Throughput(L.Callback):
     def __init__(self, global_batch_size: int) -> None:
         self.global_batch_size = global_batch_size
         self.last_val_step: int | None = None
+        self.peak_gpu_memory_bytes: int | None = None
         self.train_seconds = 0.0
         self.steps = 0
         self._start: float | None = None
@@ -73,6 +74,8 @@ class Throughput(L.Callback):
         if self._start is not None:
             self.train_seconds = time.perf_counter() - self._start
             self.steps = trainer.global_step - self._start_step
+        if torch.cuda.is_available():
+            self.peak_gpu_memory_bytes = torch.cuda.max_memory_allocated()
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:

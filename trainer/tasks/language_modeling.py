@@ -30,7 +30,7 @@ class CausalLMTask(Task):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, _, _ = self._loss(batch)
         self.log("train/loss", loss, prog_bar=True)
-        return loss
+        return self.finite_or_stop(loss)
 
     def _evaluate(
         self, batch: dict[str, torch.Tensor], stage: str, perplexity: Perplexity, mean_loss: MeanMetric
