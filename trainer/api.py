@@ -23,12 +23,15 @@ from trainer.data.tokenizer import PAD, TOKENIZER_FILE, UNK, load_tokenizer
 from trainer.distributed.batching import BatchPlan, plan_batches
 from trainer.distributed.deepspeed_checkpoint import convert_to_universal, is_deepspeed_checkpoint, needs_conversion
 from trainer.distributed.environment import (
+    RunPlace,
     Topology,
-    agree_on_run_dir,
-    exported_run_dir,
+    agree_on_run_place,
+    exported_run_place,
+    job_identity,
     local_rank_zero_first,
     rank_zero_first,
     resolve_topology,
+    restart_count,
 )
 from trainer.distributed.strategy import check_strategy_settings
 from trainer.errors import UserError
@@ -38,13 +41,16 @@ from trainer.run.loggers import build_loggers
 from trainer.run.run_dir import (
     CHECKPOINTS,
     CONFIG_FILE,
+    JOB_FILE,
     LAST_CKPT,
     SUMMARY_FILE,
     check_checkpoint,
     check_new_run_dir,
     default_run_dir,
     find_resume_dir,
+    newest_complete_checkpoint,
     run_dir_of,
+    same_job,
 )
 from trainer.tasks import TASKS, Task
 
@@ -76,10 +82,8 @@ def fit(cfg: RunConfig, callbacks: list[L.Callback] | None = None) -> dict[str, 
     check_strategy_settings(cfg)
     check_source(cfg.data)
 
-    resume_ckpt = Path(cfg.resume) / CHECKPOINTS / LAST_CKPT if cfg.resume is not None else None
-    if resume_ckpt is not None:
-        check_resumable(resume_ckpt)  # a corrupt checkpoint is a clear error before any work
-    run_dir = agree_on_run_dir(lambda: _new_run_dir(cfg), cfg.trainer.accelerator)
+    place = agree_on_run_place(lambda: _decide_run_place(cfg), cfg.trainer.accelerator)
+    run_dir, resume_ckpt = place.run_dir, place.resume_from
 
     load_universal = resume_ckpt is not None and needs_conversion(resume_ckpt, plan.world_size)
     if load_universal:
@@ -106,6 +110,8 @@ def fit(cfg: RunConfig, callbacks: list[L.Callback] | None = None) -> dict[str, 
             datamodule.tokenizer.save(str(saved_tokenizer))
         if wandb_id:
             (run_dir / WANDB_ID_FILE).write_text(wandb_id)
+        if job_identity() is not None:
+            (run_dir / JOB_FILE).write_text(job_identity())
         for logger in trainer.loggers:
             logger.log_hyperparams(cfg.model_dump(mode="json"))
 
@@ -113,7 +119,7 @@ def fit(cfg: RunConfig, callbacks: list[L.Callback] | None = None) -> dict[str, 
     stop = next(c for c in callbacks if isinstance(c, LastCheckpoint))
     # The stop handlers cover the final evaluations too: a signal there must not fall to Lightning's.
     with stop_request.installed():
-        with exported_run_dir(run_dir):
+        with exported_run_place(place):
             trainer.fit(task, datamodule=datamodule, ckpt_path=resume_ckpt, weights_only=True)
         if not stop.interrupted and throughput.last_val_step != trainer.global_step:
             # Training stopped between validations (max_steps mid-epoch): the summary's val metrics
@@ -149,12 +155,26 @@ def fit(cfg: RunConfig, callbacks: list[L.Callback] | None = None) -> dict[str, 
     return summary
 
 
-def _new_run_dir(cfg: RunConfig) -> Path:
+def _decide_run_place(cfg: RunConfig) -> RunPlace:
+    """Rank 0's decision: a new run directory, the one `resume=` names, or, when the launcher restarted
+    this job (torchrun elastic restart, SLURM requeue), the job's own directory and newest checkpoint."""
     if cfg.resume is not None:
-        return Path(cfg.resume)
-    run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg.name or "run")
+        run_dir = Path(cfg.resume)
+        return RunPlace(run_dir, _checked(newest_complete_checkpoint(run_dir)))
+    job = job_identity()
+    run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg.name or "run", job)
+    if restart_count() > 0 and same_job(run_dir, job):
+        # Restarted before its first checkpoint: start again in the same place.
+        latest = newest_complete_checkpoint(run_dir)
+        return RunPlace(run_dir, _checked(latest) if latest else None)
     check_new_run_dir(run_dir, cfg.overwrite)
-    return run_dir
+    return RunPlace(run_dir)
+
+
+def _checked(checkpoint: Path | None) -> Path:
+    assert checkpoint is not None  # find_resume_dir made sure of one
+    check_resumable(checkpoint)  # a corrupt checkpoint is a clear error before any work
+    return checkpoint
 
 
 def test(cfg: RunConfig) -> dict[str, float]:

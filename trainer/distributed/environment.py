@@ -2,7 +2,7 @@
 
 Two launch paths reach `fit`:
 - `trainer fit ... trainer.devices=N`: one process; Lightning's launcher re-runs the same command for
-  ranks 1..N-1 when training starts. Those children find the run directory in `TRAINER_RUN_DIR`.
+  ranks 1..N-1 when training starts. Those children find the run directory in `TRAINER_RUN_PLACE`.
 - `torchrun ... -m trainer fit ...`: every rank starts at once. The process group is initialised
   here, early (Lightning and DeepSpeed reuse an existing one), so rank 0 can choose the run
   directory and broadcast it, with any error, to the others.
@@ -11,6 +11,7 @@ Two launch paths reach `fit`:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,7 +21,23 @@ import torch
 
 from trainer.errors import UserError
 
-RUN_DIR_ENV = "TRAINER_RUN_DIR"
+RUN_PLACE_ENV = "TRAINER_RUN_PLACE"
+
+
+@dataclass(frozen=True)
+class RunPlace:
+    """The run directory, and the checkpoint the run resumes from (None: a fresh start)."""
+
+    run_dir: Path
+    resume_from: Path | None = None
+
+    def to_json(self) -> str:
+        return json.dumps({"run_dir": str(self.run_dir), "resume_from": self.resume_from and str(self.resume_from)})
+
+    @classmethod
+    def from_json(cls, text: str) -> RunPlace:
+        data = json.loads(text)
+        return cls(Path(data["run_dir"]), Path(data["resume_from"]) if data["resume_from"] else None)
 
 
 @dataclass(frozen=True)
@@ -97,11 +114,24 @@ def _resolve_accelerator(accelerator: str) -> str:
     raise UserError(f"trainer.accelerator={accelerator!r} is not supported; use auto, cpu or gpu")
 
 
-def agree_on_run_dir(decide: Callable[[], Path], accelerator: str) -> Path:
-    """The run directory every rank writes to: chosen (and checked) once, by rank 0."""
-    given = os.environ.get(RUN_DIR_ENV)
-    if given:  # a rank that Lightning's launcher started: the parent chose
-        return Path(given)
+def restart_count() -> int:
+    """How often the scheduler or launcher has restarted this job: torchrun's elastic restarts, SLURM requeues."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT") or os.environ.get("SLURM_RESTART_COUNT") or 0)
+
+
+def job_identity() -> str | None:
+    """A name for this job that stays the same across its restarts, when a launcher gives one."""
+    if os.environ.get("SLURM_JOB_ID"):
+        return f"slurm-{os.environ['SLURM_JOB_ID']}"
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
+    return f"torchrun-{run_id}" if run_id and run_id != "none" else None
+
+
+def agree_on_run_place(decide: Callable[[], RunPlace], accelerator: str) -> RunPlace:
+    """Where every rank writes and what it resumes from: decided (and checked) once, by rank 0."""
+    given = os.environ.get(RUN_PLACE_ENV)
+    if given:  # a rank that Lightning's launcher started: the parent decided
+        return RunPlace.from_json(given)
     world = torchrun_world()
     if world is None or world.world_size == 1:
         return decide()
@@ -110,7 +140,7 @@ def agree_on_run_dir(decide: Callable[[], Path], accelerator: str) -> Path:
     error: UserError | None = None
     if world.rank == 0:
         try:
-            payload = [("ok", str(decide()))]
+            payload = [("ok", decide().to_json())]
         except UserError as err:  # tell the others before failing, or they wait forever
             error = err
             payload = [("error", str(err))]
@@ -120,21 +150,21 @@ def agree_on_run_dir(decide: Callable[[], Path], accelerator: str) -> Path:
     kind, value = payload[0]  # type: ignore[misc]
     if kind == "error":
         raise UserError(value)
-    return Path(value)
+    return RunPlace.from_json(value)
 
 
 @contextlib.contextmanager
-def exported_run_dir(run_dir: Path) -> Iterator[None]:
-    """Hands the run directory to the ranks Lightning's launcher starts inside `trainer.fit`."""
-    previous = os.environ.get(RUN_DIR_ENV)
-    os.environ[RUN_DIR_ENV] = str(run_dir)
+def exported_run_place(place: RunPlace) -> Iterator[None]:
+    """Hands the run directory and resume point to the ranks Lightning's launcher starts in `trainer.fit`."""
+    previous = os.environ.get(RUN_PLACE_ENV)
+    os.environ[RUN_PLACE_ENV] = place.to_json()
     try:
         yield
     finally:
         if previous is None:
-            os.environ.pop(RUN_DIR_ENV, None)
+            os.environ.pop(RUN_PLACE_ENV, None)
         else:
-            os.environ[RUN_DIR_ENV] = previous
+            os.environ[RUN_PLACE_ENV] = previous
 
 
 @contextlib.contextmanager

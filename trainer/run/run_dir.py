@@ -14,7 +14,13 @@ CHECKPOINTS = "checkpoints"
 LAST_CKPT = "last.ckpt"
 
 
-def default_run_dir(name: str) -> Path:
+JOB_FILE = "job"
+
+
+def default_run_dir(name: str, job: str | None = None) -> Path:
+    """runs/<name>/<job> for a job a launcher names (its restarts find it again), else runs/<name>/<time>."""
+    if job is not None:
+        return RUNS_ROOT / name / job
     stamp = time.strftime("%Y%m%d-%H%M%S")
     candidate = RUNS_ROOT / name / stamp
     suffix = 1
@@ -35,18 +41,36 @@ def check_new_run_dir(run_dir: Path, overwrite: bool) -> None:
         )
 
 
+def newest_complete_checkpoint(run_dir: Path) -> Path | None:
+    """last.ckpt, or the one it was replacing if a crash came between the two renames of a swap.
+
+    A checkpoint is written beside the old one (`.partial`) and swapped in only when complete, so
+    neither of these is ever half-written; `.partial` never counts.
+    """
+    last = run_dir / CHECKPOINTS / LAST_CKPT
+    for candidate in (last, last.with_name(LAST_CKPT + ".previous")):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def same_job(run_dir: Path, job: str | None) -> bool:
+    marker = run_dir / JOB_FILE
+    return job is not None and marker.is_file() and marker.read_text().strip() == job
+
+
 def find_resume_dir(resume: str, name: str) -> Path:
     """`resume=last` is the newest run of the recipe that has a checkpoint; otherwise a run directory."""
     if resume == "last":
         runs = sorted(
-            (p for p in (RUNS_ROOT / name).glob("*") if (p / CHECKPOINTS / LAST_CKPT).exists()),
-            key=lambda p: (p / CHECKPOINTS / LAST_CKPT).stat().st_mtime,
+            (p for p in (RUNS_ROOT / name).glob("*") if newest_complete_checkpoint(p) is not None),
+            key=lambda p: newest_complete_checkpoint(p).stat().st_mtime,
         )
         if not runs:
             raise UserError(f"resume=last: no run of {name!r} with a checkpoint under {RUNS_ROOT / name}; train first")
         return runs[-1]
     run_dir = Path(resume).expanduser()
-    if not (run_dir / CHECKPOINTS / LAST_CKPT).exists():
+    if newest_complete_checkpoint(run_dir) is None:
         raise UserError(
             f"resume={resume!r}: no {CHECKPOINTS}/{LAST_CKPT} there; give a run directory that holds a checkpoint"
         )
