@@ -28,7 +28,6 @@ from trainer.distributed.environment import (
     agree_on_run_place,
     exported_run_place,
     job_identity,
-    local_rank_zero_first,
     rank_zero_first,
     resolve_topology,
     restart_count,
@@ -94,7 +93,7 @@ def fit(cfg: RunConfig, callbacks: list[L.Callback] | None = None) -> dict[str, 
     # Everything that can fail on bad input happens before the run directory is created.
     saved_tokenizer = run_dir / TOKENIZER_FILE
     datamodule = build_datamodule(cfg, plan, tokenizer_path=saved_tokenizer if saved_tokenizer.is_file() else None)
-    with local_rank_zero_first():
+    with rank_zero_first(per_node=True):
         datamodule.prepare_data()
     task = build_task(cfg, datamodule.facts(), plan, len(datamodule.train_set))
     wandb_id = _wandb_id(run_dir) if "wandb" in cfg.logger else None
@@ -186,7 +185,7 @@ def test(cfg: RunConfig) -> dict[str, float]:
     topology = resolve_topology(cfg.trainer.accelerator, cfg.trainer.devices, cfg.trainer.num_nodes)
     plan = plan_batches(cfg.data.global_batch_size, cfg.data.micro_batch_size, topology.world_size)
     datamodule = build_datamodule(cfg, plan, tokenizer_path=_saved_tokenizer(cfg, ckpt_path))
-    with local_rank_zero_first():
+    with rank_zero_first(per_node=True):
         datamodule.prepare_data()
     # Evaluation shards the data over ranks; DDP suffices whatever strategy trained the model.
     strategy = _ddp_for(topology) if topology.world_size > 1 else "auto"

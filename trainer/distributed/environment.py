@@ -168,26 +168,20 @@ def exported_run_place(place: RunPlace) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def local_rank_zero_first() -> Iterator[None]:
-    """Rank 0 of each node fills the data caches first; the node's other ranks then read them."""
+def rank_zero_first(per_node: bool = False) -> Iterator[None]:
+    """Rank 0 does the work first and the others wait, then do theirs (cache hits by then).
+
+    `per_node`: rank 0 of each node goes first (node-local data caches); otherwise global rank 0 alone
+    (a checkpoint conversion on shared storage). Outside torchrun this is a no-op: Lightning's launcher
+    starts the other ranks only after this process has done the work.
+    """
     world = torchrun_world()
     active = world is not None and torch.distributed.is_available() and torch.distributed.is_initialized()
-    if active and world.local_rank != 0:
+    first = active and (world.local_rank if per_node else world.rank) == 0
+    if active and not first:
         torch.distributed.barrier()
     yield
-    if active and world.local_rank == 0:
-        torch.distributed.barrier()
-
-
-@contextlib.contextmanager
-def rank_zero_first() -> Iterator[None]:
-    """Global rank 0 does the work first (a checkpoint conversion on shared storage); the others wait."""
-    world = torchrun_world()
-    active = world is not None and torch.distributed.is_available() and torch.distributed.is_initialized()
-    if active and world.rank != 0:
-        torch.distributed.barrier()
-    yield
-    if active and world.rank == 0:
+    if first:
         torch.distributed.barrier()
 
 
