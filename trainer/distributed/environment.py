@@ -192,4 +192,14 @@ def _init_process_group(world: TorchrunWorld, accelerator: str) -> None:
     if _resolve_accelerator(accelerator) == "gpu":
         torch.cuda.set_device(world.local_rank)
         backend = "nccl"
-    torch.distributed.init_process_group(backend=backend)
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        torch.distributed.init_process_group(backend=backend)
+        return
+    # torchrun's agent hosts the store and keeps it across elastic restarts: the keys a dead round wrote
+    # (its groups' peer addresses) would be read again by the next round. A prefix per restart keeps
+    # each round to its own keys, for the default group and every group made from it (Lightning's too).
+    agent_store = torch.distributed.TCPStore(
+        os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world.world_size, is_master=False
+    )
+    store = torch.distributed.PrefixStore(f"trainer/restart-{restart_count()}", agent_store)
+    torch.distributed.init_process_group(backend=backend, store=store, rank=world.rank, world_size=world.world_size)
