@@ -25,35 +25,22 @@ def test_mnist_cnn_reaches_98_percent_after_one_epoch(shared_data: Path, tmp_pat
 IMDB_BUDGET = ("data.max_length=200", "data.max_eval_samples=5000", "scheduler.warmup_steps=30")
 
 
-def test_imdb_transformer_reaches_80_percent(shared_data: Path, tmp_path: Path) -> None:
-    summary = fit(
-        "imdb_transformer",
-        f"data.path={shared_data / 'imdb'}",
-        *IMDB_BUDGET,
-        "model.d_model=64",
-        "model.n_layers=1",
-        "optim.lr=1e-3",
-        "trainer.max_steps=400",
-        f"run_dir={tmp_path / 'run'}",
-        *QUIET,
-    )
-    assert summary["test"]["test/acc"] >= 0.80, summary["test"]
-
-
-def test_imdb_lstm_reaches_80_percent(shared_data: Path, tmp_path: Path) -> None:
-    summary = fit(
-        "imdb_lstm",
-        f"data.path={shared_data / 'imdb'}",
-        *IMDB_BUDGET,
-        "model.embed_dim=64",
-        "model.hidden_size=64",
-        "model.bidirectional=false",
-        "model.pooling=mean",
-        "optim.lr=5e-3",
-        "trainer.max_steps=500",
-        f"run_dir={tmp_path / 'run'}",
-        *QUIET,
-    )
+@pytest.mark.parametrize(
+    ("recipe", "model"),
+    [
+        ("imdb_transformer", ("model.d_model=64", "model.n_layers=1", "optim.lr=1e-3", "trainer.max_steps=400")),
+        (
+            "imdb_lstm",
+            ("model.embed_dim=64", "model.hidden_size=64", "model.bidirectional=false", "model.pooling=mean",
+             "optim.lr=5e-3", "trainer.max_steps=500"),
+        ),
+    ],
+)  # fmt: skip
+def test_imdb_classifiers_reach_80_percent(
+    recipe: str, model: tuple[str, ...], shared_data: Path, tmp_path: Path
+) -> None:
+    summary = fit(recipe, f"data.path={shared_data / 'imdb'}", *IMDB_BUDGET, *model, f"run_dir={tmp_path / 'run'}",
+                  *QUIET)  # fmt: skip
     assert summary["test"]["test/acc"] >= 0.80, summary["test"]
 
 

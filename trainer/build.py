@@ -99,13 +99,10 @@ def build_trainer(
     # max_steps is enforced by the LastCheckpoint callback (see there); -1 epochs: no epoch limit.
     args["max_steps"] = -1
     args["max_epochs"] = cfg.trainer.max_epochs if cfg.trainer.max_epochs is not None else -1
-    args.update(
-        accelerator=topology.accelerator,
-        devices=topology.devices,
-        num_nodes=topology.num_nodes,
-        strategy=build_strategy(cfg, plan, topology, load_universal),
-    )
+    args.update(accelerator=topology.accelerator, devices=topology.devices, num_nodes=topology.num_nodes)
     args.update(overrides)
+    if "strategy" not in overrides:  # `trainer test` evaluates with DDP whatever trained the model
+        args["strategy"] = build_strategy(cfg, plan, topology, load_universal)
     return L.Trainer(
         **args,
         accumulate_grad_batches=plan.grad_accum_steps,

@@ -152,12 +152,6 @@ class RecipeDataModule(L.LightningDataModule):
         return DataLoader(shard, sampler=sampler, **self._loader_options())
 
 
-def tokenizer_hash(tokenizer_json: str) -> str:
-    import hashlib
-
-    return hashlib.sha256(tokenizer_json.encode()).hexdigest()[:16]
-
-
 def cached_map(
     ds: datasets.Dataset, fn: Callable, cache_dir: Path, tag: str, remove_columns: list[str]
 ) -> datasets.Dataset:

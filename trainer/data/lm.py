@@ -6,9 +6,10 @@ from typing import Any
 
 import datasets
 
-from trainer.data.base import cached_map, tokenizer_hash
+from trainer.data.base import cached_map
 from trainer.data.sources import Splits
 from trainer.data.text import TextClassificationDataModule
+from trainer.data.tokenizer import tokenizer_hash
 
 
 class LanguageModelingDataModule(TextClassificationDataModule):
@@ -34,7 +35,7 @@ class LanguageModelingDataModule(TextClassificationDataModule):
             usable = len(ids) - len(ids) % span
             return {"input_ids": [ids[i : i + span] for i in range(0, usable, span)]}
 
-        tag = f"lm-{tokenizer_hash(tokenizer.to_str())}-{span}"
+        tag = f"lm-{tokenizer_hash(tokenizer)}-{span}"
 
         def blocks(ds: datasets.Dataset | None) -> datasets.Dataset | None:
             if ds is None:

@@ -9,9 +9,9 @@ import datasets
 import torch
 from tokenizers import Tokenizer
 
-from trainer.data.base import RecipeDataModule, cached_map, tokenizer_hash
+from trainer.data.base import RecipeDataModule, cached_map
 from trainer.data.sources import Splits
-from trainer.data.tokenizer import PAD, build_tokenizer
+from trainer.data.tokenizer import PAD, build_tokenizer, tokenizer_hash
 from trainer.errors import UserError
 
 
@@ -52,7 +52,7 @@ class TextClassificationDataModule(RecipeDataModule):
             encodings = tokenizer.encode_batch(batch[text_column])
             return {"input_ids": [e.ids for e in encodings], "labels": batch[label_column]}
 
-        tag = f"cls-{tokenizer_hash(tokenizer.to_str())}-{cfg.max_length}"
+        tag = f"cls-{tokenizer_hash(tokenizer)}-{cfg.max_length}"
 
         def tokenise(ds: datasets.Dataset | None) -> datasets.Dataset | None:
             if ds is None:

@@ -33,6 +33,11 @@ def build_tokenizer(cfg: TokenizerConfig, texts: datasets.Dataset, text_column: 
     return tokenizer
 
 
+def tokenizer_hash(tokenizer: Tokenizer) -> str:
+    """Identifies a tokenizer's exact behaviour, for naming the caches of what it produced."""
+    return hashlib.sha256(tokenizer.to_str().encode()).hexdigest()[:16]
+
+
 def load_tokenizer(path: Path) -> Tokenizer:
     return Tokenizer.from_file(str(path))
 
