@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -32,6 +33,7 @@ from trainer.distributed.environment import (
     resolve_topology,
     restart_count,
 )
+from trainer.distributed.requeue import RequeueDecision, decide_requeue, requeue, slurm_job_id
 from trainer.distributed.strategy import check_strategy_settings
 from trainer.errors import UserError
 from trainer.models.generate import sample
@@ -74,6 +76,14 @@ def fit(cfg: RunConfig, callbacks: list[L.Callback] | None = None) -> dict[str, 
     evaluation and says so in the summary (`stopped_by`). On several processes every rank calls
     this; rank 0 alone writes the config, logs and summary.
     """
+    # The stop handlers go in first: a SLURM warning signal during data preparation stops the run at its
+    # first step, and they cover the final evaluations too (a signal there must not fall to Lightning's).
+    stop_request = StopRequest()
+    with stop_request.installed():
+        return _fit(cfg, stop_request, callbacks or [])
+
+
+def _fit(cfg: RunConfig, stop_request: StopRequest, callbacks: list[L.Callback]) -> dict[str, Any]:
     started = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     topology = resolve_topology(cfg.trainer.accelerator, cfg.trainer.devices, cfg.trainer.num_nodes)
@@ -97,8 +107,7 @@ def fit(cfg: RunConfig, callbacks: list[L.Callback] | None = None) -> dict[str, 
         datamodule.prepare_data()
     task = build_task(cfg, datamodule.facts(), plan, len(datamodule.train_set))
     wandb_id = _wandb_id(run_dir) if "wandb" in cfg.logger else None
-    stop_request = StopRequest()
-    callbacks = [*build_callbacks(cfg, run_dir, plan, stop_request), *(callbacks or [])]
+    callbacks = [*build_callbacks(cfg, run_dir, plan, stop_request), *callbacks]
     loggers = build_loggers(cfg, run_dir, wandb_id)
     trainer = _trainer_or_error(cfg, plan, topology, run_dir, loggers, callbacks, load_universal=load_universal)
 
@@ -116,20 +125,18 @@ def fit(cfg: RunConfig, callbacks: list[L.Callback] | None = None) -> dict[str, 
 
     throughput = next(c for c in callbacks if isinstance(c, Throughput))
     stop = next(c for c in callbacks if isinstance(c, LastCheckpoint))
-    # The stop handlers cover the final evaluations too: a signal there must not fall to Lightning's.
-    with stop_request.installed():
-        with exported_run_place(place):
-            trainer.fit(task, datamodule=datamodule, ckpt_path=resume_ckpt, weights_only=True)
-        if not stop.interrupted and throughput.last_val_step != trainer.global_step:
-            # Training stopped between validations (max_steps mid-epoch): the summary's val metrics
-            # must describe the final weights.
-            trainer.validate(task, datamodule=datamodule, verbose=False)
-        val_metrics = _metrics(trainer, "val/")
-        test_metrics: dict[str, float] = {}
-        if datamodule.test_set is not None and not stop.interrupted:
-            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-            trainer.test(task, datamodule=datamodule, ckpt_path=best or None, weights_only=True, verbose=False)
-            test_metrics = _metrics(trainer, "test/")
+    with exported_run_place(place):
+        trainer.fit(task, datamodule=datamodule, ckpt_path=resume_ckpt, weights_only=True)
+    if not stop.interrupted and throughput.last_val_step != trainer.global_step:
+        # Training stopped between validations (max_steps mid-epoch): the summary's val metrics
+        # must describe the final weights.
+        trainer.validate(task, datamodule=datamodule, verbose=False)
+    val_metrics = _metrics(trainer, "val/")
+    test_metrics: dict[str, float] = {}
+    if datamodule.test_set is not None and not stop.interrupted:
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        trainer.test(task, datamodule=datamodule, ckpt_path=best or None, weights_only=True, verbose=False)
+        test_metrics = _metrics(trainer, "test/")
 
     summary = {
         "recipe": cfg.name,
@@ -149,9 +156,35 @@ def fit(cfg: RunConfig, callbacks: list[L.Callback] | None = None) -> dict[str, 
         "best_checkpoint": _best_checkpoint(trainer),
         "stopped_by": stop.signal_name if stop.interrupted else None,
     }
+    decision = decide_requeue(cfg.slurm, summary["stopped_by"], f"`trainer fit {cfg.name} resume={run_dir}`")
+    summary["requeued"] = bool(decision and decision.requeue)
     if trainer.is_global_zero:
         (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    if decision is not None:
+        _requeue(trainer, decision, summary, run_dir)
     return summary
+
+
+def _requeue(trainer: L.Trainer, decision: RequeueDecision, summary: dict[str, Any], run_dir: Path) -> None:
+    """Rank 0 requeues the SLURM job once every rank is done: SLURM ends this attempt at once."""
+    if trainer.is_global_zero:
+        print(f"trainer: {decision.message}", file=sys.stderr, flush=True)
+    if not decision.requeue:
+        return
+    trainer.strategy.barrier("requeue")
+    if trainer.is_global_zero:
+        job = slurm_job_id()
+        assert job is not None  # decide_requeue made sure
+        error = requeue(job)
+        if error is not None:
+            summary["requeued"] = False
+            (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+            print(
+                f"trainer: could not requeue SLURM job {job}: {error}; resume with `trainer fit {summary['recipe']} "
+                f"resume={run_dir}`",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 def _decide_run_place(cfg: RunConfig) -> RunPlace:

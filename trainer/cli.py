@@ -47,6 +47,19 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--gpu-memory", default=None, help="e.g. 80GB: say whether each strategy fits")
     plan.add_argument("--head-node", default="$HEAD_NODE", help="rendezvous host in the printed commands")
     plan.add_argument("--port", type=int, default=29500)
+    slurm = commands.add_parser("slurm", help="render slurm/train.sbatch for a recipe and submit it (--dry-run: print)")
+    slurm.add_argument("recipe", help="shipped recipe name or path to a YAML file")
+    slurm.add_argument("overrides", nargs="*", help="key.path=value words")
+    slurm.add_argument("--nodes", type=int, default=1)
+    slurm.add_argument("--gpus-per-node", type=int, default=None, help="one worker per GPU")
+    slurm.add_argument("--ntasks-per-node", type=int, default=1, help="without GPUs: CPU workers per node")
+    slurm.add_argument("--time", default=None, help="time limit, e.g. 24:00:00")
+    slurm.add_argument("--partition", default=None)
+    slurm.add_argument("--account", default=None)
+    slurm.add_argument("--job-name", default=None, help="default: the recipe's name")
+    slurm.add_argument("--signal-grace", type=int, default=None, help="seconds of warning (USR1) before the limit")
+    slurm.add_argument("--output", default=None, help="job log; default slurm-<job name>-<job id>.out")
+    slurm.add_argument("--dry-run", action="store_true", help="print the script instead of submitting it")
     export = commands.add_parser("export", help="consolidate a run's checkpoint into RUN_DIR/export/model.safetensors")
     export.add_argument("run_dir", help="a run directory written by `trainer fit`")
     export.add_argument("overrides", nargs="*", help="ckpt=PATH to export another checkpoint than last.ckpt")
@@ -55,13 +68,23 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        return _run(_parser().parse_args(argv))
+        return _run(_parse(argv))
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
     except TrainingDiverged as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_DIVERGED
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """`plan` and `slurm` take options and overrides in any order (`trainer slurm R --nodes 2 optim.lr=1e-3`)."""
+    args, extra = _parser().parse_known_args(argv)
+    for word in extra:
+        if word.startswith("-") or args.command not in ("plan", "slurm"):
+            raise UserError(f"unrecognized argument {word!r}; run `trainer {args.command} --help`")
+        args.overrides.append(word)
+    return args
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -76,6 +99,8 @@ def _run(args: argparse.Namespace) -> int:
         args.overrides = [_expand_generate_key(word) for word in args.overrides]
     if args.command == "plan":
         return _plan(args, load_config(args.recipe, args.overrides))
+    if args.command == "slurm":
+        return _slurm(args, load_config(args.recipe, args.overrides))
 
     # Progress bars and library chatter (DeepSpeed logs to stdout) go to stderr; stdout carries only the
     # result, so that `trainer test ... > metrics.json` and `trainer generate ... > sample.txt` work.
@@ -95,8 +120,10 @@ def _run(args: argparse.Namespace) -> int:
 
     if rank_zero_only.rank == 0:  # on several processes, one result
         print(result)
-    if args.command == "fit" and summary["stopped_by"]:
-        # Stopped by a signal, with a checkpoint to resume from: the shell convention 128 + signal.
+    if args.command == "fit" and summary["stopped_by"] and not summary["requeued"]:
+        # Stopped by a signal, with a checkpoint to resume from: the shell convention 128 + signal. A SLURM
+        # job that requeued itself exits 0: its work goes on in the requeued job (and torchrun, seeing a
+        # failed worker, would restart the group here instead).
         return 128 + signal.Signals[summary["stopped_by"]].value
     return 0
 
@@ -120,6 +147,39 @@ def _plan(args: argparse.Namespace, cfg) -> int:
             cfg, args.recipe, args.overrides, args.nodes, args.gpus_per_node, args.gpu_memory, args.head_node, args.port
         )
     print(render(plan, cfg.trainer.strategy))
+    return 0
+
+
+def _slurm(args: argparse.Namespace, cfg) -> int:
+    from trainer.distributed.sbatch import Resources, render, submit, template_path
+
+    for flag in ("nodes", "gpus_per_node", "ntasks_per_node", "signal_grace"):
+        value = getattr(args, flag)
+        if value is not None and value < (0 if flag == "signal_grace" else 1):
+            raise UserError(f"--{flag.replace('_', '-')}={value} must be at least {0 if flag == 'signal_grace' else 1}")
+    resources = Resources(
+        nodes=args.nodes,
+        gpus_per_node=args.gpus_per_node,
+        ntasks_per_node=args.ntasks_per_node,
+        time=args.time,
+        partition=args.partition,
+        account=args.account,
+        job_name=args.job_name or cfg.name,
+        signal_grace_s=args.signal_grace,
+        output=args.output,
+    )
+    devices = cfg.trainer.devices
+    if devices not in ("auto", -1, "-1") and str(len(devices) if isinstance(devices, list) else devices) != str(
+        resources.workers_per_node
+    ):
+        raise UserError(
+            f"trainer.devices={devices!r} but the job would start {resources.workers_per_node} workers per node; "
+            "drop trainer.devices (the allocation decides) or change --gpus-per-node / --ntasks-per-node"
+        )
+    if cfg.trainer.accelerator in ("gpu", "cuda") and not resources.gpus_per_node:
+        raise UserError(f"trainer.accelerator={cfg.trainer.accelerator} needs GPUs: add --gpus-per-node N")
+    script = render(template_path().read_text(), resources, [args.recipe, *args.overrides])
+    print(script if args.dry_run else submit(script), end="" if args.dry_run else "\n")
     return 0
 
 

@@ -146,7 +146,8 @@ class TrainerConfig(Section):
 
     accelerator: Literal["auto", "cpu", "gpu", "cuda"] = "auto"
     devices: int | str | list[int] = Field(
-        default="auto", description="Per node; auto: every local GPU, or one CPU process. Under torchrun: ignored."
+        default="auto",
+        description="Per node; auto: every local GPU, or one CPU process. Under torchrun: must match it.",
     )
     num_nodes: PositiveInt = Field(default=1, description="Under torchrun: taken from the launcher.")
     strategy: Literal[
@@ -215,6 +216,16 @@ class WandbConfig(Section):
     tags: list[str] = []
 
 
+class SlurmConfig(Section):
+    """What a SLURM job does when the warning signal (USR1) or SIGTERM stops it: after the checkpoint, it
+    requeues itself (`scontrol requeue`) and the requeued job resumes on its own."""
+
+    requeue: bool = Field(default=True, description="Requeue the job after a stop by USR1 or SIGTERM.")
+    max_requeues: NonNegativeInt = Field(
+        default=20, description="Retry cap: a job requeued this many times stops instead (SLURM_RESTART_COUNT)."
+    )
+
+
 class GenerateConfig(Section):
     prompt: str = "\n"
     max_new_tokens: PositiveInt = 200
@@ -250,6 +261,7 @@ class RunConfig(Section):
     wandb: WandbConfig = WandbConfig()
     deepspeed: DeepSpeedSection = DeepSpeedSection()
     generate: GenerateConfig = GenerateConfig()
+    slurm: SlurmConfig = SlurmConfig()
     run_dir: str | None = Field(default=None, description="Run directory; default runs/<name>/<timestamp>.")
     overwrite: bool = Field(default=False, description="Allow writing into an existing, non-empty run_dir.")
     resume: str | None = Field(default=None, description="Run directory to continue, or `last`.")

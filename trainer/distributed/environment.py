@@ -80,6 +80,7 @@ def resolve_topology(accelerator: str, devices: int | str | list[int], num_nodes
     resolved = _resolve_accelerator(accelerator)
     world = torchrun_world()
     if world is not None:
+        _check_launched_world(world, resolved, devices)
         return Topology(world.local_world_size, world.world_size // world.local_world_size, world.world_size, resolved)
     available = torch.cuda.device_count() if resolved == "gpu" else (os.cpu_count() or 1)
     if isinstance(devices, list):
@@ -100,6 +101,27 @@ def resolve_topology(accelerator: str, devices: int | str | list[int], num_nodes
     return Topology(devices, num_nodes, count * num_nodes, resolved)
 
 
+def _check_launched_world(world: TorchrunWorld, accelerator: str, devices: int | str | list[int]) -> None:
+    """The processes torchrun started (on SLURM: from the allocation) must match what the recipe asks.
+
+    Every rank runs this before any collective, so a mismatch is one clear error on each, not a hang.
+    """
+    if devices not in ("auto", -1, "-1"):
+        asked = len(devices) if isinstance(devices, list) else devices
+        if str(asked) != str(world.local_world_size):
+            raise UserError(
+                f"trainer.devices={devices!r} but the launcher started {world.local_world_size} processes per node "
+                "(on SLURM: one per allocated GPU, or per task without GPUs); drop trainer.devices, "
+                "or ask the launcher or SLURM for that many"
+            )
+    if accelerator == "gpu" and world.local_world_size > torch.cuda.device_count():
+        raise UserError(
+            f"the launcher started {world.local_world_size} processes per node but this node has "
+            f"{torch.cuda.device_count()} visible CUDA GPUs; ask SLURM for more GPUs (--gpus-per-node) "
+            "or start fewer processes (--nproc-per-node)"
+        )
+
+
 def _resolve_accelerator(accelerator: str) -> str:
     if accelerator in ("gpu", "cuda"):
         if not torch.cuda.is_available():
@@ -115,8 +137,15 @@ def _resolve_accelerator(accelerator: str) -> str:
 
 
 def restart_count() -> int:
-    """How often the scheduler or launcher has restarted this job: torchrun's elastic restarts, SLURM requeues."""
-    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT") or os.environ.get("SLURM_RESTART_COUNT") or 0)
+    """How often this job has started again: SLURM requeues plus torchrun's elastic restarts in this attempt.
+
+    Both can be set at once (torchrun inside a requeued SLURM job; torchrun sets its count to 0 first).
+    """
+    return _elastic_restarts() + int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+
+
+def _elastic_restarts() -> int:
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT") or 0)
 
 
 def job_identity() -> str | None:
@@ -201,5 +230,5 @@ def _init_process_group(world: TorchrunWorld, accelerator: str) -> None:
     agent_store = torch.distributed.TCPStore(
         os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world.world_size, is_master=False
     )
-    store = torch.distributed.PrefixStore(f"trainer/restart-{restart_count()}", agent_store)
+    store = torch.distributed.PrefixStore(f"trainer/restart-{_elastic_restarts()}", agent_store)
     torch.distributed.init_process_group(backend=backend, store=store, rank=world.rank, world_size=world.world_size)

@@ -19,38 +19,58 @@ import torch
 
 
 class RNGState(L.Callback):
-    """Saves the global RNGs (torch, numpy, Python) in every checkpoint and restores them on resume,
-    so that dropout and any other sampling continue exactly where the stopped run left off.
+    """Saves every rank's global RNGs (torch, numpy, Python, CUDA) in each checkpoint and restores each
+    rank's own on resume, so that dropout and any other sampling continue exactly where the stopped run
+    left off, on every process.
 
-    Lightning restores callback state before the first resumed step. numpy's state is stored as a
-    tensor so that the checkpoint still loads with `weights_only=True`.
+    Lightning writes the checkpoint from rank 0 only, so the states are gathered to it first (saves are
+    collective: every rank takes part). A resume on another world size keeps the states of the ranks
+    that existed before; new ranks keep their seeded RNGs (that resume is exact only within tolerance).
+    numpy's state is stored as a tensor so that the checkpoint still loads with `weights_only=True`.
     """
 
-    def state_dict(self) -> dict[str, Any]:
-        kind, keys, pos, has_gauss, cached = np.random.get_state()
-        state = {
-            "torch": torch.get_rng_state(),
-            "numpy": {
-                "kind": kind,
-                "keys": torch.from_numpy(keys.astype(np.int64)),
-                "pos": int(pos),
-                "has_gauss": int(has_gauss),
-                "cached": float(cached),
-            },
-            "python": random.getstate(),
-        }
-        if torch.cuda.is_available():
-            state["cuda"] = torch.cuda.get_rng_state_all()
-        return state
+    KEY = "trainer_rng_states"  # a list, one entry per global rank
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        torch.set_rng_state(state["torch"])
-        n = state["numpy"]
-        np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
-        version, internal, gauss = state["python"]
-        random.setstate((version, tuple(internal), gauss))
-        if "cuda" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda"])
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        states: list[Any] = [None] * trainer.world_size
+        if trainer.world_size > 1:
+            torch.distributed.all_gather_object(states, _rng_state())
+        else:
+            states = [_rng_state()]
+        checkpoint[self.KEY] = states
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        states = checkpoint.get(self.KEY) or []
+        if trainer.global_rank < len(states):
+            _set_rng_state(states[trainer.global_rank])
+
+
+def _rng_state() -> dict[str, Any]:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class Throughput(L.Callback):
@@ -98,16 +118,21 @@ class StopRequest:
     def _record(self, signum: int, frame: Any) -> None:
         self.signum = signum
 
-    def install(self) -> None:
+    def install(self, signals: tuple[signal.Signals, ...] = SIGNALS) -> None:
         if threading.current_thread() is threading.main_thread():  # Python's rule for signal handlers
-            for signum in self.SIGNALS:
+            for signum in signals:
                 signal.signal(signum, self._record)
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[StopRequest]:
-        """Handlers in place for the whole of a fit: training, and the evaluations around it."""
+        """Handlers in place for the whole of a fit: set-up, training, and the evaluations around it.
+
+        SIGINT joins when training starts (LastCheckpoint): before then Ctrl-C interrupts at once, as
+        there is nothing to save yet. SIGUSR1 and SIGTERM are recorded from the start, so a SLURM
+        warning that comes during set-up still ends in a checkpoint and a requeue.
+        """
         previous = {signum: signal.getsignal(signum) for signum in self.SIGNALS}
-        self.install()
+        self.install((signal.SIGTERM, signal.SIGUSR1))
         try:
             yield self
         finally:

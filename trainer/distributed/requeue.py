@@ -1,0 +1,77 @@
+"""A SLURM job that a signal stopped puts itself back in the queue, once its checkpoint is written.
+
+USR1 is the warning SLURM sends before the time limit (`--signal`), SIGTERM comes on preemption,
+at the time limit, and from `scancel`. After the run has saved and stopped, rank 0 runs
+`scontrol requeue $SLURM_JOB_ID`; the requeued job finds its run directory by job id and resumes.
+Not requeued: a job stopped by Ctrl-C (SIGINT), a job its user cancelled, a job with
+`slurm.requeue=false`, and a job already requeued `slurm.max_requeues` times (the retry cap).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+
+from trainer.config.schema import SlurmConfig
+
+REQUEUE_SIGNALS = ("SIGUSR1", "SIGTERM")
+
+
+@dataclass(frozen=True)
+class RequeueDecision:
+    requeue: bool
+    message: str  # one line for the job's log
+
+
+def slurm_job_id() -> str | None:
+    return os.environ.get("SLURM_JOB_ID") or None
+
+
+def decide_requeue(settings: SlurmConfig, stopped_by: str | None, resume_hint: str) -> RequeueDecision | None:
+    """Whether this stopped SLURM job requeues itself; None when it is not a SLURM job stopped by a signal.
+
+    Every rank reaches the same decision from the same environment; rank 0 acts on it.
+    """
+    job = slurm_job_id()
+    if job is None or stopped_by not in REQUEUE_SIGNALS:
+        return None
+    restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+    if not settings.requeue:
+        return RequeueDecision(False, f"SLURM job {job} stopped by {stopped_by}; not requeued (slurm.requeue=false)")
+    if restarts >= settings.max_requeues:
+        return RequeueDecision(
+            False,
+            f"SLURM job {job} stopped by {stopped_by} and not requeued: it was requeued {restarts} times, the "
+            f"retry cap (slurm.max_requeues={settings.max_requeues}); continue with {resume_hint} "
+            "or raise slurm.max_requeues",
+        )
+    if stopped_by == "SIGTERM" and job_state(job) == "CANCELLED":
+        return RequeueDecision(False, f"SLURM job {job} was cancelled (scancel); not requeued")
+    return RequeueDecision(
+        True, f"SLURM job {job} stopped by {stopped_by}: requeued ({restarts + 1} of {settings.max_requeues})"
+    )
+
+
+def job_state(job: str) -> str | None:
+    """JobState from `scontrol show job`: CANCELLED once its user has cancelled it."""
+    try:
+        result = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for word in result.stdout.split():
+        key, _, value = word.partition("=")
+        if key == "JobState":
+            return value
+    return None
+
+
+def requeue(job: str) -> str | None:
+    """`scontrol requeue JOB`: SLURM ends this attempt and queues the job again. None, or why it failed."""
+    try:
+        result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return str(err)
+    if result.returncode != 0:
+        return ((result.stderr or result.stdout).strip().splitlines() or [f"exit status {result.returncode}"])[0]
+    return None

@@ -1,0 +1,97 @@
+"""`trainer slurm`: an sbatch script for a recipe, rendered from one description of the resources.
+
+The script is `slurm/train.sbatch` itself: its #SBATCH lines are the policy (requeue, the warning
+signal, append-mode logs), the resources given here replace or join them, and the body below the
+marker line is kept as it is. So a rendered script and `sbatch slurm/train.sbatch` behave the same.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from trainer.errors import UserError
+
+SCRIPT_NAME = "train.sbatch"
+BODY_MARKER = "# ---- body:"
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What the job asks SLURM for; workers per node are its GPUs, or its tasks when it has none."""
+
+    nodes: int = 1
+    gpus_per_node: int | None = None
+    ntasks_per_node: int = 1
+    time: str | None = None
+    partition: str | None = None
+    account: str | None = None
+    job_name: str | None = None
+    signal_grace_s: int | None = None
+    output: str | None = None
+
+    @property
+    def workers_per_node(self) -> int:
+        return self.gpus_per_node or self.ntasks_per_node
+
+    def sbatch_options(self) -> dict[str, str | None]:
+        """Option -> value (None: a flag), for the options given; they replace the template's."""
+        options: dict[str, str | None] = {"--nodes": str(self.nodes), "--ntasks-per-node": "1"}
+        if self.gpus_per_node:
+            options["--gpus-per-node"] = str(self.gpus_per_node)
+        else:  # no GPU: one task per CPU worker, and torchrun starts that many workers
+            options["--ntasks-per-node"] = str(self.ntasks_per_node)
+        for option, value in (
+            ("--time", self.time),
+            ("--partition", self.partition),
+            ("--account", self.account),
+            ("--job-name", self.job_name),
+            ("--output", self.output),
+        ):
+            if value:
+                options[option] = value
+        if self.signal_grace_s is not None:
+            options["--signal"] = f"B:USR1@{self.signal_grace_s}"
+        return options
+
+
+def template_path() -> Path:
+    """The shipped script: inside the wheel (`trainer/slurm`) or, for a source checkout, `./slurm`."""
+    package_dir = Path(__file__).resolve().parents[1]
+    for candidate in (package_dir / "slurm" / SCRIPT_NAME, package_dir.parent / "slurm" / SCRIPT_NAME):
+        if candidate.is_file():
+            return candidate
+    raise UserError(f"slurm/{SCRIPT_NAME} is missing from this installation; reinstall with `pip install -e .`")
+
+
+def render(template: str, resources: Resources, argv: list[str]) -> str:
+    """The template with its #SBATCH options updated by `resources` and `argv` (recipe, overrides) built in."""
+    head, marker, body = template.partition(BODY_MARKER)
+    if not marker:
+        raise UserError(f"the sbatch template lacks its {BODY_MARKER!r} line; reinstall trainer")
+    head_lines = head.splitlines()
+    options: dict[str, str | None] = {}
+    for line in head_lines:
+        if line.startswith("#SBATCH "):
+            option, sep, value = line.removeprefix("#SBATCH ").strip().partition("=")
+            options[option] = value if sep else None
+    options.update(resources.sbatch_options())
+    preamble = [line for line in head_lines if not line.startswith("#SBATCH ")]
+    directives = [f"#SBATCH {option}" + (f"={value}" if value is not None else "") for option, value in options.items()]
+    marker_line, _, rest = (marker + body).partition("\n")
+    arguments = f"set -- {shlex.join(argv)}  # the recipe and its overrides, as `trainer slurm` was given them"
+    return "\n".join([*preamble, *directives, marker_line, arguments]) + "\n" + rest
+
+
+def submit(script: str) -> str:
+    """Hands the script to sbatch on stdin; returns the job id."""
+    if shutil.which("sbatch") is None:
+        raise UserError("sbatch is not on PATH: run `trainer slurm` on a SLURM login node, or add --dry-run")
+    result = subprocess.run(["sbatch", "--parsable"], input=script, capture_output=True, text=True)
+    if result.returncode != 0:
+        reason = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise UserError(f"sbatch refused the job: {reason}")
+    return result.stdout.strip().split(";")[0]
