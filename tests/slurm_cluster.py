@@ -74,8 +74,7 @@ class SlurmCluster:
         missing = [name for name in DAEMONS if shutil.which(name) is None and not Path("/usr/sbin", name).exists()]
         if missing:
             raise ClusterUnavailable(
-                f"SLURM is not installed (no {', '.join(missing)}); "
-                "apt-get install slurmctld slurmd slurm-client munge"
+                f"SLURM is not installed (no {', '.join(missing)}); apt-get install slurmctld slurmd slurm-client munge"
             )
         if os.geteuid() != 0:
             raise ClusterUnavailable("starting slurmd needs root")

@@ -217,10 +217,17 @@ class WandbConfig(Section):
 
 
 class SlurmConfig(Section):
-    """What a SLURM job does when the warning signal (USR1) or SIGTERM stops it: after the checkpoint, it
-    requeues itself (`scontrol requeue`) and the requeued job resumes on its own."""
+    """What a SLURM job does when a signal stops it: after the checkpoint, it requeues itself
+    (`scontrol requeue`) and the requeued job resumes on its own.
 
-    requeue: bool = Field(default=True, description="Requeue the job after a stop by USR1 or SIGTERM.")
+    USR1 is the warning before the time limit that slurm/train.sbatch asks for. SIGTERM comes on
+    preemption, at the time limit and from `scancel` alike, and SLURM does not say which: by default it
+    only saves (SLURM requeues preempted jobs itself under PreemptMode=REQUEUE; a cancelled job stays
+    cancelled). Add SIGTERM to `requeue_on` where preemption cancels jobs and they should come back.
+    """
+
+    requeue: bool = Field(default=True, description="Requeue the job after a stop by a `requeue_on` signal.")
+    requeue_on: list[Literal["SIGUSR1", "SIGTERM"]] = Field(default=["SIGUSR1"], description="Signals that requeue.")
     max_requeues: NonNegativeInt = Field(
         default=20, description="Retry cap: a job requeued this many times stops instead (SLURM_RESTART_COUNT)."
     )

@@ -1,10 +1,12 @@
 """A SLURM job that a signal stopped puts itself back in the queue, once its checkpoint is written.
 
-USR1 is the warning SLURM sends before the time limit (`--signal`), SIGTERM comes on preemption,
-at the time limit, and from `scancel`. After the run has saved and stopped, rank 0 runs
-`scontrol requeue $SLURM_JOB_ID`; the requeued job finds its run directory by job id and resumes.
-Not requeued: a job stopped by Ctrl-C (SIGINT), a job its user cancelled, a job with
-`slurm.requeue=false`, and a job already requeued `slurm.max_requeues` times (the retry cap).
+USR1 is the warning SLURM sends before the time limit (`--signal`). After the run has saved and
+stopped, rank 0 runs `scontrol requeue $SLURM_JOB_ID`; the requeued job finds its run directory by
+job id and resumes. SIGTERM (preemption, the time limit itself, `scancel`: SLURM does not say which,
+the job shows COMPLETING in every case) requeues only where `slurm.requeue_on` names it, since a
+requeue there would also bring back a job its user cancelled. Not requeued either: a job stopped by
+Ctrl-C, a job with `slurm.requeue=false`, a job already requeued `slurm.max_requeues` times (the
+retry cap).
 """
 
 from __future__ import annotations
@@ -37,8 +39,11 @@ def decide_requeue(settings: SlurmConfig, stopped_by: str | None, resume_hint: s
     if job is None or stopped_by not in REQUEUE_SIGNALS:
         return None
     restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
-    if not settings.requeue:
-        return RequeueDecision(False, f"SLURM job {job} stopped by {stopped_by}; not requeued (slurm.requeue=false)")
+    if not settings.requeue or stopped_by not in settings.requeue_on:
+        why = "slurm.requeue=false" if not settings.requeue else f"slurm.requeue_on={settings.requeue_on}"
+        return RequeueDecision(
+            False, f"SLURM job {job} stopped by {stopped_by}, checkpoint saved; not requeued ({why})"
+        )
     if restarts >= settings.max_requeues:
         return RequeueDecision(
             False,
@@ -46,24 +51,9 @@ def decide_requeue(settings: SlurmConfig, stopped_by: str | None, resume_hint: s
             f"retry cap (slurm.max_requeues={settings.max_requeues}); continue with {resume_hint} "
             "or raise slurm.max_requeues",
         )
-    if stopped_by == "SIGTERM" and job_state(job) == "CANCELLED":
-        return RequeueDecision(False, f"SLURM job {job} was cancelled (scancel); not requeued")
     return RequeueDecision(
         True, f"SLURM job {job} stopped by {stopped_by}: requeued ({restarts + 1} of {settings.max_requeues})"
     )
-
-
-def job_state(job: str) -> str | None:
-    """JobState from `scontrol show job`: CANCELLED once its user has cancelled it."""
-    try:
-        result = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    for word in result.stdout.split():
-        key, _, value = word.partition("=")
-        if key == "JobState":
-            return value
-    return None
 
 
 def requeue(job: str) -> str | None:

@@ -1,0 +1,195 @@
+"""Jobs on a real one-node SLURM cluster (started here, see slurm_cluster.py), 2 CPU workers each.
+
+The job script is slurm/train.sbatch (or what `trainer slurm` renders from it); preemption is
+`scancel --signal=USR1 --full`, which reaches the batch shell and every process of the job's steps.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO
+from slurm_cluster import ClusterUnavailable, SlurmCluster
+
+pytestmark = pytest.mark.slurm
+
+# 1,293 training digits / 32 = 41 steps an epoch on 2 workers; 12 epochs = 492 steps, ~10 s of training.
+RUN = ("digits_cnn", "trainer.max_epochs=12", "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1")
+STEPS = 492
+SCRIPT = REPO / "slurm" / "train.sbatch"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory):
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"))
+    try:
+        cluster.start()
+    except ClusterUnavailable as err:
+        if os.environ.get("TRAINER_REQUIRE_SLURM"):  # CI installs SLURM: there, not starting is a failure
+            pytest.fail(f"SLURM cluster did not start: {err}")
+        pytest.skip(f"no SLURM cluster: {err}")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def slurm(cluster: SlurmCluster, monkeypatch: pytest.MonkeyPatch) -> SlurmCluster:
+    """The cluster, with this test's environment (offline, caches, the Python running the tests) for its jobs."""
+    for name, value in cluster.env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("PYTHON", sys.executable)
+    yield cluster
+    cluster.cancel_all()  # a failed test leaves no job behind for the next one
+
+
+def submit(slurm: SlurmCluster, *words: str, tasks: int = 2) -> str:
+    """`sbatch --ntasks-per-node=2 slurm/train.sbatch WORDS`, with the job's log in ./job.out."""
+    command = ["sbatch", "--parsable", f"--ntasks-per-node={tasks}", f"--output={Path.cwd() / 'job.out'}"]
+    result = slurm.run([*command, *words], cwd=Path.cwd())
+    return result.stdout.strip()
+
+
+def wait_done(slurm: SlurmCluster, job: str, timeout: float = 300) -> dict[str, str]:
+    return slurm.wait_for(job, ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"), timeout)
+
+
+def preempt_after(slurm: SlurmCluster, job: str, run_dir: Path, step: int, cancel: bool = False) -> None:
+    """Once the run has logged `step` steps: the time-limit warning (USR1) to every process of the job, or,
+    with `cancel`, what preemption and the time limit do: SIGTERM to all, SIGKILL after KillWait."""
+    deadline = time.monotonic() + 300
+    while len(train_losses(run_dir)) < step:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"job {job} did not reach step {step}: {slurm.job_state(job)}")
+        time.sleep(0.2)
+    slurm.run(["scancel", job] if cancel else ["scancel", "--signal=USR1", "--full", job])
+
+
+def train_losses(run_dir: Path) -> list[float]:
+    try:
+        with open(run_dir / "metrics.csv") as f:
+            return [float(row["train/loss"]) for row in csv.DictReader(f) if row.get("train/loss")]
+    except (FileNotFoundError, KeyError):
+        return []
+
+
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")["state_dict"]
+
+
+def job_log() -> str:
+    return (Path.cwd() / "job.out").read_text()
+
+
+def test_trainer_slurm_dry_run_script_is_submitted_and_trains_to_completion(
+    slurm: SlurmCluster, tmp_path: Path, cli
+) -> None:
+    rendered = cli("slurm", *RUN, "--ntasks-per-node", "2", "--output", str(tmp_path / "job.out"), "--dry-run")
+    assert rendered.returncode == 0, rendered.stderr
+    assert "#SBATCH --requeue" in rendered.stdout and "#SBATCH --ntasks-per-node=2" in rendered.stdout
+    (tmp_path / "job.sbatch").write_text(rendered.stdout)
+
+    job = slurm.run(["sbatch", "--parsable", str(tmp_path / "job.sbatch")], cwd=tmp_path).stdout.strip()
+    state = wait_done(slurm, job)
+
+    assert state["JobState"] == "COMPLETED", job_log()
+    run_dir = tmp_path / "runs" / "digits_cnn" / f"slurm-{job}"
+    summary = _summary(run_dir)
+    assert summary["world_size"] == 2 and summary["global_step"] == STEPS and summary["stopped_by"] is None
+    assert summary["test"]["test/acc"] > 0.9
+
+
+def test_preempted_job_checkpoints_requeues_and_resumes_to_the_uninterrupted_weights(
+    slurm: SlurmCluster, tmp_path: Path
+) -> None:
+    reference = tmp_path / "reference"
+    reference_job = submit(slurm, str(SCRIPT), *RUN, f"run_dir={reference}")
+    assert wait_done(slurm, reference_job)["JobState"] == "COMPLETED", job_log()
+
+    job = submit(slurm, str(SCRIPT), *RUN, "logger=[csv,wandb]")
+    run_dir = tmp_path / "runs" / "digits_cnn" / f"slurm-{job}"
+    preempt_after(slurm, job, run_dir, step=150)
+    slurm.wait_for(job, ("PENDING",), timeout=120)  # requeued by the job itself
+    wandb_id = (run_dir / "wandb_run_id").read_text()
+    state = wait_done(slurm, job)
+
+    log = job_log()
+    assert state["JobState"] == "COMPLETED" and state["Restarts"] == "1", log
+    assert f"SLURM job {job} stopped by SIGUSR1: requeued" in log
+    summary = _summary(run_dir)
+    assert summary["global_step"] == STEPS and summary["requeued"] is False
+    # Same run directory and W&B run; every step trained exactly once (no sample repeated or skipped).
+    assert (run_dir / "wandb_run_id").read_text() == wandb_id
+    assert len(list((run_dir / "wandb").glob(f"offline-run-*-{wandb_id}"))) == 2
+    losses, expected = train_losses(run_dir), train_losses(reference)
+    assert len(losses) == len(expected) == STEPS
+    torch.testing.assert_close(torch.tensor(losses), torch.tensor(expected), rtol=1e-5, atol=1e-6)
+    # Two gloo processes, each RNG restored: measured bitwise; the stated tolerance is 1e-5.
+    weights, expected_weights = final_weights(run_dir), final_weights(reference)
+    assert weights.keys() == expected_weights.keys()
+    for name, value in weights.items():
+        torch.testing.assert_close(value, expected_weights[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_job_preempted_twice_still_completes(slurm: SlurmCluster, tmp_path: Path) -> None:
+    job = submit(slurm, str(SCRIPT), *RUN, "slurm.requeue_on=[SIGUSR1,SIGTERM]")
+    run_dir = tmp_path / "runs" / "digits_cnn" / f"slurm-{job}"
+    preempt_after(slurm, job, run_dir, step=100)
+    slurm.wait_for(job, ("PENDING",), timeout=120)
+    # The second time as preemption does it where it cancels (SIGTERM requeues where requeue_on says so).
+    preempt_after(slurm, job, run_dir, step=300, cancel=True)
+    state = wait_done(slurm, job)
+
+    log = job_log()
+    assert state["JobState"] == "COMPLETED" and state["Restarts"] == "2", log
+    assert f"SLURM job {job} stopped by SIGTERM: requeued (2 of 20)" in log
+    assert _summary(run_dir)["global_step"] == STEPS
+    assert len(train_losses(run_dir)) == STEPS
+
+
+def test_job_over_its_retry_cap_stops_with_a_clear_message(slurm: SlurmCluster, tmp_path: Path) -> None:
+    job = submit(slurm, str(SCRIPT), *RUN, "slurm.max_requeues=0")
+    run_dir = tmp_path / "runs" / "digits_cnn" / f"slurm-{job}"
+    preempt_after(slurm, job, run_dir, step=100)
+    state = wait_done(slurm, job)
+
+    log = job_log()
+    assert state["Restarts"] == "0" and state["JobState"] != "COMPLETED", log
+    assert "not requeued: it was requeued 0 times, the retry cap (slurm.max_requeues=0)" in log
+    assert f"resume={run_dir.relative_to(tmp_path)}" in log  # how to go on
+    summary = _summary(run_dir)
+    assert summary["stopped_by"] == "SIGUSR1" and summary["requeued"] is False
+    assert summary["global_step"] < STEPS and (run_dir / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_cancelled_job_saves_a_checkpoint_and_stays_cancelled(slurm: SlurmCluster, tmp_path: Path) -> None:
+    job = submit(slurm, str(SCRIPT), *RUN)
+    run_dir = tmp_path / "runs" / "digits_cnn" / f"slurm-{job}"
+    preempt_after(slurm, job, run_dir, step=100, cancel=True)
+    state = wait_done(slurm, job)
+
+    assert state["JobState"] == "CANCELLED" and state["Restarts"] == "0", job_log()
+    summary = _summary(run_dir)
+    assert summary["stopped_by"] == "SIGTERM" and summary["requeued"] is False
+    assert f"SLURM job {job} stopped by SIGTERM, checkpoint saved; not requeued" in job_log()
+    time.sleep(5)  # a wrongly requeued job would be pending again by now
+    assert slurm.job_state(job)["JobState"] == "CANCELLED"
+
+
+def test_recipe_asking_more_devices_than_the_allocation_fails_at_start(slurm: SlurmCluster) -> None:
+    job = submit(slurm, str(SCRIPT), *RUN, "trainer.devices=4")
+    state = wait_done(slurm, job, timeout=120)
+
+    assert state["JobState"] == "FAILED"
+    assert "error: trainer.devices=4 but the launcher started 2 processes per node" in job_log()
+
+
+def _summary(run_dir: Path) -> dict:
+    import json
+
+    return json.loads((run_dir / "summary.json").read_text())

@@ -1,0 +1,90 @@
+"""`trainer slurm` and the requeue decision, without a cluster (test_slurm.py runs the jobs)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+from trainer.config import load_config
+from trainer.distributed.requeue import decide_requeue
+from trainer.distributed.sbatch import BODY_MARKER
+
+SCRIPT = REPO / "slurm" / "train.sbatch"
+
+
+def test_rendered_script_keeps_the_body_and_policy_and_takes_the_resources(cli, tmp_path: Path) -> None:
+    words = ("--nodes", "4", "--gpus-per-node", "8", "--time", "24:00:00", "--partition", "gpu", "--dry-run")
+    result = cli("slurm", "shakespeare_gpt", *words, "trainer.strategy=deepspeed_stage_2")
+
+    assert result.returncode == 0, result.stderr
+    script = result.stdout
+    directives = [line for line in script.splitlines() if line.startswith("#SBATCH ")]
+    for expected in (
+        "--nodes=4",
+        "--gpus-per-node=8",
+        "--ntasks-per-node=1",
+        "--time=24:00:00",
+        "--partition=gpu",
+        "--job-name=shakespeare_gpt",
+        "--requeue",
+        "--signal=B:USR1@120",
+        "--open-mode=append",
+    ):
+        assert f"#SBATCH {expected}" in directives
+    assert len(directives) == len({line.split("=")[0] for line in directives})  # each option once
+    assert "set -- shakespeare_gpt trainer.strategy=deepspeed_stage_2" in script
+    template_body = SCRIPT.read_text().partition(BODY_MARKER)[2].partition("\n")[2]
+    assert script.endswith(template_body)
+    script_file = tmp_path / "job.sbatch"
+    script_file.write_text(script)
+    assert subprocess.run(["bash", "-n", str(script_file)]).returncode == 0
+    assert subprocess.run(["bash", "-n", str(SCRIPT)]).returncode == 0
+
+
+def test_cpu_workers_are_tasks_and_the_grace_is_one_setting(cli) -> None:
+    result = cli("slurm", "digits_cnn", "--ntasks-per-node", "2", "--signal-grace", "300", "--dry-run")
+
+    assert result.returncode == 0, result.stderr
+    assert "#SBATCH --ntasks-per-node=2" in result.stdout and "#SBATCH --signal=B:USR1@300" in result.stdout
+    assert "--gpus-per-node" not in "".join(line for line in result.stdout.splitlines() if line.startswith("#SBATCH"))
+
+
+@pytest.mark.parametrize(
+    ("words", "message"),
+    [
+        (("trainer.devices=4", "--gpus-per-node", "2"), "trainer.devices=4 but the job would start 2 workers per node"),
+        (("trainer.accelerator=gpu",), "trainer.accelerator=gpu needs GPUs: add --gpus-per-node N"),
+        (("--nodes", "0"), "--nodes=0 must be at least 1"),
+        (("--bogus",), "unrecognized argument '--bogus'"),
+        (("optim.lrr=1",), "optim.lr"),  # the usual recipe errors, with the closest key
+    ],
+)
+def test_bad_slurm_requests_are_one_line_before_anything_is_submitted(cli, words, message) -> None:
+    result = cli("slurm", "digits_cnn", *words, "--dry-run")
+
+    assert result.returncode == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1 and not result.stdout
+
+
+def test_requeue_decision(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_config("digits_cnn", ["slurm.max_requeues=2"]).slurm
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    assert decide_requeue(settings, "SIGUSR1", "resume") is None  # not a SLURM job
+
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    assert decide_requeue(settings, None, "resume") is None  # finished, not stopped
+    assert decide_requeue(settings, "SIGINT", "resume") is None  # Ctrl-C: the user meant it
+    assert decide_requeue(settings, "SIGUSR1", "resume").requeue
+    term = decide_requeue(settings, "SIGTERM", "resume")
+    assert not term.requeue and "slurm.requeue_on" in term.message  # scancel looks the same: by choice only
+    assert decide_requeue(settings.model_copy(update={"requeue_on": ["SIGUSR1", "SIGTERM"]}), "SIGTERM", "r").requeue
+
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "2")
+    capped = decide_requeue(settings, "SIGUSR1", "`trainer fit digits_cnn resume=runs/x`")
+    assert not capped.requeue
+    assert "requeued 2 times, the retry cap (slurm.max_requeues=2)" in capped.message
+    assert "resume=runs/x" in capped.message
