@@ -151,6 +151,7 @@ def _plan(args: argparse.Namespace, cfg) -> int:
 
 
 def _slurm(args: argparse.Namespace, cfg) -> int:
+    from trainer.config.schema import explicit_device_count
     from trainer.distributed.sbatch import Resources, render, submit, template_path
 
     for flag in ("nodes", "gpus_per_node", "ntasks_per_node", "signal_grace"):
@@ -169,9 +170,11 @@ def _slurm(args: argparse.Namespace, cfg) -> int:
         output=args.output,
     )
     devices = cfg.trainer.devices
-    if devices not in ("auto", -1, "-1") and str(len(devices) if isinstance(devices, list) else devices) != str(
-        resources.workers_per_node
-    ):
+    try:
+        asked = explicit_device_count(devices)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    if asked is not None and asked != resources.workers_per_node:
         raise UserError(
             f"trainer.devices={devices!r} but the job would start {resources.workers_per_node} workers per node; "
             "drop trainer.devices (the allocation decides) or change --gpus-per-node / --ntasks-per-node"

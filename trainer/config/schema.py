@@ -137,6 +137,18 @@ class SchedulerConfig(Section):
 # ----------------------------------------------------------------------------- Lightning Trainer
 
 
+def explicit_device_count(devices: int | str | list[int]) -> int | None:
+    """The devices per node a recipe names; None for `auto` (or -1): the machine or the launcher decides."""
+    if isinstance(devices, list):
+        return len(devices)
+    if devices in ("auto", -1, "-1"):
+        return None
+    try:
+        return int(devices)
+    except ValueError:
+        raise ValueError(f"trainer.devices={devices!r} is not a number, a list or 'auto'") from None
+
+
 class TrainerConfig(Section):
     """Arguments of Lightning's `Trainer`, with Lightning's names and values.
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from trainer.config.schema import explicit_device_count
 from trainer.errors import UserError
 
 RUN_PLACE_ENV = "TRAINER_RUN_PLACE"
@@ -83,16 +84,10 @@ def resolve_topology(accelerator: str, devices: int | str | list[int], num_nodes
         _check_launched_world(world, resolved, devices)
         return Topology(world.local_world_size, world.world_size // world.local_world_size, world.world_size, resolved)
     available = torch.cuda.device_count() if resolved == "gpu" else (os.cpu_count() or 1)
-    if isinstance(devices, list):
-        count = len(devices)
-    elif devices in ("auto", -1, "-1"):
+    count = _device_count(devices)
+    if count is None:  # auto
         count = max(1, torch.cuda.device_count()) if resolved == "gpu" else 1
         devices = count
-    else:
-        try:
-            count = int(devices)
-        except ValueError:
-            raise UserError(f"trainer.devices={devices!r} is not a number, a list or 'auto'") from None
     if count < 1:
         raise UserError(f"trainer.devices={devices!r} asks for no device; use 1 or more, or 'auto'")
     if count > available:
@@ -106,20 +101,26 @@ def _check_launched_world(world: TorchrunWorld, accelerator: str, devices: int |
 
     Every rank runs this before any collective, so a mismatch is one clear error on each, not a hang.
     """
-    if devices not in ("auto", -1, "-1"):
-        asked = len(devices) if isinstance(devices, list) else devices
-        if str(asked) != str(world.local_world_size):
-            raise UserError(
-                f"trainer.devices={devices!r} but the launcher started {world.local_world_size} processes per node "
-                "(on SLURM: one per allocated GPU, or per task without GPUs); drop trainer.devices, "
-                "or ask the launcher or SLURM for that many"
-            )
+    asked = _device_count(devices)
+    if asked is not None and asked != world.local_world_size:
+        raise UserError(
+            f"trainer.devices={devices!r} but the launcher started {world.local_world_size} processes per node "
+            "(on SLURM: one per allocated GPU, or per task without GPUs); drop trainer.devices, "
+            "or ask the launcher or SLURM for that many"
+        )
     if accelerator == "gpu" and world.local_world_size > torch.cuda.device_count():
         raise UserError(
             f"the launcher started {world.local_world_size} processes per node but this node has "
             f"{torch.cuda.device_count()} visible CUDA GPUs; ask SLURM for more GPUs (--gpus-per-node) "
             "or start fewer processes (--nproc-per-node)"
         )
+
+
+def _device_count(devices: int | str | list[int]) -> int | None:
+    try:
+        return explicit_device_count(devices)
+    except ValueError as err:
+        raise UserError(str(err)) from None
 
 
 def _resolve_accelerator(accelerator: str) -> str:
