@@ -78,7 +78,7 @@ def build_callbacks(cfg: RunConfig, run_dir: Path, plan: BatchPlan, stop: StopRe
             enable_version_counter=False,
         ),
         LastCheckpoint(run_dir / CHECKPOINTS / LAST_CKPT, stop, ckpt.every_n_train_steps, cfg.trainer.max_steps),
-        RNGState(),
+        RNGState(cfg.seed),
         BatchCounterRescale(plan.world_size, plan.grad_accum_steps),
         Throughput(plan.global_batch_size),
         LearningRateMonitor(logging_interval="step"),

@@ -31,6 +31,19 @@ class RNGState(L.Callback):
 
     KEY = "trainer_rng_states"  # a list, one entry per global rank
 
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Training draws from one stream per rank (seed + rank), as nanoGPT does: ranks see different
+        dropout masks rather than the same ones. The weights were built before, from the common seed.
+        Lightning calls this before it restores a checkpoint, whose saved streams then take over."""
+        if stage == "fit":
+            seed = self.seed + trainer.global_rank
+            torch.manual_seed(seed)
+            np.random.seed(seed % 2**32)
+            random.seed(seed)
+
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         states: list[Any] = [None] * trainer.world_size
         if trainer.world_size > 1:
