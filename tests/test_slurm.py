@@ -152,8 +152,14 @@ def test_job_preempted_twice_still_completes(slurm: SlurmCluster, tmp_path: Path
     assert len(train_losses(run_dir)) == STEPS
 
 
-def test_job_over_its_retry_cap_stops_with_a_clear_message(slurm: SlurmCluster, tmp_path: Path) -> None:
-    job = submit(slurm, str(SCRIPT), *RUN, "slurm.max_requeues=0")
+def test_job_over_its_retry_cap_stops_with_a_clear_message(slurm: SlurmCluster, tmp_path: Path, cli) -> None:
+    # Submitted by `trainer slurm` itself (sbatch reads the rendered script from stdin).
+    submitted = cli(
+        "slurm", *RUN, "slurm.max_requeues=0", "--ntasks-per-node", "2", "--output", str(tmp_path / "job.out")
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    job = submitted.stdout.strip()
+    assert job.isdigit()
     run_dir = tmp_path / "runs" / "digits_cnn" / f"slurm-{job}"
     preempt_after(slurm, job, run_dir, step=100)
     state = wait_done(slurm, job)
