@@ -151,13 +151,8 @@ def _plan(args: argparse.Namespace, cfg) -> int:
 
 
 def _slurm(args: argparse.Namespace, cfg) -> int:
-    from trainer.config.schema import explicit_device_count
-    from trainer.distributed.sbatch import Resources, render, submit, template_path
+    from trainer.distributed.sbatch import Resources, check_fits_recipe, render, submit, template_path
 
-    for flag in ("nodes", "gpus_per_node", "ntasks_per_node", "signal_grace"):
-        value = getattr(args, flag)
-        if value is not None and value < (0 if flag == "signal_grace" else 1):
-            raise UserError(f"--{flag.replace('_', '-')}={value} must be at least {0 if flag == 'signal_grace' else 1}")
     resources = Resources(
         nodes=args.nodes,
         gpus_per_node=args.gpus_per_node,
@@ -169,20 +164,12 @@ def _slurm(args: argparse.Namespace, cfg) -> int:
         signal_grace_s=args.signal_grace,
         output=args.output,
     )
-    devices = cfg.trainer.devices
-    try:
-        asked = explicit_device_count(devices)
-    except ValueError as err:
-        raise UserError(str(err)) from None
-    if asked is not None and asked != resources.workers_per_node:
-        raise UserError(
-            f"trainer.devices={devices!r} but the job would start {resources.workers_per_node} workers per node; "
-            "drop trainer.devices (the allocation decides) or change --gpus-per-node / --ntasks-per-node"
-        )
-    if cfg.trainer.accelerator in ("gpu", "cuda") and not resources.gpus_per_node:
-        raise UserError(f"trainer.accelerator={cfg.trainer.accelerator} needs GPUs: add --gpus-per-node N")
+    check_fits_recipe(resources, cfg.trainer)
     script = render(template_path().read_text(), resources, [args.recipe, *args.overrides])
-    print(script if args.dry_run else submit(script), end="" if args.dry_run else "\n")
+    if args.dry_run:
+        print(script, end="")
+    else:
+        print(submit(script))  # the job id
     return 0
 
 

@@ -13,6 +13,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from trainer.config.schema import TrainerConfig, explicit_device_count
 from trainer.errors import UserError
 
 SCRIPT_NAME = "train.sbatch"
@@ -32,6 +33,16 @@ class Resources:
     job_name: str | None = None
     signal_grace_s: int | None = None
     output: str | None = None
+
+    def __post_init__(self) -> None:
+        for flag, value, least in (
+            ("--nodes", self.nodes, 1),
+            ("--gpus-per-node", self.gpus_per_node, 1),
+            ("--ntasks-per-node", self.ntasks_per_node, 1),
+            ("--signal-grace", self.signal_grace_s, 0),
+        ):
+            if value is not None and value < least:
+                raise UserError(f"{flag}={value} must be at least {least}")
 
     @property
     def workers_per_node(self) -> int:
@@ -56,6 +67,21 @@ class Resources:
         if self.signal_grace_s is not None:
             options["--signal"] = f"B:USR1@{self.signal_grace_s}"
         return options
+
+
+def check_fits_recipe(resources: Resources, trainer: TrainerConfig) -> None:
+    """The job's workers against what the recipe asks, before anything is submitted."""
+    try:
+        asked = explicit_device_count(trainer.devices)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    if asked is not None and asked != resources.workers_per_node:
+        raise UserError(
+            f"trainer.devices={trainer.devices!r} but the job would start {resources.workers_per_node} workers "
+            "per node; drop trainer.devices (the allocation decides) or change --gpus-per-node / --ntasks-per-node"
+        )
+    if trainer.accelerator in ("gpu", "cuda") and not resources.gpus_per_node:
+        raise UserError(f"trainer.accelerator={trainer.accelerator} needs GPUs: add --gpus-per-node N")
 
 
 def template_path() -> Path:
