@@ -2,7 +2,7 @@
 
 Each cluster lives in its own folder (config, state, spool, logs) and listens on free ports, so it
 never touches a system SLURM, and job ids start again at 1 in every test session. The daemons'
-PIDs are recorded here and they are stopped by PID, jobs first.
+processes are kept here and stopped by PID (their process groups), jobs first.
 
 Manual use (as root, SLURM installed):  python tests/slurm_cluster.py /tmp/cluster
 then `export SLURM_CONF=/tmp/cluster/slurm.conf` in another shell; Ctrl-C or kill stops it.
@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "scontrol", "squeue", "scancel")
+PROGRAMS = ("munged", "slurmctld", "slurmd", "sbatch", "scontrol", "squeue", "scancel", "sinfo")
 MUNGE_SOCKET = Path("/run/munge/munge.socket.2")
 MUNGE_KEY = Path("/etc/munge/munge.key")
 
@@ -63,7 +63,7 @@ class ClusterUnavailable(Exception):
 class SlurmCluster:
     root: Path
     cpus: int = 2
-    pids: dict[str, int] = field(default_factory=dict)
+    daemons: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     @property
     def env(self) -> dict[str, str]:
@@ -71,7 +71,7 @@ class SlurmCluster:
         return {"SLURM_CONF": str(self.root / "slurm.conf")}
 
     def start(self, timeout: float = 60) -> None:
-        missing = [name for name in DAEMONS if shutil.which(name) is None and not Path("/usr/sbin", name).exists()]
+        missing = [name for name in PROGRAMS if shutil.which(name) is None and not Path("/usr/sbin", name).exists()]
         if missing:
             raise ClusterUnavailable(
                 f"SLURM is not installed (no {', '.join(missing)}); apt-get install slurmctld slurmd slurm-client munge"
@@ -92,8 +92,8 @@ class SlurmCluster:
             state = self.run(["sinfo", "-h", "-n", "localhost", "-o", "%t"], check=False).stdout.strip()
             if state in ("idle", "mix", "alloc"):
                 return
-            for name, pid in self.pids.items():
-                if not _alive(pid):
+            for name, daemon in self.daemons.items():
+                if daemon.poll() is not None:
                     raise ClusterUnavailable(f"{name} exited at start; see {self.root / (name + '.log')}")
             time.sleep(0.5)
         self.stop()
@@ -115,9 +115,10 @@ class SlurmCluster:
         raise ClusterUnavailable("munged did not start; see " + str(self.root / "munged.log"))
 
     def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> None:
-        log = open(self.root / f"{name}.out", "ab")  # noqa: SIM115 - the daemon holds it
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.pids[name] = process.pid
+        with open(self.root / f"{name}.out", "ab") as log:
+            self.daemons[name] = subprocess.Popen(
+                command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
 
     def run(self, command: list[str], check: bool = True, **kwargs) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -154,12 +155,12 @@ class SlurmCluster:
 
     def stop(self) -> None:
         """Jobs first (their processes die with them), then the daemons by PID."""
-        if "slurmctld" in self.pids and _alive(self.pids["slurmctld"]):
+        if "slurmctld" in self.daemons and self.daemons["slurmctld"].poll() is None:
             self.cancel_all()
         for name in ("slurmd", "slurmctld", "munged"):
-            pid = self.pids.pop(name, None)
-            if pid is not None:
-                _terminate(pid)
+            daemon = self.daemons.pop(name, None)
+            if daemon is not None:
+                _terminate(daemon)
 
 
 def _free_port() -> int:
@@ -168,29 +169,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        finished, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:  # not our child: ask the kernel
+def _terminate(daemon: subprocess.Popen) -> None:
+    """SIGTERM to the daemon's process group (runuser and munged, say), SIGKILL if it lingers."""
+    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-    return finished == 0
-
-
-def _terminate(pid: int, timeout: float = 15) -> None:
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(pid, sig)
+            os.killpg(daemon.pid, sig)
         except ProcessLookupError:
             return
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if not _alive(pid):
-                return
-            time.sleep(0.1)
+        try:
+            daemon.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 if __name__ == "__main__":
