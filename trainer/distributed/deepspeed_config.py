@@ -11,19 +11,20 @@ from __future__ import annotations
 import copy
 import difflib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from trainer.errors import UserError
 
-# Lightning's strategy names -> ZeRO stage and offloads.
-DEEPSPEED_STRATEGIES: dict[str, dict[str, Any]] = {
-    "deepspeed_stage_1": {"stage": 1, "offload_optimizer": False, "offload_parameters": False},
-    "deepspeed_stage_2": {"stage": 2, "offload_optimizer": False, "offload_parameters": False},
-    "deepspeed_stage_2_offload": {"stage": 2, "offload_optimizer": True, "offload_parameters": False},
-    "deepspeed_stage_3": {"stage": 3, "offload_optimizer": False, "offload_parameters": False},
-    "deepspeed_stage_3_offload": {"stage": 3, "offload_optimizer": True, "offload_parameters": True},
-}
+
+@dataclass(frozen=True)
+class ZeroSettings:
+    """The ZeRO stage a strategy name stands for, and what it offloads to the CPU."""
+
+    stage: int
+    offload_optimizer: bool
+    offload_parameters: bool
 
 
 class _ReadTracker(dict):
@@ -91,24 +92,15 @@ def validate_deepspeed_config(config: dict[str, Any]) -> None:
         raise UserError(f"unknown DeepSpeed key {unknown[0]!r} (DeepSpeed would ignore it){hint}")
 
 
-def build_deepspeed_config(
-    strategy: str,
-    user_config: dict[str, Any],
-    micro_batch_size: int,
-    offload_optimizer: bool | None,
-    offload_parameters: bool | None,
-) -> dict[str, Any]:
-    """The config handed to Lightning's DeepSpeedStrategy: the user's, with the stage and micro batch
-    of the recipe. Lightning adds precision, gradient accumulation and clipping from the Trainer."""
-    stage = DEEPSPEED_STRATEGIES[strategy]
+def build_deepspeed_config(user_config: dict[str, Any], zero: ZeroSettings, micro_batch_size: int) -> dict[str, Any]:
+    """The config handed to Lightning's DeepSpeedStrategy: the user's, with the stage, offloads and micro
+    batch of the recipe. Lightning adds precision, gradient accumulation and clipping from the Trainer."""
     config = copy.deepcopy(user_config)
-    zero = config.setdefault("zero_optimization", {})
-    zero["stage"] = stage["stage"]
-    if offload_optimizer if offload_optimizer is not None else stage["offload_optimizer"]:
-        zero.setdefault("offload_optimizer", {"device": "cpu", "pin_memory": False})
-    if offload_parameters if offload_parameters is not None else stage["offload_parameters"]:
-        if stage["stage"] != 3:
-            raise UserError("deepspeed.offload_parameters needs ZeRO stage 3; use trainer.strategy=deepspeed_stage_3")
-        zero.setdefault("offload_param", {"device": "cpu", "pin_memory": False})
+    section = config.setdefault("zero_optimization", {})
+    section["stage"] = zero.stage
+    if zero.offload_optimizer:
+        section.setdefault("offload_optimizer", {"device": "cpu", "pin_memory": False})
+    if zero.offload_parameters:
+        section.setdefault("offload_param", {"device": "cpu", "pin_memory": False})
     config["train_micro_batch_size_per_gpu"] = micro_batch_size
     return config

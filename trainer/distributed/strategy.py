@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, Strategy
+from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, Strategy, StrategyRegistry
 
 from trainer.config.schema import RunConfig
 from trainer.distributed.batching import BatchPlan
 from trainer.distributed.deepspeed_config import (
-    DEEPSPEED_STRATEGIES,
+    ZeroSettings,
     build_deepspeed_config,
     read_user_config,
     validate_deepspeed_config,
@@ -46,14 +46,33 @@ class CPUDeepSpeedStrategy(DeepSpeedStrategy):
 
 
 def is_deepspeed(strategy: str) -> bool:
-    return strategy in DEEPSPEED_STRATEGIES
+    return strategy.startswith("deepspeed")
+
+
+def zero_settings(cfg: RunConfig) -> ZeroSettings | None:
+    """Stage and offloads of a DeepSpeed strategy: Lightning's registered meaning of the name
+    (`deepspeed_stage_3_offload` -> stage 3, both offloads), with `deepspeed.offload_*` over it."""
+    if not is_deepspeed(cfg.trainer.strategy):
+        return None
+    registered = StrategyRegistry[cfg.trainer.strategy]["init_params"]
+    chosen = cfg.deepspeed
+    zero = ZeroSettings(
+        stage=registered["stage"],
+        offload_optimizer=_either(chosen.offload_optimizer, registered.get("offload_optimizer", False)),
+        offload_parameters=_either(chosen.offload_parameters, registered.get("offload_parameters", False)),
+    )
+    if zero.offload_parameters and zero.stage != 3:
+        raise UserError("deepspeed.offload_parameters needs ZeRO stage 3; use trainer.strategy=deepspeed_stage_3")
+    return zero
+
+
+def _either(chosen: bool | None, default: bool) -> bool:
+    return default if chosen is None else chosen
 
 
 def offloads_optimizer(cfg: RunConfig) -> bool:
-    if not is_deepspeed(cfg.trainer.strategy):
-        return False
-    chosen = cfg.deepspeed.offload_optimizer
-    return chosen if chosen is not None else DEEPSPEED_STRATEGIES[cfg.trainer.strategy]["offload_optimizer"]
+    zero = zero_settings(cfg)
+    return zero is not None and zero.offload_optimizer
 
 
 def check_strategy_settings(cfg: RunConfig) -> dict[str, Any] | None:
@@ -84,9 +103,9 @@ def build_strategy(cfg: RunConfig, plan: BatchPlan, topology: Topology, load_uni
             return DDPStrategy(process_group_backend="gloo")
         return name
     user_config = check_strategy_settings(cfg) or {}
-    config = build_deepspeed_config(
-        name, user_config, plan.micro_batch_size, cfg.deepspeed.offload_optimizer, cfg.deepspeed.offload_parameters
-    )
+    zero = zero_settings(cfg)
+    assert zero is not None  # a DeepSpeed strategy
+    config = build_deepspeed_config(user_config, zero, plan.micro_batch_size)
     if load_universal:
         config.setdefault("checkpoint", {})["load_universal"] = True
     strategy_cls = CPUDeepSpeedStrategy if topology.accelerator == "cpu" else DeepSpeedStrategy
