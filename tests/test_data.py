@@ -84,3 +84,22 @@ def test_the_tokenised_cache_is_reused(small_imdb: Path, tmp_path: Path) -> None
 
     changed = _datamodule("imdb_lstm", *words, "data.max_length=32")
     assert Path(changed.train_set.cache_files[0]["filename"]) not in cached
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+@pytest.mark.parametrize(("samples", "micro", "accum"), [(33, 16, 1), (100, 4, 2), (1293, 16, 1), (7, 2, 3)])
+def test_schedule_length_counts_the_batches_the_train_loader_yields(samples, micro, accum, world_size) -> None:
+    """The learning-rate schedule is sized before any loader exists; it must match what each rank's
+    sharded train loader really yields (the sampler drops the remainder that does not divide)."""
+    from torchdata.stateful_dataloader import StatefulDataLoader
+
+    from trainer.data.base import ResumableSampler
+    from trainer.distributed.batching import BatchPlan, total_optimizer_steps
+
+    plan = BatchPlan(micro * accum * world_size, micro, world_size, accum)
+    data = list(range(samples))
+    for rank in range(world_size):
+        sampler = ResumableSampler(data, num_replicas=world_size, rank=rank, shuffle=True, seed=0, drop_last=True)
+        batches = len(StatefulDataLoader(data, sampler=sampler, batch_size=micro))
+        # Lightning steps the optimizer at an epoch's end even after a partial accumulation.
+        assert total_optimizer_steps(samples, plan, 2, -1, None) == 2 * -(-batches // accum)

@@ -41,7 +41,7 @@ def total_optimizer_steps(
     Computed here rather than with `trainer.estimated_stepping_batches`, which builds the train
     loader before a checkpoint is restored and so loses a resumed loader's position.
     """
-    per_rank = math.ceil(num_samples / plan.world_size)  # DistributedSampler pads the last shard
+    per_rank = num_samples // plan.world_size  # the train sampler drops what does not divide (drop_last)
     batches = math.ceil(per_rank / plan.micro_batch_size)
     if limit_train_batches is not None:
         batches = int(batches * limit_train_batches) if limit_train_batches <= 1 else int(limit_train_batches)
