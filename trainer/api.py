@@ -17,12 +17,18 @@ from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_only
 
 from trainer.build import build_callbacks, build_datamodule, build_task, build_trainer
-from trainer.checkpoints import EXPORT_DIR, export_model, plain_model_state, read_training_checkpoint
+from trainer.checkpoints import (
+    EXPORT_DIR,
+    check_resumable,
+    export_model,
+    plain_model_state,
+    read_training_checkpoint,
+)
 from trainer.config import RunConfig, load_config, load_config_file, to_yaml
 from trainer.data.sources import check_source
 from trainer.data.tokenizer import PAD, TOKENIZER_FILE, UNK, load_tokenizer
 from trainer.distributed.batching import BatchPlan, plan_batches
-from trainer.distributed.deepspeed_checkpoint import convert_to_universal, is_deepspeed_checkpoint, needs_conversion
+from trainer.distributed.deepspeed_checkpoint import convert_to_universal, needs_conversion
 from trainer.distributed.environment import (
     RunPlace,
     Topology,
@@ -260,15 +266,6 @@ def generate(cfg: RunConfig) -> str:
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def check_resumable(path: Path) -> None:
-    """A checkpoint to resume from: a Lightning file, or a DeepSpeed checkpoint directory."""
-    if path.is_dir():
-        if not is_deepspeed_checkpoint(path):
-            raise UserError(f"checkpoint {str(path)!r} is an incomplete DeepSpeed checkpoint; resume from another run")
-        return
-    read_training_checkpoint(path)
 
 
 def _task_from_checkpoint(cfg: RunConfig, ckpt_path: Path) -> Task:

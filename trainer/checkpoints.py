@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from trainer.distributed.deepspeed_checkpoint import LATEST, is_deepspeed_checkpoint
 from trainer.errors import UserError
 from trainer.models import build_model
 
@@ -38,17 +39,36 @@ def read_training_checkpoint(path: Path) -> TrainingCheckpoint:
     """A Lightning checkpoint file or a DeepSpeed checkpoint directory, consolidated; clear errors otherwise."""
     if path.is_dir():
         return _read_deepspeed(path)
-    checkpoint = _torch_load(path)
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
-        raise UserError(f"checkpoint {str(path)!r} was not written by `trainer fit`; give another ckpt")
+    checkpoint = _lightning_checkpoint(path)
     return TrainingCheckpoint(
         checkpoint["hyper_parameters"], checkpoint["state_dict"], checkpoint.get("global_step", 0)
     )
 
 
-def _torch_load(path: Path) -> Any:
+def check_resumable(path: Path) -> None:
+    """A checkpoint to resume from loads: clear error now, before any work, not deep inside Lightning.
+
+    A file is opened memory-mapped, so its tensors are not read here (Lightning reads them once, when it
+    restores); a truncated file still fails, since its zip directory sits at the end. A DeepSpeed
+    directory must hold DeepSpeed's `latest` marker.
+    """
+    if path.is_dir():
+        if not is_deepspeed_checkpoint(path):
+            raise UserError(f"checkpoint {str(path)!r} is an incomplete DeepSpeed checkpoint; resume from another run")
+        return
+    _lightning_checkpoint(path, mmap=True)
+
+
+def _lightning_checkpoint(path: Path, mmap: bool = False) -> dict[str, Any]:
+    checkpoint = _torch_load(path, mmap)
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
+        raise UserError(f"checkpoint {str(path)!r} was not written by `trainer fit`; give another ckpt")
+    return checkpoint
+
+
+def _torch_load(path: Path, mmap: bool = False) -> Any:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # torch raises many types (EOFError, RuntimeError, UnpicklingError, ...)
         raise UserError(
             f"checkpoint {str(path)!r} cannot be loaded ({type(err).__name__}); it is truncated, corrupt "
@@ -57,10 +77,9 @@ def _torch_load(path: Path) -> Any:
 
 
 def _read_deepspeed(path: Path) -> TrainingCheckpoint:
-    latest = path / "latest"
-    if not latest.is_file():
+    if not is_deepspeed_checkpoint(path):
         raise UserError(f"checkpoint {str(path)!r} is a folder but not a DeepSpeed checkpoint; give another ckpt")
-    tag = latest.read_text().strip()
+    tag = (path / LATEST).read_text().strip()
     states = sorted((path / tag).glob("*mp_rank_00_model_states.pt"))
     if not states:
         raise UserError(f"DeepSpeed checkpoint {str(path)!r} has no model states; it is incomplete")
