@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO
 from helpers import metric_series
 
 from trainer.checkpoints import load_exported, read_training_checkpoint
 
 pytestmark = pytest.mark.distributed
-REPO = Path(__file__).resolve().parents[1]
 # Small enough for 2 CPU processes on 2 cores; dropout off so that only float rounding separates runs.
 TINY_GPT = (
     "model.d_model=32", "model.n_heads=4", "model.n_layers=1", "model.dropout=0", "data.block_size=32",

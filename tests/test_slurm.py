@@ -7,6 +7,7 @@ The job script is slurm/train.sbatch (or what `trainer slurm` renders from it); 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import sys
 import time
@@ -196,6 +197,4 @@ def test_recipe_asking_more_devices_than_the_allocation_fails_at_start(slurm: Sl
 
 
 def _summary(run_dir: Path) -> dict:
-    import json
-
     return json.loads((run_dir / "summary.json").read_text())

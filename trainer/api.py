@@ -165,7 +165,7 @@ def _fit(cfg: RunConfig, stop_request: StopRequest, callbacks: list[L.Callback])
     decision = decide_requeue(cfg.slurm, summary["stopped_by"], f"`trainer fit {cfg.name} resume={run_dir}`")
     summary["requeued"] = bool(decision and decision.requeue)
     if trainer.is_global_zero:
-        (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+        _write_summary(run_dir, summary)
     if decision is not None:
         _requeue(trainer, decision, summary, run_dir)
     return summary
@@ -184,13 +184,17 @@ def _requeue(trainer: L.Trainer, decision: RequeueDecision, summary: dict[str, A
         error = requeue(job)
         if error is not None:
             summary["requeued"] = False
-            (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+            _write_summary(run_dir, summary)
             print(
                 f"trainer: could not requeue SLURM job {job}: {error}; resume with `trainer fit {summary['recipe']} "
                 f"resume={run_dir}`",
                 file=sys.stderr,
                 flush=True,
             )
+
+
+def _write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
 
 
 def _decide_run_place(cfg: RunConfig) -> RunPlace:
