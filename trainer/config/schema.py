@@ -138,15 +138,11 @@ class SchedulerConfig(Section):
 
 
 def explicit_device_count(devices: int | str | list[int]) -> int | None:
-    """The devices per node a recipe names; None for `auto` (or -1): the machine or the launcher decides."""
+    """The devices per node a recipe names; None for `auto` (or -1): the machine or the launcher decides.
+    `devices` as TrainerConfig validated it: an int, a list of indices or "auto"."""
     if isinstance(devices, list):
         return len(devices)
-    if devices in ("auto", -1, "-1"):
-        return None
-    try:
-        return int(devices)
-    except ValueError:
-        raise ValueError(f"trainer.devices={devices!r} is not a number, a list or 'auto'") from None
+    return None if devices in ("auto", -1) else int(devices)
 
 
 class TrainerConfig(Section):
@@ -162,6 +158,18 @@ class TrainerConfig(Section):
         description="Per node; auto: every local GPU, or one CPU process. Under torchrun: must match it.",
     )
     num_nodes: PositiveInt = Field(default=1, description="Under torchrun: taken from the launcher.")
+
+    @field_validator("devices")
+    @classmethod
+    def _devices(cls, value: int | str | list[int]) -> int | str | list[int]:
+        # `trainer.devices=2` may arrive as text; anything but a count, a list or "auto" is an error here.
+        if isinstance(value, str) and value != "auto":
+            try:
+                return int(value)
+            except ValueError:
+                raise ValueError("give a number of devices, a list of device indices, or auto") from None
+        return value
+
     strategy: Literal[
         "auto",
         "ddp",

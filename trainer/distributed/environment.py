@@ -84,7 +84,7 @@ def resolve_topology(accelerator: str, devices: int | str | list[int], num_nodes
         _check_launched_world(world, resolved, devices)
         return Topology(world.local_world_size, world.world_size // world.local_world_size, world.world_size, resolved)
     available = torch.cuda.device_count() if resolved == "gpu" else (os.cpu_count() or 1)
-    count = _device_count(devices)
+    count = explicit_device_count(devices)
     if count is None:  # auto
         count = max(1, torch.cuda.device_count()) if resolved == "gpu" else 1
         devices = count
@@ -101,7 +101,7 @@ def _check_launched_world(world: TorchrunWorld, accelerator: str, devices: int |
 
     Every rank runs this before any collective, so a mismatch is one clear error on each, not a hang.
     """
-    asked = _device_count(devices)
+    asked = explicit_device_count(devices)
     if asked is not None and asked != world.local_world_size:
         raise UserError(
             f"trainer.devices={devices!r} but the launcher started {world.local_world_size} processes per node "
@@ -114,13 +114,6 @@ def _check_launched_world(world: TorchrunWorld, accelerator: str, devices: int |
             f"{torch.cuda.device_count()} visible CUDA GPUs; ask SLURM for more GPUs (--gpus-per-node) "
             "or start fewer processes (--nproc-per-node)"
         )
-
-
-def _device_count(devices: int | str | list[int]) -> int | None:
-    try:
-        return explicit_device_count(devices)
-    except ValueError as err:
-        raise UserError(str(err)) from None
 
 
 def _resolve_accelerator(accelerator: str) -> str:

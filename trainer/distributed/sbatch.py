@@ -71,10 +71,7 @@ class Resources:
 
 def check_fits_recipe(resources: Resources, trainer: TrainerConfig) -> None:
     """The job's workers against what the recipe asks, before anything is submitted."""
-    try:
-        asked = explicit_device_count(trainer.devices)
-    except ValueError as err:
-        raise UserError(str(err)) from None
+    asked = explicit_device_count(trainer.devices)
     if asked is not None and asked != resources.workers_per_node:
         raise UserError(
             f"trainer.devices={trainer.devices!r} but the job would start {resources.workers_per_node} workers "
