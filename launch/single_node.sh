@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Train a recipe on this machine through torchrun, one process per local device:
-#   launch/single_node.sh shakespeare_gpt trainer.strategy=ddp
-# Every GPU by default; without one, NPROC_PER_NODE CPU processes (default 1) over gloo.
-# The recipe and its overrides pass through untouched.
+# Train a recipe on this machine through torchrun, one process per device the recipe asks for:
+#   launch/single_node.sh shakespeare_gpt trainer.strategy=ddp                  # every local GPU
+#   launch/single_node.sh digits_cnn trainer.accelerator=cpu trainer.devices=2  # two CPU processes over gloo
+# The recipe decides the count (`trainer.devices`; auto: every GPU, or one CPU process); NPROC_PER_NODE,
+# if set, must agree with a count the recipe names. The recipe and its overrides pass through untouched.
 set -euo pipefail
 
-NPROC_PER_NODE="${NPROC_PER_NODE:-$(python -c 'import torch; print(torch.cuda.device_count() or 1)')}"
 PYTHON="${PYTHON:-python}"
+# Also checks the recipe: a bad one stops here, with its one-line error and exit status 2.
+NPROC_PER_NODE="$("$PYTHON" -m trainer devices ${NPROC_PER_NODE:+--expect "$NPROC_PER_NODE"} "$@")"
 
 # --standalone: a private rendezvous on a free local port, so several jobs can share a machine.
 command=("$PYTHON" -m torch.distributed.run --standalone --nnodes=1 --nproc_per_node="$NPROC_PER_NODE"

@@ -16,7 +16,8 @@ import torch
 from conftest import REPO
 from helpers import metric_series
 
-from trainer.checkpoints import load_exported, read_training_checkpoint
+from trainer.export import load_exported
+from trainer.lifecycle.checkpoints import read_training_checkpoint
 
 pytestmark = pytest.mark.distributed
 # Small enough for 2 CPU processes on 2 cores; dropout off so that only float rounding separates runs.

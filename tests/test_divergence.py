@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from trainer.checkpoints import read_training_checkpoint
+from trainer.lifecycle.checkpoints import read_training_checkpoint
 
 
 def test_a_diverging_run_stops_naming_the_step_and_keeps_the_last_good_checkpoint(cli, tmp_path: Path) -> None:

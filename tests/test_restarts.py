@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer.checkpoints import read_training_checkpoint
+from trainer.lifecycle.checkpoints import read_training_checkpoint
 
 pytestmark = pytest.mark.distributed
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -73,7 +73,7 @@ def test_torchrun_restarts_after_a_worker_is_killed_and_the_run_completes(tmp_pa
 def test_kill_9_at_random_moments_never_breaks_resume(tmp_path: Path) -> None:
     """Writes a checkpoint at every step and kills the process at random moments, several times;
     each time `resume=` must load the newest complete checkpoint and carry on."""
-    from trainer.run.run_dir import newest_complete_checkpoint
+    from trainer.lifecycle.run_dir import newest_complete_checkpoint
 
     rng = random.Random(0)
     run_dir = tmp_path / "run"

@@ -21,14 +21,16 @@ COMMON = ("model.dropout=0.3", "trainer.max_steps=60", *FAST)
 class SignalBeforeStep(L.Callback):
     """Sends this process a real signal, as a user or a scheduler would, while step `step` runs.
 
-    It fires after step - 1; the run notices at the next step boundary and stops after step `step`.
+    It fires as step `step` begins; the run notices at the next step boundary and stops after that step.
     """
 
     def __init__(self, step: int, signum: int = signal.SIGTERM) -> None:
         self.step, self.signum = step, signum
+        self.sent = False
 
-    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
-        if trainer.global_step == self.step - 1:
+    def on_train_batch_start(self, trainer: L.Trainer, *args: object) -> None:
+        if trainer.global_step == self.step - 1 and not self.sent:
+            self.sent = True
             os.kill(os.getpid(), self.signum)
 
 

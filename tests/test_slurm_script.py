@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
+from trainer.cluster.requeue import decide_requeue
+from trainer.cluster.sbatch import BODY_MARKER
 from trainer.config import load_config
-from trainer.distributed.requeue import decide_requeue
-from trainer.distributed.sbatch import BODY_MARKER
 
 SCRIPT = REPO / "slurm" / "train.sbatch"
 

@@ -1,173 +1,237 @@
-"""The importable entry points: `fit`, `test`, `generate`. The CLI is a thin shell around these."""
+"""The importable entry points: `fit`, `test`, `generate`, `export`. The CLI is a thin shell around these.
+
+Each reads top to bottom as set-up -> run -> finish. Every check that can fail on bad input comes
+before anything is written; several processes (under torchrun) agree on where the run starts through
+one broadcast from rank 0.
+"""
 
 from __future__ import annotations
 
-import json
+import contextlib
+import signal
 import sys
 import time
-import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.strategies import DDPStrategy
-from lightning.pytorch.utilities import rank_zero_only
 
 from trainer.build import build_callbacks, build_datamodule, build_task, build_trainer
-from trainer.checkpoints import (
-    EXPORT_DIR,
-    check_resumable,
-    export_model,
-    plain_model_state,
-    read_training_checkpoint,
-)
-from trainer.config import RunConfig, load_config, load_config_file, to_yaml
+from trainer.cluster.env import slurm_job_id
+from trainer.cluster.requeue import RequeueDecision, decide_requeue, requeue
+from trainer.cluster.signals import Interrupted, StopRequest
+from trainer.config import RunConfig, load_config_file
+from trainer.config.model_args import model_kwargs
+from trainer.data import RecipeDataModule
 from trainer.data.sources import check_source
 from trainer.data.tokenizer import PAD, TOKENIZER_FILE, UNK, load_tokenizer
 from trainer.distributed.batching import BatchPlan, plan_batches
-from trainer.distributed.deepspeed_checkpoint import convert_to_universal, needs_conversion
-from trainer.distributed.environment import (
-    RunPlace,
-    Topology,
-    agree_on_run_place,
-    exported_run_place,
-    job_identity,
-    rank_zero_first,
-    resolve_topology,
-    restart_count,
-)
-from trainer.distributed.requeue import RequeueDecision, decide_requeue, requeue, slurm_job_id
+from trainer.distributed.process_group import init_process_group, rank_zero_decides, rank_zero_first
 from trainer.distributed.strategy import check_strategy_settings
+from trainer.distributed.topology import Topology, resolve_topology
 from trainer.errors import UserError
-from trainer.models.generate import sample
-from trainer.run.callbacks import LastCheckpoint, StopRequest, Throughput
-from trainer.run.loggers import build_loggers
-from trainer.run.run_dir import (
+from trainer.export import EXPORT_DIR, export_model
+from trainer.lifecycle.checkpoints import plain_model_state, read_info, read_training_checkpoint, verify_checkpoint
+from trainer.lifecycle.last_checkpoint import LastCheckpoint, RunStopped, remove_path
+from trainer.lifecycle.run_config import fit_config
+from trainer.lifecycle.run_dir import (
     CHECKPOINTS,
     CONFIG_FILE,
-    JOB_FILE,
     LAST_CKPT,
-    SUMMARY_FILE,
-    check_checkpoint,
-    check_new_run_dir,
-    default_run_dir,
-    find_resume_dir,
-    newest_complete_checkpoint,
+    WANDB_ID_FILE,
+    RunLock,
+    existing_checkpoint,
     run_dir_of,
-    same_job,
 )
+from trainer.lifecycle.start import RunStart, check_checkpoint_fits, decide_start, write_run_files
+from trainer.lifecycle.summary import Throughput, metrics_with_prefix, write_summary
+from trainer.lifecycle.universal import convert_to_universal, needs_conversion
+from trainer.loggers import build_loggers, close_loggers
+from trainer.models.generate import sample
+from trainer.quiet import silence_dependency_noise
 from trainer.tasks import TASKS, Task
 
-WANDB_ID_FILE = "wandb_run_id"
+silence_dependency_noise()
 
 
-def resolve_fit_config(recipe: str, overrides: list[str]) -> RunConfig:
-    """The config of a fit: the recipe plus overrides, or, with `resume=`, the stopped run's own
-    saved config plus the same overrides (so `trainer.max_steps=...` can extend it)."""
-    cfg = load_config(recipe, overrides)
-    if cfg.resume is None:
-        return cfg
-    run_dir = find_resume_dir(cfg.resume, cfg.name or recipe)
-    return load_config_file(run_dir / CONFIG_FILE, [*overrides, f"resume={run_dir}"])
+@dataclass
+class FitRun:
+    """Everything a fit set up, for the run and the finish."""
+
+    cfg: RunConfig
+    start: RunStart
+    plan: BatchPlan
+    datamodule: RecipeDataModule
+    task: Task
+    trainer: L.Trainer
+    stop: StopRequest
+    lock: RunLock
+    started: float
+    wandb_id: str | None = None
+    stopped_by: str | None = None
+    val_metrics: dict[str, float] | None = None
+
+    def callback(self, kind: type) -> Any:
+        return next(c for c in self.trainer.callbacks if isinstance(c, kind))
 
 
 def fit(cfg: RunConfig, callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
     """Train, evaluate on the test split when there is one, and write the run directory. Returns the summary.
 
-    `callbacks` are added to the recipe's own (Lightning callbacks, for library users).
-    A run stopped by SIGTERM, SIGINT or SIGUSR1 saves last.ckpt at a step boundary, skips the final
-    evaluation and says so in the summary (`stopped_by`). On several processes every rank calls
-    this; rank 0 alone writes the config, logs and summary.
+    `callbacks` are added to the recipe's own (Lightning callbacks, for library users). A run stopped by
+    SIGTERM, SIGINT or SIGUSR1 saves last.ckpt at a step boundary and skips the evaluations that remain
+    (`stopped_by` in the summary). Under torchrun every rank calls this; rank 0 alone writes the config,
+    logs and summary.
     """
-    # The stop handlers go in first: a SLURM warning signal during data preparation stops the run at its
-    # first step, and they cover the final evaluations too (a signal there must not fall to Lightning's).
-    stop_request = StopRequest()
-    with stop_request.installed():
-        return _fit(cfg, stop_request, callbacks or [])
+    # The stop handlers go in first: a SLURM warning signal during set-up stops the run at its first
+    # step, and they cover the final evaluations too (a signal there must not fall to Lightning's).
+    with StopRequest().installed() as stop:
+        run = _setup_fit(cfg, stop, callbacks or [])
+        try:
+            with _removed_if_interrupted_before_training(run):
+                _write_run(run)
+                _train(run)
+            return _finish_fit(run)
+        finally:
+            run.lock.release()
 
 
-def _fit(cfg: RunConfig, stop_request: StopRequest, callbacks: list[L.Callback]) -> dict[str, Any]:
+def _setup_fit(cfg: RunConfig, stop: StopRequest, extra_callbacks: list[L.Callback]) -> FitRun:
     started = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     topology = resolve_topology(cfg.trainer.accelerator, cfg.trainer.devices, cfg.trainer.num_nodes)
     plan = plan_batches(cfg.data.global_batch_size, cfg.data.micro_batch_size, topology.world_size)
     check_strategy_settings(cfg)
     check_source(cfg.data)
+    init_process_group(topology.accelerator)
 
-    place = agree_on_run_place(lambda: _decide_run_place(cfg), cfg.trainer.accelerator)
-    run_dir, resume_ckpt = place.run_dir, place.resume_from
+    lock = RunLock(Path())
+    def decide() -> RunStart:  # noqa: E306 - rank 0 alone; the lock stays with it for the whole run
+        nonlocal lock
+        start = decide_start(cfg)
+        lock = RunLock(start.run_dir).acquire()
+        return start
 
-    load_universal = resume_ckpt is not None and needs_conversion(resume_ckpt, plan.world_size)
+    start = rank_zero_decides(decide)
+    try:
+        return _build_fit(cfg, start, topology, plan, stop, extra_callbacks, lock, started)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _build_fit(
+    cfg: RunConfig,
+    start: RunStart,
+    topology: Topology,
+    plan: BatchPlan,
+    stop: StopRequest,
+    extra_callbacks: list[L.Callback],
+    lock: RunLock,
+    started: float,
+) -> FitRun:
+    load_universal = start.checkpoint is not None and needs_conversion(start.checkpoint, plan.world_size)
     if load_universal:
         with rank_zero_first():
-            if rank_zero_only.rank == 0:
-                convert_to_universal(resume_ckpt)
+            if _is_rank_zero():
+                convert_to_universal(start.checkpoint)
 
-    # Everything that can fail on bad input happens before the run directory is created.
-    saved_tokenizer = run_dir / TOKENIZER_FILE
+    saved_tokenizer = start.run_dir / TOKENIZER_FILE
     datamodule = build_datamodule(cfg, plan, tokenizer_path=saved_tokenizer if saved_tokenizer.is_file() else None)
     with rank_zero_first(per_node=True):
         datamodule.prepare_data()
+    datamodule.check_trainable(plan.global_batch_size)
     task = build_task(cfg, datamodule.facts(), plan, len(datamodule.train_set))
-    wandb_id = _wandb_id(run_dir) if "wandb" in cfg.logger else None
-    callbacks = [*build_callbacks(cfg, run_dir, plan, stop_request), *callbacks]
-    loggers = build_loggers(cfg, run_dir, wandb_id)
-    trainer = _trainer_or_error(cfg, plan, topology, run_dir, loggers, callbacks, load_universal=load_universal)
+    if start.checkpoint is not None:
+        check_checkpoint_fits(cfg, read_info(start.checkpoint), start.checkpoint, task.hparams.model_kwargs)
 
-    if trainer.is_global_zero:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / CONFIG_FILE).write_text(to_yaml(cfg))
-        if getattr(datamodule, "tokenizer", None) is not None:
-            datamodule.tokenizer.save(str(saved_tokenizer))
-        if wandb_id:
-            (run_dir / WANDB_ID_FILE).write_text(wandb_id)
-        if job_identity() is not None:
-            (run_dir / JOB_FILE).write_text(job_identity())
-        for logger in trainer.loggers:
-            logger.log_hyperparams(cfg.model_dump(mode="json"))
+    wandb_id = _wandb_id(start.run_dir) if "wandb" in cfg.logger else None
+    callbacks = [*build_callbacks(cfg, start.run_dir, plan, stop), *extra_callbacks]
+    loggers = build_loggers(cfg, start.run_dir, wandb_id)
+    trainer = build_trainer(cfg, plan, topology, start.run_dir, loggers, callbacks, load_universal=load_universal)
+    return FitRun(cfg, start, plan, datamodule, task, trainer, stop, lock, started, wandb_id)
 
-    throughput = next(c for c in callbacks if isinstance(c, Throughput))
-    stop = next(c for c in callbacks if isinstance(c, LastCheckpoint))
-    with exported_run_place(place):
-        trainer.fit(task, datamodule=datamodule, ckpt_path=resume_ckpt, weights_only=True)
-    if not stop.interrupted and throughput.last_val_step != trainer.global_step:
-        # Training stopped between validations (max_steps mid-epoch): the summary's val metrics
-        # must describe the final weights.
-        trainer.validate(task, datamodule=datamodule, verbose=False)
-    val_metrics = _metrics(trainer, "val/")
-    test_metrics: dict[str, float] = {}
-    if datamodule.test_set is not None and not stop.interrupted:
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        trainer.test(task, datamodule=datamodule, ckpt_path=best or None, weights_only=True, verbose=False)
-        test_metrics = _metrics(trainer, "test/")
 
+def _write_run(run: FitRun) -> None:
+    """Every input is checked: from here on the run writes (rank 0)."""
+    if not run.trainer.is_global_zero:
+        return
+    write_run_files(run.cfg, run.start, run.wandb_id)
+    run.lock.acquire()  # a new directory exists only now
+    tokenizer = getattr(run.datamodule, "tokenizer", None)
+    if tokenizer is not None:
+        tokenizer.save(str(run.start.run_dir / TOKENIZER_FILE))
+    for logger in run.trainer.loggers:
+        logger.log_hyperparams(run.cfg.model_dump(mode="json"))
+    print(f"trainer: run directory {run.start.run_dir}", file=sys.stderr, flush=True)
+
+
+def _train(run: FitRun) -> None:
+    """trainer.fit, then the final validation (when training ended between two) and the test split."""
+    trainer, task, datamodule = run.trainer, run.task, run.datamodule
+    try:
+        trainer.fit(task, datamodule=datamodule, ckpt_path=run.start.checkpoint, weights_only=True)
+        if run.callback(Throughput).last_val_step != trainer.global_step:
+            # Training stopped between validations: the summary's val metrics must describe the final weights.
+            trainer.validate(task, datamodule=datamodule, verbose=False)
+        run.val_metrics = metrics_with_prefix(trainer, "val/")
+        if datamodule.test_set is not None:
+            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            trainer.test(task, datamodule=datamodule, ckpt_path=best or None, weights_only=True, verbose=False)
+    except RunStopped:
+        run.stopped_by = run.stop.signal_name
+
+
+@contextlib.contextmanager
+def _removed_if_interrupted_before_training(run: FitRun) -> Iterator[None]:
+    """Ctrl-C before training (Lightning's set-up included): a new run leaves no directory behind. Once
+    training has started Ctrl-C no longer interrupts (it saves and stops), so this never removes a checkpoint."""
+    try:
+        yield
+    except Interrupted:
+        if run.start.is_new and run.callback(LastCheckpoint).saved_step is None and run.trainer.is_global_zero:
+            run.lock.release()
+            remove_path(run.start.run_dir)
+        raise
+
+
+def _finish_fit(run: FitRun) -> dict[str, Any]:
+    trainer, cfg = run.trainer, run.cfg
+    throughput = run.callback(Throughput)
     summary = {
         "recipe": cfg.name,
-        "run_dir": str(run_dir),
-        "val": val_metrics,
-        "test": test_metrics,
+        "run_dir": str(run.start.run_dir),
+        "val": run.val_metrics if run.val_metrics is not None else metrics_with_prefix(trainer, "val/"),
+        "test": {} if run.stopped_by else metrics_with_prefix(trainer, "test/"),
         "global_step": trainer.global_step,
         "epochs": trainer.current_epoch,
-        "world_size": plan.world_size,
-        "global_batch_size": plan.global_batch_size,
-        "micro_batch_size": plan.micro_batch_size,
-        "grad_accum_steps": plan.grad_accum_steps,
+        "world_size": run.plan.world_size,
+        "global_batch_size": run.plan.global_batch_size,
+        "micro_batch_size": run.plan.micro_batch_size,
+        "grad_accum_steps": run.plan.grad_accum_steps,
         "train_seconds": round(throughput.train_seconds, 3),
-        "wall_seconds": round(time.perf_counter() - started, 3),
+        "wall_seconds": round(time.perf_counter() - run.started, 3),
         "samples_per_second": round(throughput.samples_per_second, 2),
         "peak_gpu_memory_bytes": throughput.peak_gpu_memory_bytes,
         "best_checkpoint": _best_checkpoint(trainer),
-        "stopped_by": stop.signal_name if stop.interrupted else None,
+        "stopped_by": run.stopped_by,
     }
-    decision = decide_requeue(cfg.slurm, summary["stopped_by"], f"`trainer fit {cfg.name} resume={run_dir}`")
+    resume_command = f"`trainer fit {cfg.name} resume={run.start.run_dir}`"
+    decision = decide_requeue(cfg.slurm, run.stopped_by, resume_command)
     summary["requeued"] = bool(decision and decision.requeue)
     if trainer.is_global_zero:
-        _write_summary(run_dir, summary)
+        write_summary(run.start.run_dir, summary)
+        close_loggers(trainer.loggers)
+        if run.stopped_by and decision is None:
+            last = run.start.run_dir / CHECKPOINTS / LAST_CKPT
+            print(f"trainer: stopped by {run.stopped_by} at step {trainer.global_step}; checkpoint {last}; "
+                  f"continue with {resume_command}", file=sys.stderr, flush=True)  # fmt: skip
     if decision is not None:
-        _requeue(trainer, decision, summary, run_dir)
+        _requeue(trainer, decision, summary, run.start.run_dir)
     return summary
 
 
@@ -184,7 +248,7 @@ def _requeue(trainer: L.Trainer, decision: RequeueDecision, summary: dict[str, A
         error = requeue(job)
         if error is not None:
             summary["requeued"] = False
-            _write_summary(run_dir, summary)
+            write_summary(run_dir, summary)
             print(
                 f"trainer: could not requeue SLURM job {job}: {error}; resume with `trainer fit {summary['recipe']} "
                 f"resume={run_dir}`",
@@ -193,58 +257,39 @@ def _requeue(trainer: L.Trainer, decision: RequeueDecision, summary: dict[str, A
             )
 
 
-def _write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
-    (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
-
-
-def _decide_run_place(cfg: RunConfig) -> RunPlace:
-    """Rank 0's decision: a new run directory, the one `resume=` names, or, when the launcher restarted
-    this job (torchrun elastic restart, SLURM requeue), the job's own directory and newest checkpoint."""
-    if cfg.resume is not None:
-        run_dir = Path(cfg.resume)
-        return RunPlace(run_dir, _checked(newest_complete_checkpoint(run_dir)))
-    job = job_identity()
-    run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg.name or "run", job)
-    if restart_count() > 0 and same_job(run_dir, job):
-        # Restarted before its first checkpoint: start again in the same place.
-        latest = newest_complete_checkpoint(run_dir)
-        return RunPlace(run_dir, _checked(latest) if latest else None)
-    check_new_run_dir(run_dir, cfg.overwrite)
-    return RunPlace(run_dir)
-
-
-def _checked(checkpoint: Path | None) -> Path:
-    assert checkpoint is not None  # find_resume_dir made sure of one
-    check_resumable(checkpoint)  # a corrupt checkpoint is a clear error before any work
-    return checkpoint
-
-
 def test(cfg: RunConfig) -> dict[str, float]:
     """Evaluate a checkpoint (Lightning file or DeepSpeed directory) on the recipe's test split, or its
-    validation split when it has no test split. `trainer.devices=N` shards the evaluation over N processes."""
-    ckpt_path = check_checkpoint(cfg.ckpt, "test")
+    validation split when it has no test split. Under torchrun the evaluation is sharded over the ranks."""
+    ckpt_path = existing_checkpoint(cfg.ckpt, "test")
     check_source(cfg.data)
-    task = _task_from_checkpoint(cfg, ckpt_path)
     topology = resolve_topology(cfg.trainer.accelerator, cfg.trainer.devices, cfg.trainer.num_nodes)
     plan = plan_batches(cfg.data.global_batch_size, cfg.data.micro_batch_size, topology.world_size)
+    init_process_group(topology.accelerator)
+    rank_zero_decides(lambda: verify_checkpoint(ckpt_path))
     datamodule = build_datamodule(cfg, plan, tokenizer_path=_saved_tokenizer(cfg, ckpt_path))
     with rank_zero_first(per_node=True):
         datamodule.prepare_data()
+    expected = model_kwargs(cfg, datamodule.facts())
+    check_checkpoint_fits(cfg, read_info(ckpt_path), ckpt_path, expected)
+    task = _task_from_checkpoint(cfg, ckpt_path)
     # Evaluation shards the data over ranks; DDP suffices whatever strategy trained the model.
     strategy = _ddp_for(topology) if topology.world_size > 1 else "auto"
-    trainer = _trainer_or_error(cfg, plan, topology, None, False, [], strategy=strategy)
-    if datamodule.test_set is None:
-        trainer.validate(task, datamodule=datamodule, verbose=False)
-        return _metrics(trainer, "val/")
-    trainer.test(task, datamodule=datamodule, verbose=False)
-    return _metrics(trainer, "test/")
+    trainer = build_trainer(cfg, plan, topology, None, False, [], strategy=strategy)
+    with StopRequest().installed(signals=(signal.SIGINT,)):  # Ctrl-C: exit 130, no Lightning shutdown message
+        if datamodule.test_set is None:
+            trainer.validate(task, datamodule=datamodule, verbose=False)
+            return metrics_with_prefix(trainer, "val/")
+        trainer.test(task, datamodule=datamodule, verbose=False)
+        return metrics_with_prefix(trainer, "test/")
 
 
 def generate(cfg: RunConfig) -> str:
     """Sample text from a language-model checkpoint, starting from `generate.prompt`."""
     if cfg.task != "language_modeling":
         raise UserError(f"`trainer generate` needs a language-modelling recipe; {cfg.name!r} does {cfg.task}")
-    ckpt_path = check_checkpoint(cfg.ckpt, "generate")
+    ckpt_path = existing_checkpoint(cfg.ckpt, "generate")
+    verify_checkpoint(ckpt_path)
+    check_checkpoint_fits(cfg, read_info(ckpt_path), ckpt_path)
     task = _task_from_checkpoint(cfg, ckpt_path)
     tokenizer_path = _saved_tokenizer(cfg, ckpt_path)
     assert tokenizer_path is not None
@@ -256,11 +301,13 @@ def generate(cfg: RunConfig) -> str:
         raise UserError("prompt= encodes to no tokens; give a prompt made of characters the model has seen")
     input_ids = torch.tensor([prompt_ids], device=device)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    # The context the model was trained on: a Transformer has no positions beyond it.
+    context_len = task.hparams.model_kwargs.get("max_len", cfg.data.block_size)
     output = sample(
         model,
         input_ids,
         cfg.generate.max_new_tokens,
-        context_len=cfg.data.block_size,
+        context_len=context_len,
         temperature=cfg.generate.temperature,
         top_k=cfg.generate.top_k,
         generator=generator,
@@ -269,7 +316,39 @@ def generate(cfg: RunConfig) -> str:
     return tokenizer.decode(output[0].tolist())
 
 
+def export(run_dir: Path, ckpt: str | None = None) -> Path:
+    """Consolidate a run's checkpoint (last.ckpt unless `ckpt`) into run_dir/export/model.safetensors."""
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise UserError(
+            f"{str(run_dir)!r} is not a run directory (no {CONFIG_FILE}); give one written by `trainer fit`"
+        )
+    ckpt_path = Path(ckpt).expanduser() if ckpt else run_dir / CHECKPOINTS / LAST_CKPT
+    if not ckpt_path.exists():
+        raise UserError(f"checkpoint {str(ckpt_path)!r} does not exist; train first or give ckpt=<path>")
+    cfg = load_config_file(run_dir / CONFIG_FILE)
+    verify_checkpoint(ckpt_path)
+    check_checkpoint_fits(cfg, read_info(ckpt_path), ckpt_path)
+    return export_model(cfg.task, read_training_checkpoint(ckpt_path), run_dir, run_dir / EXPORT_DIR)
+
+
 # ----------------------------------------------------------------------------- helpers
+
+
+def _is_rank_zero() -> bool:
+    return not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
+
+
+def _wandb_id(run_dir: Path) -> str:
+    """The W&B run of this run directory: kept across resumes, new for a new run."""
+    import uuid
+
+    saved = run_dir / WANDB_ID_FILE
+    return saved.read_text().strip() if saved.is_file() else uuid.uuid4().hex[:12]
+
+
+def _best_checkpoint(trainer: L.Trainer) -> str | None:
+    callback = trainer.checkpoint_callback
+    return str(callback.best_model_path) if callback and callback.best_model_path else None
 
 
 def _task_from_checkpoint(cfg: RunConfig, ckpt_path: Path) -> Task:
@@ -293,49 +372,15 @@ def _ddp_for(topology: Topology) -> DDPStrategy:
     return DDPStrategy(process_group_backend="gloo" if topology.accelerator == "cpu" else None)
 
 
-def export(run_dir: Path, ckpt: str | None = None) -> Path:
-    """Consolidate a run's checkpoint (last.ckpt unless `ckpt`) into run_dir/export/model.safetensors."""
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise UserError(
-            f"{str(run_dir)!r} is not a run directory (no {CONFIG_FILE}); give one written by `trainer fit`"
-        )
-    ckpt_path = Path(ckpt) if ckpt else run_dir / CHECKPOINTS / LAST_CKPT
-    if not ckpt_path.exists():
-        raise UserError(f"checkpoint {str(ckpt_path)!r} does not exist; train first or give ckpt=<path>")
-    cfg = load_config_file(run_dir / CONFIG_FILE)
-    return export_model(cfg.task, read_training_checkpoint(ckpt_path), run_dir, run_dir / EXPORT_DIR)
-
-
 def _saved_tokenizer(cfg: RunConfig, ckpt_path: Path) -> Path | None:
     if cfg.task == "image_classification":
         return None
-    path = run_dir_of(ckpt_path) / TOKENIZER_FILE
+    run_dir = run_dir_of(ckpt_path)
+    path = (run_dir or ckpt_path.resolve().parent.parent) / TOKENIZER_FILE
     if not path.is_file():
         raise UserError(f"no {TOKENIZER_FILE} beside checkpoint {str(ckpt_path)!r}; keep the run directory whole")
     return path
 
 
-def _trainer_or_error(
-    cfg: RunConfig, plan: BatchPlan, topology: Topology, run_dir: Path | None, loggers, callbacks, **overrides
-):
-    try:
-        return build_trainer(cfg, plan, topology, run_dir, loggers, callbacks, **overrides)
-    except (MisconfigurationException, ValueError, RuntimeError) as err:
-        raise UserError(f"invalid trainer settings: {str(err).splitlines()[0]}") from None
-
-
-def _metrics(trainer: L.Trainer, prefix: str) -> dict[str, float]:
-    return {k: round(float(v), 6) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith(prefix)}
-
-
-def _best_checkpoint(trainer: L.Trainer) -> str | None:
-    callback = trainer.checkpoint_callback
-    return callback.best_model_path or None if isinstance(callback, ModelCheckpoint) else None
-
-
-def _wandb_id(run_dir: Path) -> str:
-    """The W&B run id stays with the run directory, so a resumed run logs into the same W&B run."""
-    saved = run_dir / WANDB_ID_FILE
-    if saved.is_file():
-        return saved.read_text().strip()
-    return uuid.uuid4().hex[:8]
+# The name this entry point had before the run's configs moved to trainer.lifecycle.run_config.
+resolve_fit_config = fit_config

@@ -1,22 +1,31 @@
-"""The `trainer` command: parse words, call `trainer.api`, print bad input as one line with exit status 2.
+"""The `trainer` command: parse words, call `trainer.api`, print failures as one line with a documented exit status.
 
-Torch and Lightning are imported only by the commands that train, so `trainer recipes`, `trainer config`
-and every config error answer in well under a second.
+Exit status: 0 done (or stopped and requeued on SLURM), 2 bad input, 3 loss diverged, 4 could not write
+(a full disk, lost permissions), 130 Ctrl-C before training, 128 + signal when a signal stopped a run
+(with a checkpoint to resume from).
+
+The config is loaded and checked before torch or Lightning is imported, so `trainer recipes`, `trainer
+config` and every config error answer in well under a second, whatever the command.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import signal
 import sys
 from pathlib import Path
 
-from trainer.errors import TrainingDiverged, UserError
+from trainer.errors import CheckpointWriteFailed, TrainingDiverged, UserError
 
 EXIT_USER_ERROR = 2
 EXIT_DIVERGED = 3
+EXIT_WRITE_FAILED = 4
+EXIT_INTERRUPTED = 128 + signal.SIGINT
+# A full disk, a quota, a read-only or immutable place: the environment refused a write.
+WRITE_FAILURES = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG)
 # `trainer generate ... prompt="ROMEO:" max_new_tokens=200`: short names for the generate section.
 GENERATE_SHORT_KEYS = ("prompt", "max_new_tokens", "temperature", "top_k")
 
@@ -60,6 +69,10 @@ def _parser() -> argparse.ArgumentParser:
     slurm.add_argument("--signal-grace", type=int, default=None, help="seconds of warning (USR1) before the limit")
     slurm.add_argument("--output", default=None, help="job log; default slurm-<job name>-<job id>.out")
     slurm.add_argument("--dry-run", action="store_true", help="print the script instead of submitting it")
+    devices = commands.add_parser("devices", help="processes per node a recipe starts on this machine (launch scripts)")
+    devices.add_argument("--expect", type=int, default=None, help="fail unless the recipe allows this many")
+    devices.add_argument("recipe", help="shipped recipe name or path to a YAML file")
+    devices.add_argument("overrides", nargs=argparse.REMAINDER, help="key.path=value words")
     export = commands.add_parser("export", help="consolidate a run's checkpoint into RUN_DIR/export/model.safetensors")
     export.add_argument("run_dir", help="a run directory written by `trainer fit`")
     export.add_argument("overrides", nargs="*", help="ckpt=PATH to export another checkpoint than last.ckpt")
@@ -70,13 +83,25 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(_parse(argv))
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return _fail(err, EXIT_USER_ERROR)
     except TrainingDiverged as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_DIVERGED
+        return _fail(err, EXIT_DIVERGED)
+    except CheckpointWriteFailed as err:
+        return _fail(err, EXIT_WRITE_FAILED)
+    except OSError as err:
+        if err.errno not in WRITE_FAILURES:
+            raise
+        where = f" {err.filename}" if err.filename else ""
+        return _fail(f"cannot write{where}: {err.strerror}; free space or fix permissions", EXIT_WRITE_FAILED)
+    except KeyboardInterrupt as err:  # also trainer.cluster.signals.Interrupted, raised by the same Ctrl-C
+        return _fail(str(err) or "interrupted (Ctrl-C)", EXIT_INTERRUPTED)
     finally:
         _release_process_group()
+
+
+def _fail(err: BaseException | str, status: int) -> int:
+    print(f"error: {err}", file=sys.stderr, flush=True)
+    return status
 
 
 def _release_process_group() -> None:
@@ -106,13 +131,88 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "config":
         print(to_yaml(load_config(args.recipe, args.overrides)), end="")
         return 0
-    if args.command == "generate":
-        args.overrides = [_expand_generate_key(word) for word in args.overrides]
     if args.command == "plan":
         return _plan(args, load_config(args.recipe, args.overrides))
     if args.command == "slurm":
         return _slurm(args, load_config(args.recipe, args.overrides))
+    if args.command == "export":
+        return _in_process(args, None)
+    if args.command == "generate":
+        args.overrides = [_expand_generate_key(word) for word in args.overrides]
+    cfg = _command_config(args)
+    if args.command == "devices":
+        return _devices(cfg, args.expect)
+    if args.command in ("fit", "test"):
+        workers = _workers_to_start(cfg)
+        if workers > 1:
+            from trainer.cluster.launch import run_workers
 
+            return run_workers(workers, [args.command, args.recipe, *args.overrides], _gpu_indices(cfg))
+    return _in_process(args, cfg)
+
+
+def _command_config(args: argparse.Namespace):
+    """The command's config, checked before anything heavy is imported."""
+    from trainer.lifecycle.run_config import eval_config, fit_config
+
+    if args.command == "fit":
+        return fit_config(args.recipe, args.overrides)
+    if args.command in ("test", "generate"):
+        return eval_config(args.recipe, args.overrides, args.command)
+    from trainer.config import load_config
+
+    return load_config(args.recipe, args.overrides)
+
+
+def _workers_to_start(cfg) -> int:
+    """Processes this command starts here: 1 under a launcher (torchrun started each), else the recipe's count."""
+    from trainer.cluster.env import torchrun_world
+
+    if torchrun_world() is not None:
+        return 1
+    if cfg.trainer.num_nodes > 1:
+        raise UserError(
+            f"trainer.num_nodes={cfg.trainer.num_nodes} needs one torchrun per node: run launch/torchrun.sh on "
+            "each node or sbatch slurm/train.sbatch (trainer.num_nodes is then taken from the launcher)"
+        )
+    return _workers_per_node(cfg)
+
+
+def _workers_per_node(cfg) -> int:
+    from trainer.config.schema import explicit_device_count
+
+    count = explicit_device_count(cfg.trainer.devices)
+    if count == 1 or (count is None and cfg.trainer.accelerator == "cpu"):
+        return 1  # no torch import needed to know
+    with contextlib.redirect_stdout(sys.stderr):
+        from trainer.distributed.topology import devices_per_node
+
+        return devices_per_node(cfg.trainer.accelerator, cfg.trainer.devices)
+
+
+def _devices(cfg, expect: int | None) -> int:
+    """`trainer devices`: what launch/single_node.sh starts; with --expect, whether the recipe allows that."""
+    from trainer.config.schema import explicit_device_count
+
+    asked = explicit_device_count(cfg.trainer.devices)
+    if expect is not None and asked is not None and asked != expect:
+        raise UserError(
+            f"the launcher would start {expect} processes but the recipe asks trainer.devices={cfg.trainer.devices!r}; "
+            "drop one of them"
+        )
+    print(expect if expect is not None else _workers_per_node(cfg))
+    return 0
+
+
+def _gpu_indices(cfg) -> list[int] | None:
+    """`trainer.devices=[0,2]` on GPUs: the workers see those GPUs only."""
+    devices = cfg.trainer.devices
+    if isinstance(devices, list) and cfg.trainer.accelerator != "cpu":
+        return devices
+    return None
+
+
+def _in_process(args: argparse.Namespace, cfg) -> int:
     # Progress bars and library chatter (DeepSpeed logs to stdout) go to stderr; stdout carries only the
     # result, so that `trainer test ... > metrics.json` and `trainer generate ... > sample.txt` work.
     with contextlib.redirect_stdout(sys.stderr):
@@ -121,16 +221,16 @@ def _run(args: argparse.Namespace) -> int:
         if args.command == "export":
             result = str(api.export(Path(args.run_dir), _export_ckpt(args.overrides)))
         elif args.command == "fit":
-            summary = api.fit(api.resolve_fit_config(args.recipe, args.overrides))
+            summary = api.fit(cfg)
             result = json.dumps(summary, indent=2)
         elif args.command == "test":
-            result = json.dumps(api.test(load_config(args.recipe, args.overrides)), indent=2)
+            result = json.dumps(api.test(cfg), indent=2)
         else:
-            result = api.generate(load_config(args.recipe, args.overrides))
+            result = api.generate(cfg)
     from lightning.pytorch.utilities import rank_zero_only
 
     if rank_zero_only.rank == 0:  # on several processes, one result
-        print(result)
+        print(result, flush=True)
     if args.command == "fit" and summary["stopped_by"] and not summary["requeued"]:
         # Stopped by a signal, with a checkpoint to resume from: the shell convention 128 + signal. A SLURM
         # job that requeued itself exits 0: its work goes on in the requeued job (and torchrun, seeing a
@@ -162,7 +262,7 @@ def _plan(args: argparse.Namespace, cfg) -> int:
 
 
 def _slurm(args: argparse.Namespace, cfg) -> int:
-    from trainer.distributed.sbatch import Resources, check_fits_recipe, render, submit, template_path
+    from trainer.cluster.sbatch import Resources, check_fits_recipe, render, submit, template_path
 
     resources = Resources(
         nodes=args.nodes,

@@ -1,9 +1,14 @@
-"""The one exception type that means "the user gave bad input": the CLI prints it as one line, exit 2."""
+"""The errors the CLI turns into one line on stderr and a documented exit status (see trainer.cli)."""
 
 
 class UserError(Exception):
-    """Bad input from the user. The message names the problem and how to fix it."""
+    """Bad input from the user (exit 2). The message names the problem and how to fix it."""
 
 
 class TrainingDiverged(Exception):
-    """The loss became NaN or infinite. The run stopped before that step changed any weight or checkpoint."""
+    """The loss became NaN or infinite (exit 3). The run stopped before that step changed any weight or checkpoint."""
+
+
+class CheckpointWriteFailed(Exception):
+    """A checkpoint could not be written: a full disk, a quota, lost permissions (exit 4). The last good
+    checkpoint is intact and no partial one is left behind."""

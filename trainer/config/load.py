@@ -7,6 +7,7 @@ does the validation. Every failure here becomes a one-line `UserError`.
 from __future__ import annotations
 
 import difflib
+import re
 import types
 import typing
 from pathlib import Path
@@ -21,6 +22,11 @@ from trainer.config.schema import RunConfig
 from trainer.errors import UserError
 
 RECIPE_SUFFIXES = (".yaml", ".yml")
+# Dotted keys of the schema are a few levels deep; anything deeper is unknown (and OmegaConf would recurse).
+MAX_KEY_DEPTH = 8
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+# `${oc.env:NAME}` would copy an environment variable (an API key, say) into the saved config.yaml.
+_RESOLVER_CALL = re.compile(r"\$\{\s*[\w.]+\s*:")
 
 
 def recipes_dir() -> Path:
@@ -60,13 +66,23 @@ def _read_yaml(path: Path) -> DictConfig:
     try:
         conf = OmegaConf.load(path)
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise UserError(f"invalid YAML in {path}{where}: {problem}; fix the recipe file") from None
+        raise UserError(f"invalid YAML in {path}{_yaml_problem(err)}; fix the recipe file") from None
+    except UnicodeDecodeError:
+        raise UserError(f"recipe {path} is not UTF-8 text; save it as UTF-8") from None
+    except RecursionError:
+        raise UserError(f"recipe {path} is nested too deeply to be a recipe; fix the recipe file") from None
+    except IsADirectoryError:
+        raise UserError(f"recipe {path} is a folder; give a YAML file") from None
     if not isinstance(conf, DictConfig):
         raise UserError(f"recipe {path} must be a mapping of keys to values, not a {type(conf).__name__}")
     return conf
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    mark = getattr(err, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return f"{where}: {problem}"
 
 
 def load_recipe(path: Path, _seen: tuple[Path, ...] = ()) -> DictConfig:
@@ -92,11 +108,22 @@ def parse_overrides(words: list[str]) -> DictConfig:
         key, sep, raw_value = word.partition("=")
         if not sep or not key or key.startswith("-"):
             raise UserError(f"override {word!r} has no '='; write overrides as key.path=value (e.g. optim.lr=3e-4)")
+        if not _KEY.fullmatch(key) or key.count(".") >= MAX_KEY_DEPTH:
+            close = difflib.get_close_matches(key, valid_keys(RunConfig), n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}?" if close else "run `trainer config <recipe>` to see the valid keys"
+            raise UserError(f"unknown key {key[:80]!r} in override; {hint}")
+        _refuse_resolver_calls(raw_value, key)
         try:
             value = OmegaConf.from_dotlist([word])
             node = OmegaConf.select(value, key)
         except OmegaConfBaseException as err:
             raise UserError(f"cannot parse override {word!r}: {err}".splitlines()[0]) from None
+        except yaml.YAMLError as err:
+            raise UserError(
+                f"cannot parse the value of override {word!r}{_yaml_problem(err)}; quote it or close its brackets"
+            ) from None
+        except RecursionError:
+            raise UserError(f"the value of override {key!r} is nested too deeply") from None
         # `ROMEO:` parses as a YAML mapping but is meant as text; a mapping is written `{key: value}`.
         if isinstance(node, DictConfig) and not raw_value.lstrip().startswith("{"):
             node = raw_value
@@ -110,11 +137,30 @@ def compose(recipe: str, overrides: list[str] | None = None) -> dict[str, Any]:
     conf = load_recipe(path)
     if conf.get("name") is None:
         conf.name = path.stem
-    conf = OmegaConf.merge(conf, parse_overrides(overrides or []))
     try:
+        conf = OmegaConf.merge(conf, parse_overrides(overrides or []))
+        raw = OmegaConf.to_container(conf, resolve=False)
+        _refuse_resolver_calls(raw)
         return OmegaConf.to_container(conf, resolve=True)  # type: ignore[return-value]
     except OmegaConfBaseException as err:
         raise UserError(f"cannot resolve the recipe: {str(err).splitlines()[0]}") from None
+    except RecursionError:
+        raise UserError("the recipe is nested too deeply to be a recipe; fix it") from None
+
+
+def _refuse_resolver_calls(node: Any, key: str = "") -> None:
+    """References to other keys (`${model.d_model}`) are fine; resolvers such as `${oc.env:...}` are not."""
+    if isinstance(node, dict):
+        for name, value in node.items():
+            _refuse_resolver_calls(value, f"{key}.{name}" if key else str(name))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            _refuse_resolver_calls(value, f"{key}.{index}")
+    elif isinstance(node, str) and _RESOLVER_CALL.search(node):
+        raise UserError(
+            f"{key} calls a resolver ({node!r}); write the value itself (resolvers such as oc.env would copy "
+            "the environment into the run's saved config)"
+        )
 
 
 def load_config(recipe: str, overrides: list[str] | None = None) -> RunConfig:

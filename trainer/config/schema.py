@@ -15,7 +15,8 @@ Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # No inf or NaN in any number: `optim.lr=inf` (or 1e400, which YAML reads as inf) can never train.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 # ----------------------------------------------------------------------------- models
@@ -165,9 +166,16 @@ class TrainerConfig(Section):
         # `trainer.devices=2` may arrive as text; anything but a count, a list or "auto" is an error here.
         if isinstance(value, str) and value != "auto":
             try:
-                return int(value)
+                value = int(value)
             except ValueError:
                 raise ValueError("give a number of devices, a list of device indices, or auto") from None
+        if isinstance(value, int) and value < 1 and value != -1:
+            raise ValueError("give 1 or more devices, -1 or auto for all of them")
+        if isinstance(value, list):
+            if not value or any(index < 0 for index in value):
+                raise ValueError("give device indices 0, 1, ... (at least one)")
+            if len(set(value)) != len(value):
+                raise ValueError("a device index appears twice; each process needs a device of its own")
         return value
 
     strategy: Literal[
@@ -180,14 +188,14 @@ class TrainerConfig(Section):
         "deepspeed_stage_3_offload",
     ] = "auto"
     precision: Literal["32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true"] = "32"
-    max_epochs: int | None = Field(default=None, ge=-1)
-    max_steps: int = Field(default=-1, ge=-1)
+    max_epochs: int | None = Field(default=None, ge=-1, description="-1: no limit (then set max_steps).")
+    max_steps: int = Field(default=-1, ge=-1, description="-1: no limit (then set max_epochs).")
     gradient_clip_val: Annotated[float, Field(ge=0)] | None = None
     gradient_clip_algorithm: Literal["norm", "value"] = "norm"
     log_every_n_steps: PositiveInt = 50
     val_check_interval: Annotated[float, Field(gt=0)] | None = None
     check_val_every_n_epoch: PositiveInt | None = 1
-    limit_train_batches: Annotated[float, Field(ge=0)] | None = None
+    limit_train_batches: Annotated[float, Field(gt=0)] | None = None
     limit_val_batches: Annotated[float, Field(ge=0)] | None = None
     limit_test_batches: Annotated[float, Field(ge=0)] | None = None
     num_sanity_val_steps: int | None = Field(default=0, ge=-1)
@@ -263,6 +271,13 @@ class GenerateConfig(Section):
 Task = Literal["image_classification", "text_classification", "language_modeling"]
 LoggerName = Literal["csv", "tensorboard", "wandb"]
 
+# What each task logs (trainer.tasks; a test trains each task and checks this table against its metrics).
+LOGGED_METRICS: dict[str, tuple[str, ...]] = {
+    "image_classification": ("val/loss", "val/acc", "val/precision", "val/recall", "val/f1", "train/loss"),
+    "text_classification": ("val/loss", "val/acc", "val/precision", "val/recall", "val/f1", "train/loss"),
+    "language_modeling": ("val/loss", "val/ppl", "train/loss"),
+}
+
 _FAMILIES_BY_TASK: dict[str, set[str]] = {
     "image_classification": {"cnn"},
     "text_classification": {"lstm", "transformer"},
@@ -277,7 +292,7 @@ class RunConfig(Section):
     description: str = ""
     inherits: str | None = Field(default=None, description="Recipe (name or path) this one changes.")
     task: Task
-    seed: int = 42
+    seed: int = Field(default=42, ge=0, le=2**32 - 1, description="numpy's seed range, which Lightning keeps to.")
     model: ModelConfig
     data: DataConfig
     optim: OptimConfig = OptimConfig()
@@ -310,6 +325,20 @@ class RunConfig(Section):
             raise ValueError("a language model reads left to right; set model.bidirectional=false")
         if self.task != "image_classification" and self.data.tokenizer is None:
             raise ValueError(f"task {self.task!r} needs data.tokenizer (kind: bpe, wordpiece or char)")
-        if self.trainer.max_epochs is None and self.trainer.max_steps == -1:
+        t = self.trainer
+        if t.max_epochs in (None, -1) and t.max_steps == -1:
             raise ValueError("set trainer.max_epochs or trainer.max_steps, or training never stops")
+        if t.max_epochs == 0 or t.max_steps == 0:
+            raise ValueError("trainer.max_epochs=0 or trainer.max_steps=0 trains nothing; give 1 or more")
+        logged = LOGGED_METRICS[self.task]
+        if self.checkpoint.monitor not in logged:
+            raise ValueError(
+                f"checkpoint.monitor={self.checkpoint.monitor!r} is not a metric task {self.task!r} logs; "
+                f"use one of: {', '.join(logged)}"
+            )
+        if self.checkpoint.monitor.startswith("val/") and t.limit_val_batches == 0:
+            raise ValueError(
+                f"trainer.limit_val_batches=0 turns validation off, but checkpoint.monitor="
+                f"{self.checkpoint.monitor} needs it; allow some validation batches or monitor train/loss"
+            )
         return self

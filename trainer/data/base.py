@@ -16,10 +16,29 @@ from torchdata.stateful_dataloader.sampler import StatefulDistributedSampler
 
 from trainer.config.schema import DataConfig
 from trainer.data.sources import Splits, load_splits
+from trainer.errors import UserError
 
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("TRAINER_CACHE", Path.home() / ".cache" / "trainer"))
+
+
+def class_count(split: datasets.Dataset, column: str) -> int:
+    """Classes of a label column: a ClassLabel's names, else the largest integer label + 1 (0 when empty)."""
+    feature = split.features[column]
+    if isinstance(feature, datasets.ClassLabel):
+        return feature.num_classes
+    if len(split) == 0:
+        return 0
+    if not (isinstance(feature, datasets.Value) and feature.dtype.startswith(("int", "uint"))):
+        raise UserError(
+            f"data.label_column {column!r} holds {feature} values, not integer class ids; give labels 0..N-1 "
+            "(or a ClassLabel column)"
+        )
+    labels = split.unique(column)
+    if min(labels) < 0:
+        raise UserError(f"data.label_column {column!r} holds negative labels; give class ids 0..N-1")
+    return int(max(labels)) + 1
 
 
 class EvalShard(Dataset):
@@ -97,6 +116,36 @@ class RecipeDataModule(L.LightningDataModule):
 
     def process(self, splits: Splits) -> tuple[datasets.Dataset, datasets.Dataset, datasets.Dataset | None]:
         raise NotImplementedError
+
+    #: The column of processed examples that holds class labels (None: no labels, as in language modelling).
+    label_column: str | None = None
+    #: What one training example is, for messages.
+    example_name = "examples"
+
+    def check_trainable(self, global_batch_size: int) -> None:
+        """Something to train on and to validate with, before the run starts (not zero steps and exit 0)."""
+        self.load()
+        sizes = {"training": len(self.train_set), "validation": len(self.val_set)}
+        if self.test_set is not None:
+            sizes["test"] = len(self.test_set)
+        for split, size in sizes.items():
+            if size == 0:
+                raise UserError(f"the {split} split holds no {self.example_name}; {self.too_small_hint()}")
+        if sizes["training"] < global_batch_size:
+            raise UserError(
+                f"the training split holds {sizes['training']} {self.example_name}, fewer than one batch "
+                f"(data.global_batch_size={global_batch_size}); lower data.global_batch_size or give more data"
+            )
+        if self.label_column is not None:
+            classes = len(self.train_set.unique(self.label_column))
+            if classes < 2:
+                raise UserError(
+                    f"the label column of the training split holds {classes} class; a classifier needs two or "
+                    "more: check data.label_column and the data"
+                )
+
+    def too_small_hint(self) -> str:
+        return "check data.path, the split names and data.max_*_samples"
 
     def facts(self) -> dict[str, Any]:
         """Runtime facts the model is built from (classes, channels, vocabulary size)."""

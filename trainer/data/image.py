@@ -9,7 +9,7 @@ import datasets
 import numpy as np
 import torch
 
-from trainer.data.base import RecipeDataModule
+from trainer.data.base import RecipeDataModule, class_count
 from trainer.data.sources import Splits
 from trainer.errors import UserError
 
@@ -36,8 +36,8 @@ class ImageDataModule(RecipeDataModule):
             mean=cfg.normalize_mean,
             std=cfg.normalize_std,
         )
-        self._label_feature = splits.train.features[cfg.label_column]
-        self._sample = transform(splits.train[:1])["pixels"]
+        self._num_classes = class_count(splits.train, cfg.label_column)
+        self._sample = self._first_image(splits.train, transform)
         return tuple(
             s.with_transform(transform) if s is not None else None for s in (splits.train, splits.val, splits.test)
         )
@@ -46,10 +46,24 @@ class ImageDataModule(RecipeDataModule):
     def collate_fn(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         return {key: torch.stack([s[key] for s in samples]) for key in samples[0]}
 
+    def _first_image(self, train: datasets.Dataset, transform: Any) -> torch.Tensor | None:
+        if len(train) == 0:
+            return None  # check_trainable says so
+        try:
+            return transform(train[:1])["pixels"]
+        except (TypeError, ValueError) as err:
+            raise UserError(
+                f"data.image_column {self.cfg.image_column!r} does not hold images ({str(err).splitlines()[0]}); "
+                "set data.image_column"
+            ) from None
+
+    @property
+    def label_column(self) -> str:
+        return self.cfg.label_column
+
+    example_name = "images"
+
     def facts(self) -> dict[str, Any]:
         self.load()
-        feature = self._label_feature
-        num_classes = feature.num_classes if isinstance(feature, datasets.ClassLabel) else None
-        if num_classes is None:
-            num_classes = int(max(self.train_set.with_format(None)[self.cfg.label_column])) + 1
-        return {"num_classes": num_classes, "in_channels": int(self._sample.shape[1])}
+        channels = int(self._sample.shape[1]) if self._sample is not None else 1
+        return {"num_classes": self._num_classes, "in_channels": channels}

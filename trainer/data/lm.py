@@ -10,6 +10,7 @@ from trainer.data.base import cached_map
 from trainer.data.sources import Splits
 from trainer.data.text import TextClassificationDataModule
 from trainer.data.tokenizer import tokenizer_hash
+from trainer.errors import UserError
 
 
 class LanguageModelingDataModule(TextClassificationDataModule):
@@ -19,6 +20,11 @@ class LanguageModelingDataModule(TextClassificationDataModule):
     # contiguous text.
     carve_validation = False
     collate_fn = None  # fixed-length blocks stack with the default collate
+    label_column = None
+    example_name = "blocks of data.block_size + 1 tokens"
+
+    def too_small_hint(self) -> str:
+        return f"the text is shorter than that: lower data.block_size (now {self.cfg.block_size}) or give more text"
 
     def process(self, splits: Splits) -> tuple[datasets.Dataset, datasets.Dataset, datasets.Dataset | None]:
         cfg = self.cfg
@@ -44,6 +50,11 @@ class LanguageModelingDataModule(TextClassificationDataModule):
 
         train, val, test = blocks(splits.train), blocks(splits.val), blocks(splits.test)
         if val is None:
+            if len(train) < 2:  # one block to train on and one to validate with, at least
+                raise UserError(
+                    f"the training text makes {len(train)} block(s) of data.block_size + 1 tokens; lower "
+                    f"data.block_size (now {cfg.block_size}) or give more text"
+                )
             held_out = train.train_test_split(test_size=cfg.val_fraction or 0.1, seed=self.seed)
             train, val = held_out["train"], held_out["test"]
             if cfg.max_eval_samples is not None and cfg.max_eval_samples < len(val):

@@ -9,13 +9,16 @@ import datasets
 import torch
 from tokenizers import Tokenizer
 
-from trainer.data.base import RecipeDataModule, cached_map
+from trainer.data.base import RecipeDataModule, cached_map, class_count
 from trainer.data.sources import Splits
 from trainer.data.tokenizer import PAD, build_tokenizer, tokenizer_hash
 from trainer.errors import UserError
 
 
 class TextClassificationDataModule(RecipeDataModule):
+    label_column = "labels"
+    example_name = "texts"
+
     def __init__(self, *args: Any, tokenizer_path: Path | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # test and generate reuse the run's tokenizer; fit trains (or loads from cache) its own.
@@ -37,12 +40,7 @@ class TextClassificationDataModule(RecipeDataModule):
         cfg = self.cfg
         self._check_columns(splits.train, [cfg.text_column, cfg.label_column])
         self.tokenizer = self._tokenizer_for(splits.train)
-        label_feature = splits.train.features[cfg.label_column]
-        self._num_classes = (
-            label_feature.num_classes
-            if isinstance(label_feature, datasets.ClassLabel)
-            else int(max(splits.train[cfg.label_column])) + 1
-        )
+        self._num_classes = class_count(splits.train, cfg.label_column)
         tokenizer = self.tokenizer
         tokenizer.no_padding()
         tokenizer.enable_truncation(cfg.max_length)

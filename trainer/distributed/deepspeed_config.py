@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import difflib
 import json
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,8 @@ def read_user_config(config: str | dict[str, Any] | None) -> dict[str, Any]:
 
 
 def validate_deepspeed_config(config: dict[str, Any]) -> None:
-    """Raise a one-line UserError for a key DeepSpeed would ignore or a value it rejects."""
+    """Raise a one-line UserError for a key DeepSpeed would ignore or a value it rejects, naming the whole
+    dotted path (`zero_optimization.stag`) and the closest valid key."""
     if not config:
         return
     from deepspeed.runtime.config import DeepSpeedConfig
@@ -79,17 +81,74 @@ def validate_deepspeed_config(config: dict[str, Any]) -> None:
         DeepSpeedConfig(tracked)
     except ValidationError as err:
         first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise UserError(f"invalid DeepSpeed setting {where!r} ({err.title}): {first['msg']}") from None
+        where = _user_path(config, [str(p) for p in first["loc"]])
+        if first["type"] == "extra_forbidden":
+            valid = _model_fields(err.title, [str(p) for p in first["loc"][:-1]])
+            hint = _closest(where, valid)
+            raise UserError(f"invalid DeepSpeed setting {where!r}: DeepSpeed has no such key{hint}") from None
+        raise UserError(f"invalid DeepSpeed setting {where!r}: {first['msg']}") from None
     except (AssertionError, ValueError, KeyError, TypeError) as err:
         raise UserError(
             f"invalid DeepSpeed config: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
         ) from None
     unknown = sorted(set(config) - tracked.read)
     if unknown:
-        close = difflib.get_close_matches(unknown[0], sorted(tracked.read), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else "; see DeepSpeed's configuration reference"
-        raise UserError(f"unknown DeepSpeed key {unknown[0]!r} (DeepSpeed would ignore it){hint}")
+        raise UserError(
+            f"unknown DeepSpeed key {unknown[0]!r} (DeepSpeed would ignore it){_closest(unknown[0], tracked.read)}"
+        )
+    for section, keys in _PLAIN_SECTIONS.items():
+        given = config.get(section)
+        for key in sorted(set(given) - set(keys)) if isinstance(given, dict) else []:
+            where = f"{section}.{key}"
+            raise UserError(f"unknown DeepSpeed key {where!r} (DeepSpeed would ignore it){_closest(key, keys)}")
+
+
+# Sections DeepSpeed reads as plain dicts (the others go to its pydantic models, which refuse unknown keys).
+_PLAIN_SECTIONS = {"optimizer": ("type", "params"), "scheduler": ("type", "params")}
+
+
+def _closest(key: str, valid: Any) -> str:
+    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], sorted(valid), n=1)
+    return f"; did you mean {close[0]!r}?" if close else "; see DeepSpeed's configuration reference"
+
+
+def _user_path(config: dict[str, Any], loc: list[str]) -> str:
+    """pydantic's location inside one DeepSpeed section, as the dotted path in the user's whole config."""
+
+    def paths(node: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+        if not isinstance(node, dict):
+            return []
+        found = []
+        for key, value in node.items():
+            found.append((*prefix, str(key)))
+            found.extend(paths(value, (*prefix, str(key))))
+        return found
+
+    n = len(loc)
+    matches = [path for path in paths(config) if list(path[-n:]) == loc]
+    if len(matches) != 1 and n > 0:  # a missing key: find its parent instead
+        parents = [path for path in paths(config) if list(path[-(n - 1) :]) == loc[:-1]] if n > 1 else []
+        matches = [(*parents[0], loc[-1])] if len(parents) == 1 else []
+    return ".".join(matches[0]) if matches else ".".join(loc)
+
+
+def _model_fields(title: str, loc: list[str]) -> list[str]:
+    """The keys DeepSpeed's config model named `title` accepts at `loc` (its nested models followed)."""
+    from deepspeed.runtime.config_utils import DeepSpeedConfigModel
+
+    def subclasses(cls: type) -> list[type]:
+        return [cls, *(sub for direct in cls.__subclasses__() for sub in subclasses(direct))]
+
+    model = next((cls for cls in subclasses(DeepSpeedConfigModel) if cls.__name__ == title), None)
+    for part in loc:
+        if model is None or part not in model.model_fields:
+            return []
+        annotation = model.model_fields[part].annotation
+        candidates = [annotation, *typing.get_args(annotation)]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, DeepSpeedConfigModel)), None)
+    if model is None:
+        return []
+    return [name for name, field in model.model_fields.items() for name in (name, field.alias) if name]
 
 
 def build_deepspeed_config(user_config: dict[str, Any], zero: ZeroSettings, micro_batch_size: int) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from trainer.config.model_args import model_kwargs
 from trainer.config.schema import RunConfig
 from trainer.distributed.batching import BatchPlan, plan_batches
 from trainer.errors import UserError
@@ -53,8 +54,6 @@ def parse_memory(text: str) -> int:
 
 def count_parameters(cfg: RunConfig) -> tuple[int, int]:
     """(total, largest layer), from the recipe's model built on the meta device (no memory, no data)."""
-    from trainer.build import model_kwargs
-
     tokenizer = cfg.data.tokenizer
     vocab = (ASSUMED_CHAR_VOCAB if tokenizer.kind == "char" else tokenizer.vocab_size) if tokenizer else 0
     facts = {

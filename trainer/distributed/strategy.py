@@ -15,8 +15,9 @@ from trainer.distributed.deepspeed_config import (
     read_user_config,
     validate_deepspeed_config,
 )
-from trainer.distributed.environment import Topology
+from trainer.distributed.topology import Topology
 from trainer.errors import UserError
+from trainer.tasks.optim import OptimizerFactory
 
 
 class CPUDeepSpeedStrategy(DeepSpeedStrategy):
@@ -73,6 +74,20 @@ def _either(chosen: bool | None, default: bool) -> bool:
 def offloads_optimizer(cfg: RunConfig) -> bool:
     zero = zero_settings(cfg)
     return zero is not None and zero.offload_optimizer
+
+
+def optimizer_factory(cfg: RunConfig) -> OptimizerFactory | None:
+    """ZeRO-Offload runs the optimizer step on the CPU, where DeepSpeed requires its vectorised
+    `DeepSpeedCPUAdam` (compiled on first use); other strategies take the task's own optimizer."""
+    if not offloads_optimizer(cfg):
+        return None
+
+    def cpu_adam(groups: list[dict[str, Any]], optim: dict[str, Any]) -> torch.optim.Optimizer:
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+        return DeepSpeedCPUAdam(groups, lr=optim["lr"], betas=tuple(optim["betas"]), adamw_mode=True)
+
+    return cpu_adam
 
 
 def check_strategy_settings(cfg: RunConfig) -> dict[str, Any] | None:

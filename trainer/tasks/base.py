@@ -9,7 +9,9 @@ import torch
 
 from trainer.errors import TrainingDiverged
 from trainer.models import build_model
-from trainer.tasks.optim import build_optimizer, build_scheduler
+from trainer.tasks.optim import OptimizerFactory, Schedule, build_optimizer, build_scheduler
+
+TASK_KEY = "trainer_task"  # the task a checkpoint was trained for, beside Lightning's own keys
 
 
 class Task(L.LightningModule):
@@ -30,6 +32,8 @@ class Task(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.model = build_model(self.task_name, family, **model_kwargs)
+        # Not a hyperparameter: what builds the optimizer when a strategy needs its own (see build.py).
+        self.optimizer_factory: OptimizerFactory | None = None
 
     def finite_or_stop(self, loss: torch.Tensor) -> torch.Tensor:
         """Stop the run, before backward, on a NaN or infinite loss.
@@ -48,8 +52,18 @@ class Task(L.LightningModule):
         return loss
 
     def configure_optimizers(self) -> Any:
-        optimizer = build_optimizer(self.model, self.hparams.optim)
+        optimizer = build_optimizer(self.model, self.hparams.optim, self.optimizer_factory)
         scheduler = build_scheduler(optimizer, self.hparams.scheduler, self.hparams.schedule_steps)
         if scheduler is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[TASK_KEY] = self.task_name
+
+    def on_train_start(self) -> None:
+        # Lightning has restored a resumed run's schedule by now, with the total it was started with.
+        for config in self.trainer.lr_scheduler_configs:
+            for schedule in getattr(config.scheduler, "lr_lambdas", []):
+                if isinstance(schedule, Schedule):
+                    schedule.extend_to(self.hparams.schedule_steps, self.global_step)

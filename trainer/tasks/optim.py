@@ -2,48 +2,76 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
-from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, LRScheduler, SequentialLR
+from torch.optim.lr_scheduler import LambdaLR
+
+# Builds the optimizer from its parameter groups and the recipe's `optim` section. A strategy that needs
+# its own optimizer (ZeRO-Offload's CPU Adam) passes one in; tasks know nothing of strategies.
+OptimizerFactory = Callable[[list[dict[str, Any]], dict[str, Any]], torch.optim.Optimizer]
 
 
-def build_optimizer(model: nn.Module, optim: dict[str, Any]) -> torch.optim.Optimizer:
-    """AdamW or SGD; weight decay only on matrices (not on biases, norms), as in GPT-2 and nanoGPT.
-
-    With `optim["cpu_offload"]` (ZeRO-Offload), the optimizer step runs on the CPU in DeepSpeed's
-    vectorised `DeepSpeedCPUAdam`, which DeepSpeed requires there (it compiles on first use).
-    """
+def build_optimizer(
+    model: nn.Module, optim: dict[str, Any], factory: OptimizerFactory | None = None
+) -> torch.optim.Optimizer:
+    """AdamW or SGD; weight decay only on matrices (not on biases, norms), as in GPT-2 and nanoGPT."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": optim["weight_decay"]},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    if optim.get("cpu_offload"):
-        from deepspeed.ops.adam import DeepSpeedCPUAdam
-
-        return DeepSpeedCPUAdam(groups, lr=optim["lr"], betas=tuple(optim["betas"]), adamw_mode=True)
+    if factory is not None:
+        return factory(groups, optim)
     if optim["name"] == "sgd":
         return torch.optim.SGD(groups, lr=optim["lr"], momentum=optim["momentum"], nesterov=optim["nesterov"])
     return torch.optim.AdamW(groups, lr=optim["lr"], betas=tuple(optim["betas"]))
 
 
-def build_scheduler(
-    optimizer: torch.optim.Optimizer, scheduler: dict[str, Any], total_steps: int
-) -> LRScheduler | None:
+class Schedule:
+    """The learning rate at each optimizer step, as a multiple of `optim.lr`: linear warmup, then cosine or
+    linear decay to `min_lr_ratio` at `total_steps`, then held there.
+
+    A callable object rather than a function: torch's LambdaLR saves its attributes in every checkpoint
+    and restores them on resume. That is what makes extending a run continuous: when a resumed run has
+    another total (say `trainer.max_steps` went up), `extend_to` decays from the rate the run has reached
+    down to the floor over the steps that remain, instead of jumping back up the old curve. A run that
+    had already decayed to the floor stays there.
+    """
+
+    def __init__(self, kind: str, warmup_steps: int, total_steps: int, floor: float) -> None:
+        self.kind = kind
+        self.warmup_steps = warmup_steps
+        self.total_steps = total_steps
+        self.floor = floor
+        self.rebase_step: int | None = None  # where an extended run started its new decay
+        self.rebase_value = 1.0  # the multiplier it had there
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        start, top = self.warmup_steps, 1.0
+        if self.rebase_step is not None and step >= self.rebase_step:
+            start, top = self.rebase_step, self.rebase_value
+        progress = min(1.0, (step - start) / max(1, self.total_steps - start))
+        shape = 0.5 * (1 + math.cos(math.pi * progress)) if self.kind == "cosine" else 1 - progress
+        return self.floor + (top - self.floor) * shape
+
+    def extend_to(self, total_steps: int, step: int) -> None:
+        """Continue from `step` (where a resumed run is) towards a new total."""
+        if total_steps == self.total_steps:
+            return
+        if step >= self.warmup_steps:
+            self.rebase_value, self.rebase_step = self(step), step
+        self.total_steps = total_steps
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, scheduler: dict[str, Any], total_steps: int) -> LambdaLR | None:
     """Linear warmup, then cosine or linear decay to `min_lr_ratio * lr`, stepped once per optimizer step."""
-    name, warmup = scheduler["name"], scheduler["warmup_steps"]
-    if name == "none":
+    if scheduler["name"] == "none":
         return None
-    decay_steps = max(1, total_steps - warmup)
-    floor = scheduler["min_lr_ratio"]
-    if name == "cosine":
-        base_lr = optimizer.param_groups[0]["lr"]
-        decay: LRScheduler = CosineAnnealingLR(optimizer, T_max=decay_steps, eta_min=base_lr * floor)
-    else:
-        decay = LinearLR(optimizer, start_factor=1.0, end_factor=max(floor, 1e-8), total_iters=decay_steps)
-    if warmup == 0:
-        return decay
-    ramp = LinearLR(optimizer, start_factor=1.0 / warmup, end_factor=1.0, total_iters=warmup)
-    return SequentialLR(optimizer, [ramp, decay], milestones=[warmup])
+    schedule = Schedule(scheduler["name"], scheduler["warmup_steps"], total_steps, scheduler["min_lr_ratio"])
+    return LambdaLR(optimizer, schedule)

@@ -7,6 +7,7 @@ marker line is kept as it is. So a rendered script and `sbatch slurm/train.sbatc
 
 from __future__ import annotations
 
+import re
 import shlex
 import shutil
 import subprocess
@@ -18,6 +19,11 @@ from trainer.errors import UserError
 
 SCRIPT_NAME = "train.sbatch"
 BODY_MARKER = "# ---- body:"
+# sbatch --time: minutes, minutes:seconds, hours:minutes:seconds, days-hours, days-hours:minutes,
+# days-hours:minutes:seconds, or no limit.
+_TIME = re.compile(r"\d+(:[0-5]?\d){0,2}|\d+-\d+(:[0-5]?\d){0,2}|INFINITE|UNLIMITED")
+# An #SBATCH value is one shell word; a newline would end the line and start a directive of its own.
+_UNSAFE = re.compile(r"[\x00-\x20\x7f]")
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,19 @@ class Resources:
         ):
             if value is not None and value < least:
                 raise UserError(f"{flag}={value} must be at least {least}")
+        for flag, text in (
+            ("--time", self.time),
+            ("--partition", self.partition),
+            ("--account", self.account),
+            ("--job-name", self.job_name),
+            ("--output", self.output),
+        ):
+            if text is not None and (not text or _UNSAFE.search(text)):
+                raise UserError(f"{flag}={text!r} must be one word without spaces or control characters")
+        if self.time is not None and not _TIME.fullmatch(self.time):
+            raise UserError(
+                f"--time={self.time!r} is not a SLURM time; write minutes, HH:MM:SS or D-HH:MM:SS (e.g. 24:00:00)"
+            )
 
     @property
     def workers_per_node(self) -> int:
@@ -104,6 +123,9 @@ def render(template: str, resources: Resources, argv: list[str]) -> str:
     options.update(resources.sbatch_options())
     preamble = [line for line in head_lines if not line.startswith("#SBATCH ")]
     directives = [f"#SBATCH {option}" + (f"={value}" if value is not None else "") for option, value in options.items()]
+    for word in argv:
+        if _UNSAFE.search(word.replace(" ", "")):  # spaces are quoted; control characters are refused
+            raise UserError(f"{word!r} holds a control character; write it without one")
     marker_line, _, rest = (marker + body).partition("\n")
     arguments = f"set -- {shlex.join(argv)}  # the recipe and its overrides, as `trainer slurm` was given them"
     return "\n".join([*preamble, *directives, marker_line, arguments]) + "\n" + rest

@@ -11,10 +11,10 @@ retry cap).
 
 from __future__ import annotations
 
-import os
 import subprocess
 from dataclasses import dataclass
 
+from trainer.cluster.env import slurm_job_id, slurm_restart_count
 from trainer.config.schema import SlurmConfig
 
 REQUEUE_SIGNALS = ("SIGUSR1", "SIGTERM")
@@ -26,10 +26,6 @@ class RequeueDecision:
     message: str  # one line for the job's log
 
 
-def slurm_job_id() -> str | None:
-    return os.environ.get("SLURM_JOB_ID") or None
-
-
 def decide_requeue(settings: SlurmConfig, stopped_by: str | None, resume_hint: str) -> RequeueDecision | None:
     """Whether this stopped SLURM job requeues itself; None when it is not a SLURM job stopped by a signal.
 
@@ -38,7 +34,7 @@ def decide_requeue(settings: SlurmConfig, stopped_by: str | None, resume_hint: s
     job = slurm_job_id()
     if job is None or stopped_by not in REQUEUE_SIGNALS:
         return None
-    restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+    restarts = slurm_restart_count()
     if not settings.requeue or stopped_by not in settings.requeue_on:
         why = "slurm.requeue=false" if not settings.requeue else f"slurm.requeue_on={settings.requeue_on}"
         return RequeueDecision(

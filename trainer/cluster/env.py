@@ -1,0 +1,81 @@
+"""The one place that reads the variables launchers set: torchrun (and its elastic agent) and SLURM.
+
+No torch import here: the CLI consults it before it decides whether to import torch at all.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+# torchrun (torch.distributed.run) sets all of these for every worker it starts.
+_TORCHRUN_WORLD = ("WORLD_SIZE", "LOCAL_WORLD_SIZE", "RANK", "LOCAL_RANK", "GROUP_RANK")
+
+
+@dataclass(frozen=True)
+class LaunchedWorld:
+    """The world torchrun started this process in."""
+
+    world_size: int
+    local_world_size: int  # workers on this node
+    rank: int
+    local_rank: int
+    node_rank: int
+
+
+def torchrun_world() -> LaunchedWorld | None:
+    """The world torchrun started this process in, or None when no launcher did."""
+    if not all(name in os.environ for name in _TORCHRUN_WORLD):
+        return None
+    return LaunchedWorld(
+        world_size=int(os.environ["WORLD_SIZE"]),
+        local_world_size=int(os.environ["LOCAL_WORLD_SIZE"]),
+        rank=int(os.environ["RANK"]),
+        local_rank=int(os.environ["LOCAL_RANK"]),
+        node_rank=int(os.environ["GROUP_RANK"]),
+    )
+
+
+@dataclass(frozen=True)
+class AgentStore:
+    """torchrun's agent hosts a TCP store its workers may share (TORCHELASTIC_USE_AGENT_STORE)."""
+
+    host: str
+    port: int
+
+
+def agent_store() -> AgentStore | None:
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    return AgentStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]))
+
+
+def elastic_restart_count() -> int:
+    """torchrun's restarts of this worker group inside one attempt (`--max-restarts`)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT") or 0)
+
+
+def slurm_job_id() -> str | None:
+    return os.environ.get("SLURM_JOB_ID") or None
+
+
+def slurm_restart_count() -> int:
+    """How often SLURM has requeued this job."""
+    return int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+
+
+def restart_count() -> int:
+    """How often this job has started again: SLURM requeues plus torchrun's elastic restarts in this attempt.
+
+    Both can be set at once (torchrun inside a requeued SLURM job; torchrun sets its count to 0 first).
+    """
+    return elastic_restart_count() + slurm_restart_count()
+
+
+def job_identity() -> str | None:
+    """A name for this job that stays the same across its restarts, when a launcher gives one."""
+    job = slurm_job_id()
+    if job is not None:
+        return f"slurm-{job}"
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
+    return f"torchrun-{run_id}" if run_id and run_id != "none" else None

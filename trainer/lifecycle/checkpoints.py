@@ -1,0 +1,229 @@
+"""Reading and verifying training checkpoints, whatever wrote them.
+
+A checkpoint is a Lightning file (auto, DDP) or a DeepSpeed directory (ZeRO shards). Both load with
+`weights_only=True`; DeepSpeed's own `zero_to_fp32` consolidates the shards.
+
+Every checkpoint gets a SHA-256 record when it is written: `<file>.sha256` beside a file, or
+`checksums.sha256` inside a DeepSpeed directory (one line per file, `sha256sum` format). Resume, test,
+generate and export verify it first, so bytes that rotted on disk are reported as a corrupt checkpoint
+instead of loading and training on garbage. A checkpoint without a record (written by an older
+version) is read unverified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainer.errors import UserError
+from trainer.lifecycle.run_dir import CHECKPOINTS, LAST_CKPT
+from trainer.lifecycle.universal import LATEST, is_deepspeed_checkpoint
+from trainer.tasks.base import TASK_KEY
+
+MODEL_PREFIX = "model."  # the plain model's attribute name in every task module
+DIRECTORY_RECORD = "checksums.sha256"
+_CHUNK = 16 * 1024 * 1024
+
+
+@dataclass
+class TrainingCheckpoint:
+    hparams: dict[str, Any]  # the task's constructor arguments (family, model_kwargs, ...)
+    state_dict: dict[str, torch.Tensor]  # the task module's full-precision weights
+    global_step: int
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What a checkpoint was trained as, read without its tensors."""
+
+    task: str | None  # None: written before the task was recorded
+    hparams: dict[str, Any]
+    global_step: int
+
+
+class CorruptCheckpoint(UserError):
+    """A checkpoint's bytes no longer match the checksum recorded when it was written."""
+
+
+# ----------------------------------------------------------------------------- checksums
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _record_of(path: Path) -> Path:
+    return path / DIRECTORY_RECORD if path.is_dir() else path.with_name(path.name + ".sha256")
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    partial = path.with_name(path.name + f".{os.getpid()}.tmp")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+def record_directory(path: Path) -> None:
+    """Write the checksum record of a complete DeepSpeed checkpoint directory (it travels with the directory)."""
+    lines = [
+        f"{file_digest(file)}  {file.relative_to(path).as_posix()}"
+        for file in sorted(p for p in path.rglob("*") if p.is_file() and p.name != DIRECTORY_RECORD)
+    ]
+    _write_atomically(path / DIRECTORY_RECORD, "\n".join(lines) + "\n")
+
+
+def recorded_file_digests(path: Path) -> list[str]:
+    record = _record_of(path)
+    if not record.is_file():
+        return []
+    return [line.split()[0] for line in record.read_text().splitlines() if line.strip()]
+
+
+def record_file(path: Path, digest: str, also: list[str] | None = None) -> None:
+    """`path.sha256`: the digest of `path`, and, while a swap is in flight, the one it replaces (`also`).
+
+    A file checkpoint is swapped in with one rename; its record cannot move in the same instant, so the
+    record names both contents until the rename is done (see LastCheckpoint)."""
+    lines = [f"{d}  {path.name}" for d in [digest, *(also or [])]]
+    _write_atomically(_record_of(path), "\n".join(lines) + "\n")
+
+
+def remove_record(path: Path) -> None:
+    _record_of(path).unlink(missing_ok=True)
+
+
+def verify_checkpoint(path: Path) -> None:
+    """Raise CorruptCheckpoint if `path` does not match its record; do nothing if it has none."""
+    problem = _mismatch(path)
+    if problem is None:
+        return
+    good = newest_good_checkpoint(path)
+    hint = f"the newest good checkpoint is {str(good)!r}" if good else "no other checkpoint of the run is intact"
+    raise CorruptCheckpoint(f"corrupt checkpoint {str(path)!r}: {problem}, so it cannot be loaded safely; {hint}")
+
+
+def _mismatch(path: Path) -> str | None:
+    if path.is_dir():
+        record = path / DIRECTORY_RECORD
+        if not record.is_file():
+            return None
+        for line in record.read_text().splitlines():
+            digest, _, name = line.partition("  ")
+            member = path / name
+            if not member.is_file():
+                return f"{name} is missing"
+            if file_digest(member) != digest:
+                return f"{name} no longer matches the checksum recorded when it was written"
+        return None
+    digests = recorded_file_digests(path)
+    if digests and file_digest(path) not in digests:
+        return "its bytes no longer match the checksum recorded when it was written"
+    return None
+
+
+_STEP = re.compile(r"step(\d+)")
+
+
+def newest_good_checkpoint(bad: Path) -> Path | None:
+    """Another checkpoint of the same run that verifies, the newest first (last.ckpt, then the best-k by step)."""
+    folder = bad.parent
+    if folder.name != CHECKPOINTS:
+        return None
+    candidates = [folder / LAST_CKPT, folder / (LAST_CKPT + ".previous")]
+    others = [p for p in folder.glob("*.ckpt") if p.name != LAST_CKPT]
+    others.sort(key=lambda p: int(m.group(1)) if (m := _STEP.search(p.name)) else -1, reverse=True)
+    for candidate in [*candidates, *others]:
+        if candidate.exists() and candidate.resolve() != bad.resolve() and _mismatch(candidate) is None:
+            return candidate
+    return None
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def read_training_checkpoint(path: Path) -> TrainingCheckpoint:
+    """A Lightning checkpoint file or a DeepSpeed checkpoint directory, verified and consolidated."""
+    verify_checkpoint(path)
+    if path.is_dir():
+        return _read_deepspeed(path)
+    checkpoint = _lightning_checkpoint(path)
+    return TrainingCheckpoint(
+        checkpoint["hyper_parameters"], checkpoint["state_dict"], checkpoint.get("global_step", 0)
+    )
+
+
+def read_info(path: Path) -> CheckpointInfo:
+    """The task and constructor arguments a checkpoint was written with, without reading its tensors."""
+    state = _deepspeed_client_state(path) if path.is_dir() else _lightning_checkpoint(path, mmap=True)
+    return CheckpointInfo(state.get(TASK_KEY), state["hyper_parameters"], state.get("global_step", 0))
+
+
+def check_resumable(path: Path) -> None:
+    """A checkpoint to resume from is intact and loads: a clear error now, before any work.
+
+    The checksum is verified (a full read, which also warms the page cache for Lightning's own read);
+    without a record, a file is opened memory-mapped, and a truncated one still fails, since its zip
+    directory sits at the end. A DeepSpeed directory must hold DeepSpeed's `latest` marker.
+    """
+    verify_checkpoint(path)
+    if path.is_dir():
+        if not is_deepspeed_checkpoint(path):
+            raise UserError(f"checkpoint {str(path)!r} is an incomplete DeepSpeed checkpoint; resume from another run")
+        return
+    _lightning_checkpoint(path, mmap=True)
+
+
+def _lightning_checkpoint(path: Path, mmap: bool = False) -> dict[str, Any]:
+    checkpoint = _torch_load(path, mmap)
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
+        raise UserError(f"checkpoint {str(path)!r} was not written by `trainer fit`; give another ckpt")
+    return checkpoint
+
+
+def _torch_load(path: Path, mmap: bool = False) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as err:  # torch raises many types (EOFError, RuntimeError, UnpicklingError, ...)
+        raise UserError(
+            f"checkpoint {str(path)!r} cannot be loaded ({type(err).__name__}); it is truncated, corrupt "
+            "or not a trainer checkpoint: give another ckpt"
+        ) from None
+
+
+def _deepspeed_client_state(path: Path) -> dict[str, Any]:
+    """Lightning's part of a DeepSpeed checkpoint (hyperparameters, loops, callbacks): rank 0's model states."""
+    if not is_deepspeed_checkpoint(path):
+        raise UserError(f"checkpoint {str(path)!r} is a folder but not a DeepSpeed checkpoint; give another ckpt")
+    tag = (path / LATEST).read_text().strip()
+    states = sorted((path / tag).glob("*mp_rank_00_model_states.pt"))
+    if not states:
+        raise UserError(f"DeepSpeed checkpoint {str(path)!r} has no model states; it is incomplete")
+    state = _torch_load(states[0])
+    if not isinstance(state, dict) or "hyper_parameters" not in state:
+        raise UserError(f"checkpoint {str(path)!r} was not written by `trainer fit`; give another ckpt")
+    return state
+
+
+def _read_deepspeed(path: Path) -> TrainingCheckpoint:
+    client_state = _deepspeed_client_state(path)
+    tag = (path / LATEST).read_text().strip()
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    try:
+        state_dict = get_fp32_state_dict_from_zero_checkpoint(str(path), tag=tag)
+    except (FileNotFoundError, ValueError, RuntimeError) as err:
+        raise UserError(f"DeepSpeed checkpoint {str(path)!r} cannot be consolidated: {err}") from None
+    return TrainingCheckpoint(client_state["hyper_parameters"], state_dict, client_state.get("global_step", 0))
+
+
+def plain_model_state(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k.removeprefix(MODEL_PREFIX): v for k, v in state_dict.items() if k.startswith(MODEL_PREFIX)}

@@ -1,0 +1,73 @@
+"""Which config a run starts from: the recipe plus overrides, or, for a run that exists, that run's own.
+
+Pure Python (no torch): the CLI resolves and checks the config before it imports anything heavy, so
+every config error answers in well under a second.
+
+- `fit` without `resume=`: the recipe plus overrides.
+- `fit resume=RUN`: the run's saved `config.yaml` plus the same overrides (`trainer.max_steps=...`
+  extends it); the recipe named on the command line must be the run's.
+- `test` / `generate` with a checkpoint inside a run directory: that run's config plus overrides, so
+  its data path, tokenizer and sizes come along.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from trainer.config import RunConfig, load_config, load_config_file, to_yaml
+from trainer.errors import UserError
+from trainer.lifecycle.run_dir import CONFIG_FILE, existing_checkpoint, find_resume_dir, run_dir_of
+
+
+def fit_config(recipe: str, overrides: list[str]) -> RunConfig:
+    cfg = load_config(recipe, overrides)
+    if cfg.resume is None:
+        if cfg.ckpt is not None:
+            raise UserError("ckpt= is for test and generate; to continue a run use resume=RUN_DIR")
+        return cfg
+    if cfg.overwrite:
+        raise UserError("resume= continues a run and overwrite=true replaces one; drop one of them")
+    run_dir = find_resume_dir(cfg.resume, cfg.name or recipe)
+    if cfg.run_dir is not None and _given(overrides, "run_dir") and Path(cfg.run_dir).resolve() != run_dir.resolve():
+        raise UserError(f"resume= continues the run in its own directory ({run_dir}); drop run_dir=")
+    saved = load_config_file(run_dir / CONFIG_FILE, [*overrides, f"resume={run_dir}", f"run_dir={run_dir}"])
+    _check_same_recipe(saved, cfg, f"resume={cfg.resume}", "fit", f"resume={run_dir}")
+    if saved.ckpt is not None:
+        checkpoint = Path(saved.ckpt).expanduser()
+        if run_dir_of(checkpoint) is None or run_dir_of(checkpoint) != run_dir.resolve():
+            raise UserError(f"ckpt={saved.ckpt!r} is not a checkpoint of run {str(run_dir)!r}; give one from its "
+                            f"{run_dir / 'checkpoints'} folder")  # fmt: skip
+    return saved
+
+
+def eval_config(recipe: str, overrides: list[str], command: str) -> RunConfig:
+    """The config of `trainer test` / `trainer generate`: the checkpoint's run, when it sits in one."""
+    cfg = load_config(recipe, overrides)
+    if command == "generate" and cfg.task != "language_modeling":
+        raise UserError(f"`trainer generate` needs a language-modelling recipe; {cfg.name!r} does {cfg.task}")
+    checkpoint = existing_checkpoint(cfg.ckpt, command)
+    run_dir = run_dir_of(checkpoint)
+    if run_dir is None:
+        return cfg
+    saved = load_config_file(run_dir / CONFIG_FILE, overrides)
+    _check_same_recipe(saved, cfg, f"checkpoint {cfg.ckpt!r}", command, f"ckpt={cfg.ckpt}")
+    return saved
+
+
+def _check_same_recipe(saved: RunConfig, asked: RunConfig, what: str, command: str, words: str) -> None:
+    if saved.name != asked.name:
+        raise UserError(
+            f"{what} belongs to a run of recipe {saved.name!r}, not {asked.name!r}; "
+            f"run `trainer {command} {saved.name} {words}`"
+        )
+
+
+def _given(overrides: list[str], key: str) -> bool:
+    return any(word.partition("=")[0] == key for word in overrides)
+
+
+def run_yaml(cfg: RunConfig, run_dir: Path) -> str:
+    """The config.yaml a run directory keeps: complete (no `inherits:` to follow again, whose relative path
+    would not resolve from the run directory) and free of the words that started this session."""
+    return to_yaml(cfg.model_copy(update={"inherits": None, "resume": None, "ckpt": None, "overwrite": False,
+                                          "run_dir": str(run_dir)}))  # fmt: skip

@@ -1,0 +1,178 @@
+"""Run directories: their files, how a run is found again, what is never overwritten, and who may write.
+
+A run directory holds one run: `config.yaml`, `metrics.csv`, `checkpoints/`, `summary.json` and the
+files below. It is written by one run at a time (an advisory lock held by rank 0), never written into
+by a new run unless the user says `overwrite=true`, and replaced only if it really is a run directory.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import shutil
+import time
+from pathlib import Path
+
+from trainer.errors import UserError
+
+RUNS_ROOT = Path("runs")
+CONFIG_FILE = "config.yaml"
+SUMMARY_FILE = "summary.json"
+METRICS_FILE = "metrics.csv"
+CHECKPOINTS = "checkpoints"
+LAST_CKPT = "last.ckpt"
+JOB_FILE = "job"  # the launcher's job id: a restarted job finds its run by it
+WANDB_ID_FILE = "wandb_run_id"  # the W&B run a resume logs into
+
+
+def default_run_dir(name: str, job: str | None = None) -> Path:
+    """runs/<name>/<job> for a job a launcher names (its restarts find it again), else runs/<name>/<time>."""
+    if job is not None:
+        return RUNS_ROOT / name / job
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    candidate = RUNS_ROOT / name / stamp
+    suffix = 1
+    while candidate.exists():  # two runs started in the same second
+        candidate = RUNS_ROOT / name / f"{stamp}-{suffix}"
+        suffix += 1
+    return candidate
+
+
+def check_new_run_dir(run_dir: Path, overwrite: bool) -> bool:
+    """Whether a new run may write to `run_dir`; True when that replaces an old run (`overwrite=true`).
+
+    A run never writes into an existing, non-empty directory unless the user says `overwrite=true`, and
+    even then only over a run directory: `overwrite=true run_dir=.` must not empty a source tree.
+    """
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"run_dir {str(run_dir)!r} is a file; choose another run_dir")
+    if not run_dir.is_dir() or not any(run_dir.iterdir()):
+        check_writable(run_dir, "run_dir")
+        return False
+    if not overwrite:
+        raise UserError(
+            f"run_dir {str(run_dir)!r} already holds a run; choose another run_dir, continue it with "
+            f"resume={run_dir}, or replace it with overwrite=true"
+        )
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise UserError(
+            f"overwrite=true: run_dir {str(run_dir)!r} holds files but no {CONFIG_FILE}, so it is not a run "
+            "directory; nothing was deleted: choose an empty or new run_dir"
+        )
+    check_writable(run_dir, "run_dir")
+    return True
+
+
+def check_writable(path: Path, what: str) -> None:
+    """`path` (a directory, existing or not) can be created and written: one clear line now, not a traceback
+    after training. The nearest existing ancestor must be a writable directory."""
+    existing = path
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{what} {str(path)!r}: {str(existing)!r} is a file, not a folder; choose another {what}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{what} {str(path)!r}: {str(existing)!r} is not writable; choose another {what}")
+
+
+def clear_old_run(run_dir: Path) -> None:
+    """Delete a run that `overwrite=true` replaces: called only once the new run's inputs are validated."""
+    for entry in run_dir.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def newest_complete_checkpoint(run_dir: Path) -> Path | None:
+    """last.ckpt, or the one it was replacing if a crash came between the two renames of a swap.
+
+    A checkpoint is written beside the old one (`.partial`) and swapped in only when complete, so
+    neither of these is ever half-written; `.partial` never counts.
+    """
+    last = run_dir / CHECKPOINTS / LAST_CKPT
+    for candidate in (last, last.with_name(LAST_CKPT + ".previous")):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def same_job(run_dir: Path, job: str | None) -> bool:
+    marker = run_dir / JOB_FILE
+    return job is not None and marker.is_file() and marker.read_text().strip() == job
+
+
+def find_resume_dir(resume: str, name: str) -> Path:
+    """`resume=last` is the newest run of the recipe that has a checkpoint; otherwise a run directory."""
+    if resume == "last":
+        runs = sorted(
+            (p for p in (RUNS_ROOT / name).glob("*") if newest_complete_checkpoint(p) is not None),
+            key=lambda p: newest_complete_checkpoint(p).stat().st_mtime,
+        )
+        if not runs:
+            raise UserError(f"resume=last: no run of {name!r} with a checkpoint under {RUNS_ROOT / name}; train first")
+        return runs[-1]
+    run_dir = Path(resume).expanduser()
+    if newest_complete_checkpoint(run_dir) is None:
+        raise UserError(
+            f"resume={resume!r}: no {CHECKPOINTS}/{LAST_CKPT} there; give a run directory that holds a checkpoint"
+        )
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise UserError(f"resume={resume!r}: no {CONFIG_FILE} there; give a run directory written by `trainer fit`")
+    return run_dir
+
+
+def existing_checkpoint(ckpt: str | None, command: str) -> Path:
+    if ckpt is None:
+        raise UserError(f"`trainer {command}` needs a checkpoint: add ckpt=runs/<recipe>/<run>/checkpoints/last.ckpt")
+    path = Path(ckpt).expanduser()
+    if not path.exists():
+        raise UserError(f"checkpoint {ckpt!r} does not exist; give ckpt=<path to a .ckpt file>")
+    return path
+
+
+def run_dir_of(ckpt: Path) -> Path | None:
+    """runs/<recipe>/<run>/checkpoints/x.ckpt -> runs/<recipe>/<run>, if the checkpoint sits in a run directory."""
+    run_dir = ckpt.resolve().parent.parent
+    in_run = ckpt.resolve().parent.name == CHECKPOINTS and (run_dir / CONFIG_FILE).is_file()
+    return run_dir if in_run else None
+
+
+class RunLock:
+    """An advisory lock on a run directory, held by the one process that writes it (rank 0).
+
+    `resume=` on a run that is still training would make two writers of one checkpoint; the second
+    is refused. The lock is on the directory itself (flock), so taking it writes nothing, and the
+    kernel drops it when the holder dies, however it dies.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self._fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        if self._fd is not None:
+            return self
+        if not self.run_dir.is_dir():
+            return self  # a new run: nobody else can be in it yet
+        fd = os.open(self.run_dir, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            os.close(fd)
+            if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise UserError(
+                    f"run {str(self.run_dir)!r} is in use by another trainer process; wait for it to finish "
+                    "or stop it (SIGTERM saves a checkpoint), then resume"
+                ) from None
+            return self  # a file system without locks: carry on unguarded
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None

@@ -1,1 +1,0 @@
-"""The run directory and what writes into it: config, loggers, checkpoints, summary."""
