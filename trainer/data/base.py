@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,12 +14,8 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from torchdata.stateful_dataloader.sampler import StatefulDistributedSampler
 
 from trainer.config.schema import DataConfig
-from trainer.data.sources import Splits, load_splits
+from trainer.data.sources import Splits, cache_dir, load_splits
 from trainer.errors import UserError
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("TRAINER_CACHE", Path.home() / ".cache" / "trainer"))
 
 
 def class_count(split: datasets.Dataset, column: str) -> int:
@@ -95,7 +90,7 @@ class RecipeDataModule(L.LightningDataModule):
         self.cfg = cfg
         self.seed = seed
         self.micro_batch_size = micro_batch_size
-        self.cache_dir = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
+        self.cache_dir = cache_dir(cfg)
         self.train_set: datasets.Dataset | None = None
         self.val_set: datasets.Dataset | None = None
         self.test_set: datasets.Dataset | None = None

@@ -7,7 +7,7 @@ from typing import Any
 import datasets
 
 from trainer.data.base import cached_map
-from trainer.data.sources import Splits
+from trainer.data.sources import Splits, hold_out
 from trainer.data.text import TextClassificationDataModule
 from trainer.data.tokenizer import tokenizer_hash
 from trainer.errors import UserError
@@ -55,8 +55,7 @@ class LanguageModelingDataModule(TextClassificationDataModule):
                     f"the training text makes {len(train)} block(s) of data.block_size + 1 tokens; lower "
                     f"data.block_size (now {cfg.block_size}) or give more text"
                 )
-            held_out = train.train_test_split(test_size=cfg.val_fraction or 0.1, seed=self.seed)
-            train, val = held_out["train"], held_out["test"]
+            train, val = hold_out(train, cfg.val_fraction or 0.1, self.seed)
             if cfg.max_eval_samples is not None and cfg.max_eval_samples < len(val):
                 val = val.shuffle(seed=self.seed).select(range(cfg.max_eval_samples))
         return tuple(ds.with_format("torch") if ds is not None else None for ds in (train, val, test))

@@ -3,17 +3,30 @@ or the digits set that scikit-learn ships (the offline quickstart)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
 import numpy as np
+import pyarrow
+import pyarrow.parquet
 
 from trainer.config.schema import DataConfig
 from trainer.errors import UserError
+from trainer.writable import check_writable
 
 SKLEARN_DIGITS = "sklearn:digits"
 _FILE_BUILDERS = {".txt": "text", ".parquet": "parquet", ".csv": "csv", ".json": "json", ".jsonl": "json"}
+
+
+def cache_dir(cfg: DataConfig) -> Path:
+    """Tokenizers and tokenised data: data.cache_dir, else $TRAINER_CACHE, else ~/.cache/trainer."""
+    if cfg.cache_dir:
+        return Path(cfg.cache_dir).expanduser()
+    return Path(os.environ.get("TRAINER_CACHE", Path.home() / ".cache" / "trainer"))
 
 
 @dataclass
@@ -24,9 +37,25 @@ class Splits:
 
 
 def check_source(cfg: DataConfig) -> None:
-    """Fail fast, before any work, on a local path that does not exist."""
-    if cfg.path is not None and not Path(cfg.path).expanduser().exists():
+    """Fail fast, before any work, on a cache that cannot be written, a local path that does not exist or
+    files that hold nothing."""
+    check_writable(cache_dir(cfg), "data.cache_dir" if cfg.cache_dir else "TRAINER_CACHE")
+    if cfg.path is None:
+        return
+    path = Path(cfg.path).expanduser()
+    if not path.exists():
         raise UserError(f"data.path {cfg.path!r} does not exist; point data.path at a local copy of {cfg.name!r}")
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix in _FILE_BUILDERS)
+    for file in files:
+        if file.stat().st_size == 0:
+            raise UserError(f"data file {str(file)!r} is empty; give data.path a file or folder that holds data")
+        if file.suffix == ".parquet":
+            try:
+                rows = pyarrow.parquet.ParquetFile(file).metadata.num_rows
+            except pyarrow.ArrowException:
+                raise UserError(f"data file {str(file)!r} is not a parquet file; check what it is") from None
+            if rows == 0:
+                raise UserError(f"data file {str(file)!r} holds no rows; give data.path data to train on")
 
 
 def load_splits(cfg: DataConfig, seed: int, carve_validation: bool = True) -> Splits:
@@ -57,8 +86,7 @@ def load_splits(cfg: DataConfig, seed: int, carve_validation: bool = True) -> Sp
     elif not carve_validation:
         val = None
     else:
-        held_out = train.train_test_split(test_size=cfg.val_fraction or 0.1, seed=seed)
-        train, val = held_out["train"], held_out["test"]
+        train, val = hold_out(train, cfg.val_fraction or 0.1, seed)
     test = load(cfg.test_split) if cfg.test_split and _base(cfg.test_split) in names else None
 
     return Splits(
@@ -66,6 +94,17 @@ def load_splits(cfg: DataConfig, seed: int, carve_validation: bool = True) -> Sp
         val=_subsample(val, cfg.max_eval_samples, seed) if val is not None else None,
         test=_subsample(test, cfg.max_eval_samples, seed) if test is not None else None,
     )
+
+
+def hold_out(train: datasets.Dataset, fraction: float, seed: int) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """A seeded fraction of train as the validation split (at least one example on each side)."""
+    if len(train) < 2:
+        raise UserError(
+            f"the training split holds {len(train)} example(s): too few to hold out a validation split; "
+            "give more data or a validation split (data.val_split)"
+        )
+    held_out = train.train_test_split(test_size=fraction, seed=seed)
+    return held_out["train"], held_out["test"]
 
 
 def _slice(splits: datasets.DatasetDict, spec: str) -> datasets.Dataset:
@@ -92,19 +131,52 @@ def _hub_or_local(cfg: DataConfig):
     if source == "text" or (cfg.path and Path(source).is_dir() and _only_text_files(Path(source))):
         # Keep newlines: a language model must learn where lines end.
         kwargs["keep_linebreaks"] = True
+    where = "data.path" if cfg.path else "data.name"
     try:
-        names = list(datasets.load_dataset(source, **kwargs).keys())
+        with _quiet_datasets():  # its log line would repeat the error below
+            names = list(datasets.load_dataset(source, **kwargs).keys())
     except (FileNotFoundError, ConnectionError, datasets.exceptions.DatasetNotFoundError) as err:
-        where = "data.path" if cfg.path else "data.name"
         raise UserError(
             f"cannot load data set {source!r} ({type(err).__name__}); check {where}, "
             "or set data.path to a local folder in the hub's layout"
         ) from None
+    except _UNREADABLE as err:
+        raise UserError(f"cannot read the data at {where}={cfg.path or cfg.name!r}: {_cause(err)}") from None
 
     def load(split: str) -> datasets.Dataset:
-        return datasets.load_dataset(source, split=split, **kwargs)
+        try:
+            with _quiet_datasets():
+                return datasets.load_dataset(source, split=split, **kwargs)
+        except _UNREADABLE as err:
+            raise UserError(f"cannot read split {split!r} of {where}={cfg.path or cfg.name!r}: {_cause(err)}") from None
 
     return names, load
+
+
+# A file of the wrong kind or broken contents: datasets wraps its builder's error, pyarrow raises its own.
+_UNREADABLE = (datasets.exceptions.DatasetGenerationError, pyarrow.ArrowException, UnicodeDecodeError, ValueError)
+
+
+@contextlib.contextmanager
+def _quiet_datasets() -> Iterator[None]:
+    """No log line or progress bar of datasets' own while it reads: an error is then one line of ours."""
+    level, bars = datasets.logging.get_verbosity(), datasets.is_progress_bar_enabled()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        datasets.logging.set_verbosity(level)
+        if bars:
+            datasets.enable_progress_bars()
+
+
+def _cause(err: BaseException) -> str:
+    """The innermost error's first line: datasets' own message only says that generating failed."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    text = str(err).strip().splitlines()
+    return f"{text[0] if text else type(err).__name__}; check that the files are what their names say"
 
 
 def _only_text_files(folder: Path) -> bool:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from trainer.errors import UserError
+from trainer.writable import check_writable
 
 RUNS_ROOT = Path("runs")
 CONFIG_FILE = "config.yaml"
@@ -62,20 +63,6 @@ def check_new_run_dir(run_dir: Path, overwrite: bool) -> bool:
         )
     check_writable(run_dir, "run_dir")
     return True
-
-
-def check_writable(path: Path, what: str) -> None:
-    """`path` (a directory, existing or not) can be created and written: one clear line now, not a traceback
-    after training. The nearest existing ancestor must be a writable directory."""
-    existing = path
-    while not existing.exists():
-        if existing.parent == existing:
-            break
-        existing = existing.parent
-    if not existing.is_dir():
-        raise UserError(f"{what} {str(path)!r}: {str(existing)!r} is a file, not a folder; choose another {what}")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"{what} {str(path)!r}: {str(existing)!r} is not writable; choose another {what}")
 
 
 def clear_old_run(run_dir: Path) -> None:

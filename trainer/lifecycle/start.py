@@ -15,6 +15,7 @@ from trainer.errors import UserError
 from trainer.lifecycle.checkpoints import CheckpointInfo, check_resumable
 from trainer.lifecycle.run_config import run_yaml
 from trainer.lifecycle.run_dir import (
+    CHECKPOINTS,
     CONFIG_FILE,
     JOB_FILE,
     WANDB_ID_FILE,
@@ -24,6 +25,7 @@ from trainer.lifecycle.run_dir import (
     newest_complete_checkpoint,
     same_job,
 )
+from trainer.writable import check_writable
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ def decide_start(cfg: RunConfig) -> RunStart:
         run_dir = Path(cfg.resume)
         checkpoint = Path(cfg.ckpt).expanduser() if cfg.ckpt else newest_complete_checkpoint(run_dir)
         assert checkpoint is not None  # find_resume_dir made sure of one
+        check_writable(run_dir / CHECKPOINTS, "resume")
         check_resumable(checkpoint)
         return RunStart(run_dir, checkpoint)
     job = job_identity()
