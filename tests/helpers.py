@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,25 @@ def fit(recipe: str, *overrides: str) -> dict[str, Any]:
 def metric_series(run_dir: Path, key: str) -> list[float]:
     with open(Path(run_dir) / "metrics.csv") as f:
         return [float(row[key]) for row in csv.DictReader(f) if row.get(key)]
+
+
+def one_error_line(result, status: int = 2) -> str:
+    """The single line a failed command prints on stderr (no traceback, nothing else), checked."""
+    assert result.returncode == status, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr[-3000:]
+    assert lines[0].startswith("error: "), lines[0]
+    return lines[0]
+
+
+def snapshot(folder: Path) -> dict[str, tuple[str, int]]:
+    """Every path under `folder` with its content hash and modification time: equal snapshots, nothing changed."""
+    state = {}
+    for path in sorted(folder.rglob("*")):
+        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "dir"
+        state[str(path.relative_to(folder))] = (digest, path.stat().st_mtime_ns)
+    return state
 
 
 FAST = ("trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1")

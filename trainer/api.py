@@ -110,6 +110,7 @@ def _setup_fit(cfg: RunConfig, stop: StopRequest, extra_callbacks: list[L.Callba
     init_process_group(topology.accelerator)
 
     lock = RunLock(Path())
+
     def decide() -> RunStart:  # noqa: E306 - rank 0 alone; the lock stays with it for the whole run
         nonlocal lock
         start = decide_start(cfg)
@@ -140,6 +141,8 @@ def _build_fit(
             if _is_rank_zero():
                 convert_to_universal(start.checkpoint)
 
+    if start.checkpoint is not None:  # the model's settings now, its data-decided sizes below
+        check_checkpoint_fits(cfg, read_info(start.checkpoint), start.checkpoint)
     saved_tokenizer = start.run_dir / TOKENIZER_FILE
     datamodule = build_datamodule(cfg, plan, tokenizer_path=saved_tokenizer if saved_tokenizer.is_file() else None)
     with rank_zero_first(per_node=True):
@@ -266,11 +269,12 @@ def test(cfg: RunConfig) -> dict[str, float]:
     plan = plan_batches(cfg.data.global_batch_size, cfg.data.micro_batch_size, topology.world_size)
     init_process_group(topology.accelerator)
     rank_zero_decides(lambda: verify_checkpoint(ckpt_path))
+    info = read_info(ckpt_path)
+    check_checkpoint_fits(cfg, info, ckpt_path)  # the model first: the data may not even be of its kind
     datamodule = build_datamodule(cfg, plan, tokenizer_path=_saved_tokenizer(cfg, ckpt_path))
     with rank_zero_first(per_node=True):
         datamodule.prepare_data()
-    expected = model_kwargs(cfg, datamodule.facts())
-    check_checkpoint_fits(cfg, read_info(ckpt_path), ckpt_path, expected)
+    check_checkpoint_fits(cfg, info, ckpt_path, model_kwargs(cfg, datamodule.facts()))
     task = _task_from_checkpoint(cfg, ckpt_path)
     # Evaluation shards the data over ranks; DDP suffices whatever strategy trained the model.
     strategy = _ddp_for(topology) if topology.world_size > 1 else "auto"

@@ -18,7 +18,9 @@ import signal
 import sys
 from pathlib import Path
 
+from trainer.cluster.signals import Interrupted
 from trainer.errors import CheckpointWriteFailed, TrainingDiverged, UserError
+from trainer.quiet import silence_dependency_noise
 
 EXIT_USER_ERROR = 2
 EXIT_DIVERGED = 3
@@ -80,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    silence_dependency_noise()
     try:
         return _run(_parse(argv))
     except UserError as err:
@@ -93,8 +96,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         where = f" {err.filename}" if err.filename else ""
         return _fail(f"cannot write{where}: {err.strerror}; free space or fix permissions", EXIT_WRITE_FAILED)
-    except KeyboardInterrupt as err:  # also trainer.cluster.signals.Interrupted, raised by the same Ctrl-C
-        return _fail(str(err) or "interrupted (Ctrl-C)", EXIT_INTERRUPTED)
+    except Interrupted as err:  # Ctrl-C during a run's set-up
+        return _fail(err, EXIT_INTERRUPTED)
+    except KeyboardInterrupt:  # Ctrl-C anywhere else, before a run began
+        return _fail("interrupted (Ctrl-C); nothing was saved", EXIT_INTERRUPTED)
     finally:
         _release_process_group()
 
@@ -108,9 +113,9 @@ def _release_process_group() -> None:
     """Destroys the process group before the interpreter does: gloo's worker threads still hold tensors,
     and freeing them during interpreter shutdown aborts the process ("terminate called without an active
     exception", seen on 2-rank ZeRO-3 runs). Lightning does not destroy the group it made."""
-    torch = sys.modules.get("torch")  # commands that never imported torch have no group
-    if torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    distributed = getattr(sys.modules.get("torch"), "distributed", None)  # none: torch never (fully) imported
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        distributed.destroy_process_group()
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -217,6 +222,9 @@ def _in_process(args: argparse.Namespace, cfg) -> int:
     # result, so that `trainer test ... > metrics.json` and `trainer generate ... > sample.txt` work.
     with contextlib.redirect_stdout(sys.stderr):
         from trainer import api
+        from trainer.quiet import progress_bars_follow_the_terminal
+
+        progress_bars_follow_the_terminal()
 
         if args.command == "export":
             result = str(api.export(Path(args.run_dir), _export_ckpt(args.overrides)))

@@ -18,18 +18,40 @@ _WARNINGS = (
     # Lightning 2.6 on torch 2.13 uses a pytree API torch deprecates; Lightning's to fix.
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated",),
 )
-# Lines of Lightning's rank-zero info log.
-_INFO_LINES = ("💡 Tip:",)  # an advertisement for a hosted logger
+# Log lines, by logger.
+_LOG_LINES = {
+    # An advertisement for a hosted logger, at every Trainer (Lightning 2.6).
+    "lightning.pytorch.utilities.rank_zero": ("💡 Tip:",),
+    # DeepSpeed's accelerator detection on a machine without CUDA: the trainer chose the CPU on purpose.
+    "DeepSpeed": ("Setting accelerator to CPU",),
+}
 
 
 class _DropLines(logging.Filter):
+    def __init__(self, starts: tuple[str, ...]) -> None:
+        super().__init__()
+        self.starts = starts
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.getMessage()).lstrip().startswith(_INFO_LINES)
+        return not str(record.getMessage()).lstrip().startswith(self.starts)
 
 
 def silence_dependency_noise() -> None:
+    """Install the filters (idempotent); before DeepSpeed is imported, for its import-time line."""
     for (message,) in _WARNINGS:
         warnings.filterwarnings("ignore", message=message)
-    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    if not any(isinstance(f, _DropLines) for f in logger.filters):
-        logger.addFilter(_DropLines())
+    for name, starts in _LOG_LINES.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropLines) for f in logger.filters):
+            logger.addFilter(_DropLines(starts))
+
+
+def progress_bars_follow_the_terminal() -> None:
+    """datasets' progress bars (tokenising a large corpus takes minutes) only where a person watches: in a
+    log file or a pipe they are noise, and they would sit in front of an error's one line."""
+    import sys
+
+    if not sys.stderr.isatty():
+        import datasets
+
+        datasets.disable_progress_bars()

@@ -64,6 +64,11 @@ def load_splits(cfg: DataConfig, seed: int, carve_validation: bool = True) -> Sp
     Without a validation split, a seeded `val_fraction` of train is held out, unless
     `carve_validation` is False (the caller holds out processed examples itself).
     """
+    with _quiet_datasets():  # reading, slicing and shuffling in-house; the tokenising that follows shows progress
+        return _load_splits(cfg, seed, carve_validation)
+
+
+def _load_splits(cfg: DataConfig, seed: int, carve_validation: bool) -> Splits:
     check_source(cfg)
     if cfg.path is None and cfg.name == SKLEARN_DIGITS:
         available = _sklearn_digits()
@@ -133,8 +138,7 @@ def _hub_or_local(cfg: DataConfig):
         kwargs["keep_linebreaks"] = True
     where = "data.path" if cfg.path else "data.name"
     try:
-        with _quiet_datasets():  # its log line would repeat the error below
-            names = list(datasets.load_dataset(source, **kwargs).keys())
+        names = list(datasets.load_dataset(source, **kwargs).keys())
     except (FileNotFoundError, ConnectionError, datasets.exceptions.DatasetNotFoundError) as err:
         raise UserError(
             f"cannot load data set {source!r} ({type(err).__name__}); check {where}, "
@@ -145,8 +149,7 @@ def _hub_or_local(cfg: DataConfig):
 
     def load(split: str) -> datasets.Dataset:
         try:
-            with _quiet_datasets():
-                return datasets.load_dataset(source, split=split, **kwargs)
+            return datasets.load_dataset(source, split=split, **kwargs)
         except _UNREADABLE as err:
             raise UserError(f"cannot read split {split!r} of {where}={cfg.path or cfg.name!r}: {_cause(err)}") from None
 

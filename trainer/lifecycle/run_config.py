@@ -14,9 +14,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from trainer.cluster.env import job_identity, restart_count
 from trainer.config import RunConfig, load_config, load_config_file, to_yaml
 from trainer.errors import UserError
-from trainer.lifecycle.run_dir import CONFIG_FILE, existing_checkpoint, find_resume_dir, run_dir_of
+from trainer.lifecycle.run_dir import (
+    CONFIG_FILE,
+    check_new_run_dir,
+    existing_checkpoint,
+    find_resume_dir,
+    run_dir_of,
+    same_job,
+)
 
 
 def fit_config(recipe: str, overrides: list[str]) -> RunConfig:
@@ -24,6 +32,10 @@ def fit_config(recipe: str, overrides: list[str]) -> RunConfig:
     if cfg.resume is None:
         if cfg.ckpt is not None:
             raise UserError("ckpt= is for test and generate; to continue a run use resume=RUN_DIR")
+        run_dir = Path(cfg.run_dir).expanduser() if cfg.run_dir else None
+        # Checked again where the run starts (trainer.lifecycle.start); here, before anything is imported.
+        if run_dir is not None and not (restart_count() > 0 and same_job(run_dir, job_identity())):
+            check_new_run_dir(run_dir, cfg.overwrite)
         return cfg
     if cfg.overwrite:
         raise UserError("resume= continues a run and overwrite=true replaces one; drop one of them")

@@ -1,0 +1,393 @@
+"""Faults and hostile input, through the real CLI: each is one line on stderr, its documented exit status,
+no traceback, and no run directory, checkpoint or config created, changed or lost.
+
+Grouped as the classes they stand for: a resume that would damage its run, overwrite, unwritable places
+and a full disk, nothing to train, settings that can never work, mismatched artefacts, corruption.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import FAST, metric_series, one_error_line, snapshot
+
+from trainer.lifecycle.checkpoints import read_training_checkpoint
+
+TINY_GPT = ("model.d_model=32", "model.n_heads=4", "model.n_layers=1", "data.block_size=32", *FAST)
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished digits_cnn run (6 steps, a best-k checkpoint beside last.ckpt). Tests copy it before changing it."""
+    run_dir = tmp_path_factory.mktemp("digits") / "run"
+    subprocess.run(
+        [sys.executable, "-m", "trainer", "fit", "digits_cnn", "trainer.max_steps=6", f"run_dir={run_dir}", *FAST],
+        check=True, capture_output=True, env={**os.environ, "TRAINER_CACHE": str(run_dir.parent / "cache")},
+    )  # fmt: skip
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def gpt_run(tmp_path_factory: pytest.TempPathFactory, small_shakespeare: Path) -> Path:
+    run_dir = tmp_path_factory.mktemp("gpt") / "run"
+    words = ["fit", "shakespeare_gpt", f"data.path={small_shakespeare}", *TINY_GPT, "trainer.max_steps=4"]
+    subprocess.run(
+        [sys.executable, "-m", "trainer", *words, f"run_dir={run_dir}"],
+        check=True, capture_output=True, env={**os.environ, "TRAINER_CACHE": str(run_dir.parent / "cache")},
+    )  # fmt: skip
+    return run_dir
+
+
+def _copy(run_dir: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "copied"
+    shutil.copytree(run_dir, copy)
+    # The copy's config names its own directory, as a run directory moved by a user would not: both work.
+    return copy
+
+
+# ----------------------------------------------------------------------------- a resume never damages its run
+
+
+def test_a_resume_with_another_model_shape_changes_nothing_and_the_run_still_resumes(
+    cli, digits_run: Path, tmp_path: Path
+) -> None:
+    run_dir = _copy(digits_run, tmp_path)
+    before = snapshot(run_dir)
+    line = one_error_line(cli("fit", "digits_cnn", f"resume={run_dir}", "model.hidden_dim=64"))
+    assert "hidden_dim=128" in line and "model.hidden_dim=64" in line
+    assert snapshot(run_dir) == before  # config.yaml, checkpoints and metrics untouched
+    resumed = cli("fit", "digits_cnn", f"resume={run_dir}", "trainer.max_steps=8", *FAST)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads(resumed.stdout)["global_step"] == 8
+
+
+def test_a_resume_under_another_recipe_is_refused(cli, digits_run: Path, tmp_path: Path) -> None:
+    run_dir = _copy(digits_run, tmp_path)
+    before = snapshot(run_dir)
+    line = one_error_line(cli("fit", "shakespeare_gpt", f"resume={run_dir}"))
+    assert "belongs to a run of recipe 'digits_cnn', not 'shakespeare_gpt'" in line
+    assert f"trainer fit digits_cnn resume={run_dir}" in line
+    assert snapshot(run_dir) == before
+
+
+def test_a_run_in_use_is_not_resumed_by_a_second_process(digits_run: Path, tmp_path: Path) -> None:
+    """A second `resume=` while the run still trains would make two writers of one checkpoint."""
+    run_dir = _copy(digits_run, tmp_path)
+    command = [sys.executable, "-m", "trainer", "fit", "digits_cnn", f"resume={run_dir}", "trainer.max_steps=100000",
+               *FAST]  # fmt: skip
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_line(first, "trainer: run directory")  # it holds the run now
+        second = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert "is in use by another trainer process" in one_error_line(second)
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=300)
+    assert first.returncode == 128 + signal.SIGTERM
+
+
+def _wait_for_line(process: subprocess.Popen, text: str) -> None:
+    for line in process.stderr:
+        if text in line:
+            return
+    raise AssertionError(f"{text!r} never came; exit status {process.wait()}")
+
+
+def test_contradicting_run_words_are_refused(cli, digits_run: Path, tmp_path: Path) -> None:
+    run_dir = _copy(digits_run, tmp_path)
+    assert "drop one of them" in one_error_line(cli("fit", "digits_cnn", f"resume={run_dir}", "overwrite=true"))
+    line = one_error_line(cli("fit", "digits_cnn", f"resume={run_dir}", f"run_dir={tmp_path / 'other'}"))
+    assert "drop run_dir=" in line
+    assert "ckpt= is for test and generate" in one_error_line(cli("fit", "digits_cnn", "ckpt=x.ckpt"))
+    assert not (tmp_path / "other").exists()
+
+
+# ----------------------------------------------------------------------------- overwrite
+
+
+def test_overwrite_replaces_the_old_run_but_only_once_the_new_one_is_valid(cli, digits_run: Path, tmp_path) -> None:
+    run_dir = _copy(digits_run, tmp_path)
+    old_checkpoints = {p.name for p in (run_dir / "checkpoints").iterdir()}
+    before = snapshot(run_dir)
+    # Invalid inputs: nothing of the old run is deleted.
+    failed = cli("fit", "digits_cnn", f"run_dir={run_dir}", "overwrite=true", "data.path=/no/such/data")
+    assert "does not exist" in one_error_line(failed)
+    assert snapshot(run_dir) == before
+
+    replaced = cli("fit", "digits_cnn", f"run_dir={run_dir}", "overwrite=true", "trainer.max_steps=3", *FAST)
+    assert replaced.returncode == 0, replaced.stderr[-3000:]
+    assert len(metric_series(run_dir, "train/loss")) == 3  # the new run's rows alone
+    new_checkpoints = {p.name for p in (run_dir / "checkpoints").iterdir()}
+    assert "epoch0-step6.ckpt" in old_checkpoints and "epoch0-step6.ckpt" not in new_checkpoints
+
+
+def test_overwrite_never_empties_a_folder_that_is_not_a_run(cli, tmp_path: Path) -> None:
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "train.py").write_text("print('my code')\n")
+    line = one_error_line(cli("fit", "digits_cnn", f"run_dir={folder}", "overwrite=true"))
+    assert "not a run directory; nothing was deleted" in line
+    assert (folder / "train.py").read_text() == "print('my code')\n"
+
+
+# ----------------------------------------------------------------------------- unwritable places, a full disk
+
+
+@pytest.fixture
+def immutable_folder(tmp_path: Path):
+    """A folder even root cannot write into (chattr +i), as a read-only mount would be."""
+    folder = tmp_path / "immutable"
+    folder.mkdir()
+    if os.geteuid() != 0 or shutil.which("chattr") is None:
+        pytest.skip("needs root and chattr to make an immutable folder")
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("this file system does not support immutable folders")
+    yield folder
+    subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+@pytest.mark.parametrize("setting", ["run_dir", "data.cache_dir", "TRAINER_CACHE"])
+def test_unwritable_places_are_one_line_before_any_work(cli, tmp_path: Path, immutable_folder, setting) -> None:
+    target = immutable_folder / "inside"
+    if setting == "TRAINER_CACHE":
+        result = cli("fit", "digits_cnn", env={"TRAINER_CACHE": str(target)})
+    else:
+        result = cli("fit", "digits_cnn", f"{setting}={target}")
+    assert f"{setting} '{target}' cannot be written" in one_error_line(result)
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    line = one_error_line(cli("fit", "digits_cnn", f"run_dir={afile / 'run'}"))
+    assert "is a file, not a folder" in line
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A real 1.5 MiB file system (tmpfs): room for one digits_cnn checkpoint and its run files, not for two."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a small file system")
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1536k", "tmpfs", str(mount)], capture_output=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount tmpfs here: {result.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_full_disk_ends_the_run_with_one_line_and_keeps_the_last_good_checkpoint(cli, small_disk: Path) -> None:
+    run_dir = small_disk / "run"
+    # A checkpoint every step, best-k off: the second last.ckpt is written beside the first and cannot fit.
+    result = cli("fit", "digits_cnn", "trainer.max_steps=50", "checkpoint.every_n_train_steps=1",
+                 "checkpoint.save_top_k=0", f"run_dir={run_dir}", *FAST)  # fmt: skip
+    assert result.returncode == 4, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: cannot write checkpoint") and "No space left on device" in line
+    assert "last.ckpt.partial" in line and "is intact" in line
+    assert read_training_checkpoint(run_dir / "checkpoints" / "last.ckpt").global_step >= 1
+    assert not list(run_dir.rglob("*.partial"))
+
+
+# ----------------------------------------------------------------------------- nothing to train
+
+
+@pytest.fixture(scope="module")
+def bad_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path_factory.mktemp("bad_data")
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
+    (folder / "image.parquet").write_bytes(png)  # a PNG renamed .parquet
+    pq.write_table(pa.table({"text": pa.array([], pa.string()), "label": pa.array([], pa.int64())}),
+                   folder / "no_rows.parquet")  # fmt: skip
+    (folder / "empty.txt").write_text("")
+    (folder / "short.txt").write_text("To be, or not to be.\n")
+    (folder / "broken.json").write_text("{not json")
+    texts = [f"review number {i}" for i in range(200)]
+    pq.write_table(pa.table({"text": texts, "label": [1] * 200}), folder / "one_class.parquet")
+    pq.write_table(pa.table({"text": texts, "label": ["pos", "neg"] * 100}), folder / "text_labels.parquet")
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("recipe", "data", "words", "expected"),
+    [
+        ("imdb_lstm", "image.parquet", [], "is not a parquet file"),
+        ("imdb_lstm", "no_rows.parquet", [], "holds no rows"),
+        ("shakespeare_gpt", "empty.txt", [], "is empty"),
+        ("shakespeare_gpt", "short.txt", [], "block(s) of data.block_size + 1 tokens"),
+        ("imdb_lstm", "broken.json", [], "cannot read the data at data.path"),
+        ("imdb_lstm", "one_class.parquet", ["data.test_split=null"], "holds 1 class"),
+        ("imdb_lstm", "text_labels.parquet", [], "not integer class ids"),
+        ("imdb_lstm", "one_class.parquet", ["data.global_batch_size=512"], "fewer than one batch"),
+    ],
+)  # fmt: skip
+def test_nothing_to_train_is_an_error_before_the_run_starts(cli, tmp_path, bad_data, recipe, data, words, expected):
+    result = cli("fit", recipe, f"data.path={bad_data / data}", *words, f"run_dir={tmp_path / 'run'}")
+    assert expected in one_error_line(result)
+    assert not (tmp_path / "run").exists()
+
+
+# ----------------------------------------------------------------------------- settings that can never work
+
+
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [
+        (["optim.lr=inf"], "invalid value for 'optim.lr': Input should be a finite number"),
+        (["optim.lr=1e400"], "invalid value for 'optim.lr': Input should be a finite number"),
+        (["seed=-1"], "invalid value for 'seed'"),
+        (["seed=99999999999999999999"], "invalid value for 'seed'"),
+        (["checkpoint.monitor=val/ppl"], "checkpoint.monitor='val/ppl' is not a metric task"),
+        (["trainer.devices=[0,0]"], "a device index appears twice"),
+        (["trainer.devices=0"], "give 1 or more devices"),
+        (["trainer.limit_train_batches=0"], "invalid value for 'trainer.limit_train_batches'"),
+        (["trainer.limit_val_batches=0"], "turns validation off"),
+        (["trainer.max_epochs=0"], "trains nothing"),
+        (["trainer.num_nodes=2"], "needs one torchrun per node"),
+        (["model.channels=[1,2"], "cannot parse the value of override 'model.channels=[1,2'"),
+        (["model.channels=" + "[" * 5000 + "]" * 5000], "nested too deeply"),
+        ([".".join(["a"] * 3000) + "=1"], "unknown key"),
+        (["data.path=${oc.env:HOME}"], "calls a resolver"),
+    ],
+)
+def test_settings_that_can_never_work_are_config_errors_before_any_import(cli, tmp_path, words, expected) -> None:
+    result = cli("fit", "digits_cnn", *words)
+    assert expected in one_error_line(result)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("command", ["fit", "test", "generate"])
+def test_config_errors_answer_before_torch_is_imported(command: str) -> None:
+    recipe = "shakespeare_gpt" if command == "generate" else "digits_cnn"
+    probe = (f"import sys; from trainer.cli import main; status = main([{command!r}, {recipe!r}, 'optim.lrr=1']); "
+             "print(status, 'torch' in sys.modules)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["2", "False"]
+
+
+def test_recipe_files_that_are_not_recipes_are_one_line(cli, tmp_path: Path) -> None:
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("description: caf\xe9\n".encode("latin-1"))
+    assert "is not UTF-8 text" in one_error_line(cli("config", str(latin1)))
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("a: " + "[" * 20000 + "]" * 20000 + "\n")
+    assert "nested too deeply" in one_error_line(cli("config", str(deep)))
+
+
+def test_an_override_given_twice_takes_the_last(cli) -> None:
+    result = cli("config", "digits_cnn", "optim.lr=0.1", "optim.lr=0.2")
+    assert result.returncode == 0 and "lr: 0.2" in result.stdout
+
+
+def test_deepspeed_typos_name_the_whole_path_and_the_closest_key_on_one_line(cli, tmp_path: Path) -> None:
+    result = cli("fit", "shakespeare_gpt", "trainer.strategy=deepspeed_stage_2",
+                 "deepspeed.config={zero_optimization: {offload_optimizer: {devise: cpu}}}")  # fmt: skip
+    line = one_error_line(result)  # strictly one line: no DeepSpeed log lines around it
+    assert "'zero_optimization.offload_optimizer.devise'" in line and "did you mean 'device'?" in line
+    result = cli("fit", "shakespeare_gpt", "trainer.strategy=deepspeed_stage_2",
+                 "deepspeed.config={optimizer: {typ: Adam}}")  # fmt: skip
+    line = one_error_line(result)
+    assert "'optimizer.typ'" in line and "did you mean 'type'?" in line
+
+
+# ----------------------------------------------------------------------------- mismatched artefacts
+
+
+def test_a_checkpoint_of_another_task_or_shape_is_refused_by_test_generate_and_export(
+    cli, digits_run: Path, gpt_run: Path, small_shakespeare: Path, tmp_path: Path
+) -> None:
+    digits_ckpt = digits_run / "checkpoints" / "last.ckpt"
+    gpt_ckpt = gpt_run / "checkpoints" / "last.ckpt"
+    # A checkpoint inside a run brings the run's recipe: naming another is refused.
+    line = one_error_line(cli("test", "shakespeare_gpt", f"ckpt={digits_ckpt}"))
+    assert "belongs to a run of recipe 'digits_cnn'" in line
+    # Outside its run directory, the checkpoint itself says what it is.
+    loose = tmp_path / "loose.ckpt"
+    shutil.copy(gpt_ckpt, loose)
+    line = one_error_line(cli("test", "imdb_lstm", f"ckpt={loose}", f"data.path={small_shakespeare}"))
+    assert "is a language_modeling model but recipe 'imdb_lstm' does text_classification" in line
+    line = one_error_line(cli("generate", "shakespeare_lstm", f"ckpt={loose}"))
+    assert "is a transformer model but recipe 'shakespeare_lstm' builds a lstm" in line
+    line = one_error_line(cli("generate", "shakespeare_gpt", f"ckpt={loose}", "model.d_model=64", "model.n_heads=4"))
+    assert "was trained with d_model=32 but this run asks model.d_model=64" in line
+    # export checks the checkpoint against the run it exports.
+    line = one_error_line(cli("export", str(digits_run), f"ckpt={gpt_ckpt}"))
+    assert "is a language_modeling model" in line
+    assert not (digits_run / "export").exists()
+
+
+def test_generate_uses_the_block_size_the_checkpoint_was_trained_with(cli, gpt_run: Path) -> None:
+    ckpt = gpt_run / "checkpoints" / "last.ckpt"
+    # 64 new tokens > the 32-token context: the model sees the last 32, whatever data.block_size says.
+    result = cli("generate", "shakespeare_gpt", f"ckpt={ckpt}", "data.block_size=256", "max_new_tokens=64")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(result.stdout.removesuffix("\n")) == len("ROMEO:") + 64
+
+
+# ----------------------------------------------------------------------------- corruption
+
+
+def test_rotted_bytes_are_reported_as_a_corrupt_checkpoint_naming_the_good_one(
+    cli, digits_run: Path, tmp_path: Path
+) -> None:
+    run_dir = _copy(digits_run, tmp_path)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    data = bytearray(last.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 64] = bytes(64)  # bit rot inside a tensor: the file still loads as a zip
+    last.write_bytes(bytes(data))
+    good = run_dir / "checkpoints" / "epoch0-step6.ckpt"
+    for words in (["fit", "digits_cnn", f"resume={run_dir}"], ["test", "digits_cnn", f"ckpt={last}"],
+                  ["export", str(run_dir)]):  # fmt: skip
+        line = one_error_line(cli(*words))
+        assert line.startswith(f"error: corrupt checkpoint '{last}'") and f"'{good}'" in line, words
+    # The named checkpoint continues the run.
+    resumed = cli("fit", "digits_cnn", f"resume={run_dir}", f"ckpt={good}", "trainer.max_steps=8", *FAST)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert torch.load(last, weights_only=True)["global_step"] == 8
+
+
+def test_every_checkpoint_has_a_checksum_record(digits_run: Path) -> None:
+    from trainer.lifecycle.checkpoints import file_digest, recorded_file_digests
+
+    checkpoints = sorted((digits_run / "checkpoints").glob("*.ckpt"))
+    assert len(checkpoints) == 2  # last.ckpt and the best one
+    for path in checkpoints:
+        assert recorded_file_digests(path) == [file_digest(path)], path
+
+
+# ----------------------------------------------------------------------------- Ctrl-C
+
+
+def test_ctrl_c_before_training_is_one_line_exit_130_and_leaves_no_empty_run(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "trainer", "fit", "digits_cnn", f"run_dir={run_dir}", *FAST]
+    # During start-up (imports): nothing exists yet.
+    early = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)  # inside the imports, which take seconds; a later signal is the next case
+    early.send_signal(signal.SIGINT)
+    _, stderr = early.communicate(timeout=300)
+    assert early.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr and stderr.strip().splitlines()[-1].startswith("error: interrupted")
+    assert not run_dir.exists()
+    # The moment the run directory is made: a run that never trained leaves none behind; if training had
+    # begun, Ctrl-C saved a checkpoint instead. Never an empty run directory.
+    late = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    _wait_for_line(late, "trainer: run directory")
+    late.send_signal(signal.SIGINT)
+    _, stderr = late.communicate(timeout=300)
+    assert late.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr
+    assert not run_dir.exists() or (run_dir / "checkpoints" / "last.ckpt").is_file()
