@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
+import signal
 from pathlib import Path
 from typing import Any
+
+import lightning as L
 
 from trainer import api
 
@@ -40,3 +44,19 @@ def snapshot(folder: Path) -> dict[str, tuple[str, int]]:
 
 
 FAST = ("trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1")
+
+
+class SignalAt(L.Callback):
+    """Sends this process a real signal, as a user or a scheduler would, while step `step` runs.
+
+    It fires as step `step` begins; the run notices at the next step boundary and stops after that step.
+    """
+
+    def __init__(self, step: int, signum: int = signal.SIGTERM) -> None:
+        self.step, self.signum = step, signum
+        self.sent = False
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: object) -> None:
+        if trainer.global_step == self.step - 1 and not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), self.signum)

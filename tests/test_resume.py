@@ -2,36 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import signal
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
-from helpers import FAST, fit, metric_series
+from helpers import FAST, SignalAt, fit, metric_series
 
 from trainer import api
 
 # Dropout on, shuffling on, a warmup-then-cosine schedule: everything a resume has to restore.
 # 1,293 training digits / 32 = 41 steps an epoch: step 30 is mid-epoch, 41 an epoch boundary.
 COMMON = ("model.dropout=0.3", "trainer.max_steps=60", *FAST)
-
-
-class SignalBeforeStep(L.Callback):
-    """Sends this process a real signal, as a user or a scheduler would, while step `step` runs.
-
-    It fires as step `step` begins; the run notices at the next step boundary and stops after that step.
-    """
-
-    def __init__(self, step: int, signum: int = signal.SIGTERM) -> None:
-        self.step, self.signum = step, signum
-        self.sent = False
-
-    def on_train_batch_start(self, trainer: L.Trainer, *args: object) -> None:
-        if trainer.global_step == self.step - 1 and not self.sent:
-            self.sent = True
-            os.kill(os.getpid(), self.signum)
 
 
 def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -45,7 +27,7 @@ def test_stopped_and_resumed_run_matches_a_straight_run(tmp_path: Path, stop_at:
 
     stopped = tmp_path / "stopped"
     config = api.resolve_fit_config("digits_cnn", [*COMMON, f"run_dir={stopped}"])
-    summary = api.fit(config, callbacks=[SignalBeforeStep(stop_at, signum)])
+    summary = api.fit(config, callbacks=[SignalAt(stop_at, signum)])
     assert summary["stopped_by"] == signal.Signals(signum).name
     assert summary["global_step"] == stop_at and summary["test"] == {}
     assert torch.load(stopped / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == stop_at
@@ -63,7 +45,7 @@ def test_stopped_and_resumed_run_matches_a_straight_run(tmp_path: Path, stop_at:
 
 def test_resume_last_continues_the_newest_run_in_place(tmp_path: Path) -> None:
     config = api.resolve_fit_config("digits_cnn", list(COMMON))
-    first = api.fit(config, callbacks=[SignalBeforeStep(3)])
+    first = api.fit(config, callbacks=[SignalAt(3)])
     summary = fit("digits_cnn", "resume=last")
     assert summary["global_step"] == 60
     runs = list((tmp_path / "runs" / "digits_cnn").iterdir())

@@ -17,6 +17,8 @@ _WARNINGS = (
     (r"'set_vital' is deprecated",),
     # Lightning 2.6 on torch 2.13 uses a pytree API torch deprecates; Lightning's to fix.
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated",),
+    # Lightning at every resume: the checkpoints folder is the run's own, of course not empty.
+    (r"Checkpoint directory .* exists and is not empty",),
 )
 # Log lines, by logger.
 _LOG_LINES = {
