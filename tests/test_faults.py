@@ -142,15 +142,22 @@ def test_overwrite_never_empties_a_folder_that_is_not_a_run(cli, tmp_path: Path)
 # ----------------------------------------------------------------------------- unwritable places, a full disk
 
 
+def _cannot(reason: str) -> None:
+    """Skip where the machine cannot do it; CI, which can (root), sets TRAINER_REQUIRE_PRIVILEGED to fail instead."""
+    if os.environ.get("TRAINER_REQUIRE_PRIVILEGED"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
 @pytest.fixture
 def immutable_folder(tmp_path: Path):
     """A folder even root cannot write into (chattr +i), as a read-only mount would be."""
     folder = tmp_path / "immutable"
     folder.mkdir()
     if os.geteuid() != 0 or shutil.which("chattr") is None:
-        pytest.skip("needs root and chattr to make an immutable folder")
+        _cannot("needs root and chattr to make an immutable folder")
     if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
-        pytest.skip("this file system does not support immutable folders")
+        _cannot("this file system does not support immutable folders")
     yield folder
     subprocess.run(["chattr", "-i", str(folder)], check=True)
 
@@ -176,10 +183,10 @@ def small_disk(tmp_path: Path):
     mount = tmp_path / "disk"
     mount.mkdir()
     if os.geteuid() != 0:
-        pytest.skip("needs root to mount a small file system")
+        _cannot("needs root to mount a small file system")
     result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1536k", "tmpfs", str(mount)], capture_output=True)
     if result.returncode != 0:
-        pytest.skip(f"cannot mount tmpfs here: {result.stderr.decode().strip()}")
+        _cannot(f"cannot mount tmpfs here: {result.stderr.decode().strip()}")
     yield mount
     subprocess.run(["umount", str(mount)], check=True)
 

@@ -111,7 +111,7 @@ def _setup_fit(cfg: RunConfig, stop: StopRequest, extra_callbacks: list[L.Callba
 
     lock = RunLock(Path())
 
-    def decide() -> RunStart:  # noqa: E306 - rank 0 alone; the lock stays with it for the whole run
+    def decide() -> RunStart:  # rank 0 alone; the lock stays with it for the whole run
         nonlocal lock
         start = decide_start(cfg)
         lock = RunLock(start.run_dir).acquire()
@@ -196,7 +196,7 @@ def _removed_if_interrupted_before_training(run: FitRun) -> Iterator[None]:
     try:
         yield
     except Interrupted:
-        if run.start.is_new and run.callback(LastCheckpoint).saved_step is None and run.trainer.is_global_zero:
+        if run.start.made_here and run.callback(LastCheckpoint).saved_step is None and run.trainer.is_global_zero:
             run.lock.release()
             remove_path(run.start.run_dir)
         raise

@@ -18,6 +18,7 @@ import signal
 import sys
 from pathlib import Path
 
+from trainer.cluster.launch import report_failure
 from trainer.cluster.signals import Interrupted
 from trainer.errors import CheckpointWriteFailed, TrainingDiverged, UserError
 from trainer.quiet import silence_dependency_noise
@@ -105,7 +106,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _fail(err: BaseException | str, status: int) -> int:
-    print(f"error: {err}", file=sys.stderr, flush=True)
+    line = f"error: {err}"
+    print(line, file=sys.stderr, flush=True)
+    report_failure(line, status)  # to torchrun's agent, when a worker
     return status
 
 
@@ -151,7 +154,9 @@ def _run(args: argparse.Namespace) -> int:
         workers = _workers_to_start(cfg)
         if workers > 1:
             from trainer.cluster.launch import run_workers
+            from trainer.distributed.batching import plan_batches
 
+            plan_batches(cfg.data.global_batch_size, cfg.data.micro_batch_size, workers)  # before any worker starts
             return run_workers(workers, [args.command, args.recipe, *args.overrides], _gpu_indices(cfg))
     return _in_process(args, cfg)
 

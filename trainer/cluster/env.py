@@ -79,3 +79,8 @@ def job_identity() -> str | None:
         return f"slurm-{job}"
     run_id = os.environ.get("TORCHELASTIC_RUN_ID")
     return f"torchrun-{run_id}" if run_id and run_id != "none" else None
+
+
+def elastic_error_file() -> str | None:
+    """Where torchrun's agent reads a failed worker's reason (TORCHELASTIC_ERROR_FILE), when a launcher set it."""
+    return os.environ.get("TORCHELASTIC_ERROR_FILE") or None

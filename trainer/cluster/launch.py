@@ -12,20 +12,26 @@ and a signal sent to this process reaches every worker, which saves and stops as
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import json
 import logging
 import os
 import shutil
 import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
 
+from trainer.cluster.env import elastic_error_file
 from trainer.errors import UserError
 
 # The agent waits this long for workers to save a checkpoint and exit after a stop signal (torchrun's
-# own default is 30 s), then kills them.
+# own default is 30 s), then kills them; older torch keeps its 30 s.
 SHUTDOWN_GRACE_S = 120
 EXIT_FAILED = 1
+STATUS_KEY = "trainer_exit_status"  # beside torchelastic's own keys in a worker's error file
 
 
 def run_workers(nproc: int, argv: list[str], gpu_indices: list[int] | None = None) -> int:
@@ -39,6 +45,12 @@ def run_workers(nproc: int, argv: list[str], gpu_indices: list[int] | None = Non
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
     logging.getLogger("torch.distributed.launcher").setLevel(logging.CRITICAL)
     log_dir = Path(tempfile.mkdtemp(prefix="trainer-workers-"))
+    # Newer torch only: forwarding SIGUSR1 (torch 2.9) and a longer grace to save before SIGKILL (2.12).
+    known = {field.name for field in dataclasses.fields(LaunchConfig)}
+    newer = {
+        "signals_to_handle": "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1",
+        "shutdown_timeout": SHUTDOWN_GRACE_S,
+    }
     config = LaunchConfig(
         min_nodes=1,
         max_nodes=1,
@@ -51,8 +63,7 @@ def run_workers(nproc: int, argv: list[str], gpu_indices: list[int] | None = Non
         max_restarts=0,
         monitor_interval=0.1,
         logs_specs=DefaultLogsSpecs(log_dir=str(log_dir), redirects={r: Std.ALL for r in range(1, nproc)}),
-        signals_to_handle="SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1",
-        shutdown_timeout=SHUTDOWN_GRACE_S,
+        **{name: value for name, value in newer.items() if name in known},
     )
     previous_visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if gpu_indices is not None:
@@ -67,27 +78,35 @@ def run_workers(nproc: int, argv: list[str], gpu_indices: list[int] | None = Non
     finally:
         if gpu_indices is not None:
             _restore_env("CUDA_VISIBLE_DEVICES", previous_visible)
-    if status in (0, 2, 3, 4) or status > 128:
+    if status != EXIT_FAILED:  # an unexplained failure keeps its workers' logs, named in its line
         shutil.rmtree(log_dir, ignore_errors=True)
     return status
 
 
 def _failure_status(failures: dict, log_dir: Path) -> int:
-    """Rank 0's exit status when it failed itself (it already said why); else the first failed rank's, with
-    the last line it wrote."""
-    first = min(failures)
-    rank0 = failures.get(0)
-    if rank0 is not None and rank0.exitcode > 0:
-        return rank0.exitcode
-    failure = failures[first]
-    line = _last_line(log_dir, first)
-    if failure.exitcode < 0:  # killed by a signal
-        print(f"error: rank {first} was killed by {signal.Signals(-failure.exitcode).name}", file=sys.stderr)
+    """The run's exit status from its failed ranks, saying why in one line if rank 0 (whose output the
+    terminal shows) did not.
+
+    A worker that fails on its own terms leaves its line and status in the agent's error file (see
+    trainer.cli); the others fail without one (killed by the agent once a first rank failed, or crashed).
+    """
+    reported = {rank: f for rank, f in failures.items() if STATUS_KEY in (f.error_file_data or {})}
+    if 0 in reported:  # rank 0 said it on the terminal
+        return int(reported[0].error_file_data[STATUS_KEY])
+    if reported:
+        rank = min(reported)
+        print(reported[rank].message, file=sys.stderr, flush=True)
+        return int(reported[rank].error_file_data[STATUS_KEY])
+    if 0 in failures and failures[0].exitcode > 0:
+        return failures[0].exitcode  # a crash: its traceback is on the terminal
+    rank = min(failures)
+    failure = failures[rank]
+    if failure.exitcode < 0:
+        print(f"error: rank {rank} was killed by {signal.Signals(-failure.exitcode).name}", file=sys.stderr)
         return 128 - failure.exitcode
-    if line:
-        print(line if line.startswith("error:") else f"error: rank {first}: {line}", file=sys.stderr)
-    else:
-        print(f"error: rank {first} failed with exit status {failure.exitcode}; its log: {log_dir}", file=sys.stderr)
+    line = _last_line(log_dir, rank)
+    print(f"error: rank {rank} failed (exit status {failure.exitcode}): {line or 'no output'}; its log: {log_dir}",
+          file=sys.stderr)  # fmt: skip
     return failure.exitcode or EXIT_FAILED
 
 
@@ -97,6 +116,18 @@ def _last_line(log_dir: Path, rank: int) -> str:
         if lines:
             return lines[-1]
     return ""
+
+
+def report_failure(line: str, status: int) -> None:
+    """A worker of torchrun's agent leaves its one line and exit status in the agent's error file:
+    `trainer fit` then shows the line of a rank whose output it does not show (see _failure_status), and a
+    plain torchrun names it in its report instead of "<N/A>". Called after the line is printed, so a rank
+    killed in between prints it twice at worst, never not at all."""
+    path = elastic_error_file()
+    if path is None:
+        return
+    with contextlib.suppress(OSError):
+        Path(path).write_text(json.dumps({"message": line, "timestamp": int(time.time()), STATUS_KEY: status}))
 
 
 def _visible_gpu(index: int, visible: str | None) -> str:

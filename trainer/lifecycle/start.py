@@ -36,10 +36,12 @@ class RunStart:
     run_dir: Path
     checkpoint: Path | None = None
     replaces_old_run: bool = False
+    restarted: bool = False  # a launcher restarted this job in its own directory
 
     @property
-    def is_new(self) -> bool:
-        return self.checkpoint is None
+    def made_here(self) -> bool:
+        """This session creates the run directory (a new run, not a resume or a restarted job)."""
+        return self.checkpoint is None and not self.restarted
 
 
 def decide_start(cfg: RunConfig) -> RunStart:
@@ -59,7 +61,7 @@ def decide_start(cfg: RunConfig) -> RunStart:
         latest = newest_complete_checkpoint(run_dir)
         if latest is not None:
             check_resumable(latest)
-        return RunStart(run_dir, latest)
+        return RunStart(run_dir, latest, restarted=True)
     return RunStart(run_dir, replaces_old_run=check_new_run_dir(run_dir, cfg.overwrite))
 
 
