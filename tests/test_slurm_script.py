@@ -44,6 +44,13 @@ def test_rendered_script_keeps_the_body_and_policy_and_takes_the_resources(cli, 
     assert subprocess.run(["bash", "-n", str(SCRIPT)]).returncode == 0
 
 
+@pytest.mark.parametrize("time_limit", ["90", "90:30", "24:00:00", "2-00", "2-12:30", "2-12:30:00", "UNLIMITED"])
+def test_every_slurm_time_format_is_accepted(cli, time_limit: str) -> None:
+    result = cli("slurm", "digits_cnn", "--time", time_limit, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert f"#SBATCH --time={time_limit}" in result.stdout
+
+
 def test_cpu_workers_are_tasks_and_the_grace_is_one_setting(cli) -> None:
     result = cli("slurm", "digits_cnn", "--ntasks-per-node", "2", "--signal-grace", "300", "--dry-run")
 
@@ -59,6 +66,12 @@ def test_cpu_workers_are_tasks_and_the_grace_is_one_setting(cli) -> None:
         (("trainer.accelerator=gpu",), "trainer.accelerator=gpu needs GPUs: add --gpus-per-node N"),
         (("--nodes", "0"), "--nodes=0 must be at least 1"),
         (("--bogus",), "unrecognized argument '--bogus'"),
+        # A newline would end the #SBATCH line and start a directive of its own.
+        (("--partition", "gpu\n#SBATCH --uid=0"), "--partition='gpu\\n#SBATCH --uid=0' must be one word"),
+        (("--job-name", "my job"), "must be one word without spaces or control characters"),
+        (("--time", "tomorrow"), "--time='tomorrow' is not a SLURM time"),
+        (("--time", "1:99:00"), "is not a SLURM time"),
+        (("generate.prompt=a\rb",), "holds a control character"),
         (("optim.lrr=1",), "optim.lr"),  # the usual recipe errors, with the closest key
     ],
 )

@@ -97,6 +97,7 @@ def fit(cfg: RunConfig, callbacks: list[L.Callback] | None = None) -> dict[str, 
                 _train(run)
             return _finish_fit(run)
         finally:
+            close_loggers(cfg)  # a failed run's too (a no-op once finished)
             run.lock.release()
 
 
@@ -228,7 +229,7 @@ def _finish_fit(run: FitRun) -> dict[str, Any]:
     summary["requeued"] = bool(decision and decision.requeue)
     if trainer.is_global_zero:
         write_summary(run.start.run_dir, summary)
-        close_loggers(trainer.loggers)
+        close_loggers(cfg)  # before a requeue ends this attempt
         if run.stopped_by and decision is None:
             last = run.start.run_dir / CHECKPOINTS / LAST_CKPT
             print(f"trainer: stopped by {run.stopped_by} at step {trainer.global_step}; checkpoint {last}; "

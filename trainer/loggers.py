@@ -117,11 +117,11 @@ def build_loggers(cfg: RunConfig, run_dir: Path, wandb_id: str | None = None) ->
     return loggers
 
 
-def close_loggers(loggers: list[Logger]) -> None:
-    """Finish a W&B run here, while the CLI still sends library output to stderr: left to wandb's exit
-    hook, its closing lines would land on stdout after the result."""
-    from lightning.pytorch.loggers import WandbLogger
+def close_loggers(cfg: RunConfig) -> None:
+    """Finish the W&B run here, while the CLI still sends library output to stderr: left to wandb's exit
+    hook, its closing lines (with colour codes) would land on stdout after the result."""
+    if "wandb" in cfg.logger and rank_zero_only.rank == 0:
+        import wandb
 
-    for logger in loggers:
-        if isinstance(logger, WandbLogger) and rank_zero_only.rank == 0:
-            logger.experiment.finish()
+        if wandb.run is not None:
+            wandb.finish()
