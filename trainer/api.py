@@ -18,12 +18,13 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.strategies import DDPStrategy
 
-from trainer.build import build_callbacks, build_datamodule, build_task, build_trainer
+from trainer.build import build_callbacks, build_datamodule, build_task, build_trainer, check_loop_settings
 from trainer.cluster.env import slurm_job_id
 from trainer.cluster.requeue import RequeueDecision, decide_requeue, requeue
-from trainer.cluster.signals import Interrupted, StopRequest
+from trainer.cluster.signals import StopRequest
 from trainer.config import RunConfig, load_config_file
 from trainer.config.model_args import model_kwargs
 from trainer.data import RecipeDataModule
@@ -31,23 +32,30 @@ from trainer.data.sources import check_source
 from trainer.data.tokenizer import PAD, TOKENIZER_FILE, UNK, load_tokenizer
 from trainer.distributed.batching import BatchPlan, plan_batches
 from trainer.distributed.process_group import init_process_group, rank_zero_decides, rank_zero_first
-from trainer.distributed.strategy import check_strategy_settings
+from trainer.distributed.strategy import check_precision, check_strategy_settings
 from trainer.distributed.topology import Topology, resolve_topology
-from trainer.errors import UserError
+from trainer.errors import TrainingDiverged, UserError
 from trainer.export import EXPORT_DIR, export_model
 from trainer.lifecycle.checkpoints import plain_model_state, read_info, read_training_checkpoint, verify_checkpoint
-from trainer.lifecycle.last_checkpoint import LastCheckpoint, RunStopped, remove_path
-from trainer.lifecycle.run_config import fit_config
+from trainer.lifecycle.claim import RunClaim
+from trainer.lifecycle.last_checkpoint import RunStopped
+from trainer.lifecycle.run_config import fit_config, resume_command
 from trainer.lifecycle.run_dir import (
     CHECKPOINTS,
     CONFIG_FILE,
     LAST_CKPT,
     WANDB_ID_FILE,
-    RunLock,
     existing_checkpoint,
+    newest_complete_checkpoint,
     run_dir_of,
 )
-from trainer.lifecycle.start import RunStart, check_checkpoint_fits, decide_start, write_run_files
+from trainer.lifecycle.start import (
+    CommitAtTrainStart,
+    RunStart,
+    check_checkpoint_fits,
+    decide_start,
+    write_run_files,
+)
 from trainer.lifecycle.summary import Throughput, metrics_with_prefix, write_summary
 from trainer.lifecycle.universal import convert_to_universal, needs_conversion
 from trainer.loggers import build_loggers, close_loggers
@@ -69,7 +77,7 @@ class FitRun:
     task: Task
     trainer: L.Trainer
     stop: StopRequest
-    lock: RunLock
+    claim: RunClaim  # rank 0's hold on the run directory (an empty one on other ranks)
     started: float
     wandb_id: str | None = None
     stopped_by: str | None = None
@@ -92,13 +100,13 @@ def fit(cfg: RunConfig, callbacks: list[L.Callback] | None = None) -> dict[str, 
     with StopRequest().installed() as stop:
         run = _setup_fit(cfg, stop, callbacks or [])
         try:
-            with _removed_if_interrupted_before_training(run):
+            with _undone_unless_training_started(run):
                 _write_run(run)
                 _train(run)
             return _finish_fit(run)
         finally:
             close_loggers(cfg)  # a failed run's too (a no-op once finished)
-            run.lock.release()
+            run.claim.release()
 
 
 def _setup_fit(cfg: RunConfig, stop: StopRequest, extra_callbacks: list[L.Callback]) -> FitRun:
@@ -107,22 +115,22 @@ def _setup_fit(cfg: RunConfig, stop: StopRequest, extra_callbacks: list[L.Callba
     topology = resolve_topology(cfg.trainer.accelerator, cfg.trainer.devices, cfg.trainer.num_nodes)
     plan = plan_batches(cfg.data.global_batch_size, cfg.data.micro_batch_size, topology.world_size)
     check_strategy_settings(cfg)
+    check_precision(cfg.trainer.precision, topology.accelerator)
     check_source(cfg.data)
     init_process_group(topology.accelerator)
 
-    lock = RunLock(Path())
+    claim = RunClaim()
 
-    def decide() -> RunStart:  # rank 0 alone; the lock stays with it for the whole run
-        nonlocal lock
-        start = decide_start(cfg)
-        lock = RunLock(start.run_dir).acquire()
+    def decide() -> RunStart:  # rank 0 alone; its claim on the directory stays with it for the whole run
+        nonlocal claim
+        start, claim = decide_start(cfg)
         return start
 
     start = rank_zero_decides(decide)
     try:
-        return _build_fit(cfg, start, topology, plan, stop, extra_callbacks, lock, started)
+        return _build_fit(cfg, start, topology, plan, stop, extra_callbacks, claim, started)
     except BaseException:
-        lock.release()
+        claim.roll_back()
         raise
 
 
@@ -133,7 +141,7 @@ def _build_fit(
     plan: BatchPlan,
     stop: StopRequest,
     extra_callbacks: list[L.Callback],
-    lock: RunLock,
+    claim: RunClaim,
     started: float,
 ) -> FitRun:
     load_universal = start.checkpoint is not None and needs_conversion(start.checkpoint, plan.world_size)
@@ -149,23 +157,23 @@ def _build_fit(
     with rank_zero_first(per_node=True):
         datamodule.prepare_data()
     datamodule.check_trainable(plan.global_batch_size)
+    check_loop_settings(cfg, plan, datamodule)
     task = build_task(cfg, datamodule.facts(), plan, len(datamodule.train_set))
     if start.checkpoint is not None:
         check_checkpoint_fits(cfg, read_info(start.checkpoint), start.checkpoint, task.hparams.model_kwargs)
 
     wandb_id = _wandb_id(start.run_dir) if "wandb" in cfg.logger else None
-    callbacks = [*build_callbacks(cfg, start.run_dir, plan, stop), *extra_callbacks]
+    callbacks = [*build_callbacks(cfg, start.run_dir, plan, stop), CommitAtTrainStart(claim), *extra_callbacks]
     loggers = build_loggers(cfg, start.run_dir, wandb_id)
     trainer = build_trainer(cfg, plan, topology, start.run_dir, loggers, callbacks, load_universal=load_universal)
-    return FitRun(cfg, start, plan, datamodule, task, trainer, stop, lock, started, wandb_id)
+    return FitRun(cfg, start, plan, datamodule, task, trainer, stop, claim, started, wandb_id)
 
 
 def _write_run(run: FitRun) -> None:
     """Every input is checked: from here on the run writes (rank 0)."""
     if not run.trainer.is_global_zero:
         return
-    write_run_files(run.cfg, run.start, run.wandb_id)
-    run.lock.acquire()  # a new directory exists only now
+    write_run_files(run.cfg, run.start, run.claim, run.wandb_id)
     tokenizer = getattr(run.datamodule, "tokenizer", None)
     if tokenizer is not None:
         tokenizer.save(str(run.start.run_dir / TOKENIZER_FILE))
@@ -178,7 +186,13 @@ def _train(run: FitRun) -> None:
     """trainer.fit, then the final validation (when training ended between two) and the test split."""
     trainer, task, datamodule = run.trainer, run.task, run.datamodule
     try:
-        trainer.fit(task, datamodule=datamodule, ckpt_path=run.start.checkpoint, weights_only=True)
+        try:
+            trainer.fit(task, datamodule=datamodule, ckpt_path=run.start.checkpoint, weights_only=True)
+        except (MisconfigurationException, ValueError) as err:
+            if run.stop.training:  # a failure during training is not a setting's
+                raise
+            # Lightning checks some settings only as `fit` begins (val_check_interval against the batches).
+            raise UserError(f"invalid trainer settings: {str(err).splitlines()[0]}") from None
         if run.callback(Throughput).last_val_step != trainer.global_step:
             # Training stopped between validations: the summary's val metrics must describe the final weights.
             trainer.validate(task, datamodule=datamodule, verbose=False)
@@ -188,18 +202,19 @@ def _train(run: FitRun) -> None:
             trainer.test(task, datamodule=datamodule, ckpt_path=best or None, weights_only=True, verbose=False)
     except RunStopped:
         run.stopped_by = run.stop.signal_name
+    except TrainingDiverged as err:
+        last = newest_complete_checkpoint(run.start.run_dir)
+        saved = f"the last checkpoint, {last}, is from before it" if last else "no checkpoint was written before it"
+        raise TrainingDiverged(f"{err}; {saved}") from None
 
 
 @contextlib.contextmanager
-def _removed_if_interrupted_before_training(run: FitRun) -> Iterator[None]:
-    """Ctrl-C before training (Lightning's set-up included): a new run leaves no directory behind. Once
-    training has started Ctrl-C no longer interrupts (it saves and stops), so this never removes a checkpoint."""
+def _undone_unless_training_started(run: FitRun) -> Iterator[None]:
+    """A failure or Ctrl-C before training starts leaves the run directory as it was (see RunClaim)."""
     try:
         yield
-    except Interrupted:
-        if run.start.made_here and run.callback(LastCheckpoint).saved_step is None and run.trainer.is_global_zero:
-            run.lock.release()
-            remove_path(run.start.run_dir)
+    except BaseException:
+        run.claim.roll_back()  # a no-op once training has started
         raise
 
 
@@ -224,8 +239,8 @@ def _finish_fit(run: FitRun) -> dict[str, Any]:
         "best_checkpoint": _best_checkpoint(trainer),
         "stopped_by": run.stopped_by,
     }
-    resume_command = f"`trainer fit {cfg.name} resume={run.start.run_dir}`"
-    decision = decide_requeue(cfg.slurm, run.stopped_by, resume_command)
+    continue_with = f"`{resume_command(cfg.name, run.start.run_dir)}`"
+    decision = decide_requeue(cfg.slurm, run.stopped_by, continue_with)
     summary["requeued"] = bool(decision and decision.requeue)
     if trainer.is_global_zero:
         write_summary(run.start.run_dir, summary)
@@ -233,7 +248,7 @@ def _finish_fit(run: FitRun) -> dict[str, Any]:
         if run.stopped_by and decision is None:
             last = run.start.run_dir / CHECKPOINTS / LAST_CKPT
             print(f"trainer: stopped by {run.stopped_by} at step {trainer.global_step}; checkpoint {last}; "
-                  f"continue with {resume_command}", file=sys.stderr, flush=True)  # fmt: skip
+                  f"continue with {continue_with}", file=sys.stderr, flush=True)  # fmt: skip
     if decision is not None:
         _requeue(trainer, decision, summary, run.start.run_dir)
     return summary
@@ -253,12 +268,8 @@ def _requeue(trainer: L.Trainer, decision: RequeueDecision, summary: dict[str, A
         if error is not None:
             summary["requeued"] = False
             write_summary(run_dir, summary)
-            print(
-                f"trainer: could not requeue SLURM job {job}: {error}; resume with `trainer fit {summary['recipe']} "
-                f"resume={run_dir}`",
-                file=sys.stderr,
-                flush=True,
-            )
+            print(f"trainer: could not requeue SLURM job {job}: {error}; resume with "
+                  f"`{resume_command(summary['recipe'], run_dir)}`", file=sys.stderr, flush=True)  # fmt: skip
 
 
 def test(cfg: RunConfig) -> dict[str, float]:
@@ -301,9 +312,7 @@ def generate(cfg: RunConfig) -> str:
     tokenizer = load_tokenizer(tokenizer_path)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = task.model.to(device).eval()
-    prompt_ids = tokenizer.encode(cfg.generate.prompt).ids
-    if not prompt_ids:
-        raise UserError("prompt= encodes to no tokens; give a prompt made of characters the model has seen")
+    prompt_ids = _prompt_ids(tokenizer, cfg.generate.prompt)
     input_ids = torch.tensor([prompt_ids], device=device)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     # The context the model was trained on: a Transformer has no positions beyond it.
@@ -337,6 +346,21 @@ def export(run_dir: Path, ckpt: str | None = None) -> Path:
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def _prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
+    """The prompt's token ids without those the model never saw (they would reach it as [UNK]), said on stderr."""
+    encoding = tokenizer.encode(prompt)
+    unknown_id = tokenizer.token_to_id(UNK)
+    unseen = sorted({prompt[start:end] for token, (start, end) in zip(encoding.ids, encoding.offsets, strict=True)
+                     if token == unknown_id})  # fmt: skip
+    ids = [token for token in encoding.ids if token != unknown_id]
+    if not ids:
+        raise UserError(f"prompt {prompt!r} holds nothing the model has seen; give a prompt in its alphabet")
+    if unseen:
+        print(f"trainer: left out of the prompt, never seen in training: {' '.join(map(repr, unseen))}",
+              file=sys.stderr, flush=True)  # fmt: skip
+    return ids
 
 
 def _is_rank_zero() -> bool:

@@ -15,7 +15,7 @@ from trainer.cluster.signals import StopRequest
 from trainer.config.model_args import model_kwargs
 from trainer.config.schema import RunConfig
 from trainer.data import DATA_MODULES, RecipeDataModule
-from trainer.distributed.batching import BatchPlan, total_optimizer_steps
+from trainer.distributed.batching import BatchPlan, eval_batches, total_optimizer_steps, train_batches_per_epoch
 from trainer.distributed.strategy import build_strategy, optimizer_factory
 from trainer.distributed.topology import Topology
 from trainer.errors import UserError
@@ -30,6 +30,25 @@ def build_datamodule(cfg: RunConfig, plan: BatchPlan, tokenizer_path: Path | Non
     module_cls = DATA_MODULES[cfg.task]
     kwargs: dict[str, Any] = {"tokenizer_path": tokenizer_path} if cfg.task != "image_classification" else {}
     return module_cls(cfg.data, seed=cfg.seed, micro_batch_size=plan.micro_batch_size, **kwargs)
+
+
+def check_loop_settings(cfg: RunConfig, plan: BatchPlan, datamodule: RecipeDataModule) -> None:
+    """The settings Lightning checks only once `fit` has begun, checked now against the real batch counts."""
+    t = cfg.trainer
+    train = train_batches_per_epoch(len(datamodule.train_set), plan, t.limit_train_batches)
+    if train == 0:
+        raise UserError(f"trainer.limit_train_batches={t.limit_train_batches} leaves no training batch; raise it")
+    if isinstance(t.val_check_interval, int) and t.check_val_every_n_epoch is not None and t.val_check_interval > train:
+        raise UserError(
+            f"trainer.val_check_interval={t.val_check_interval} is more than the {train} training batches of an epoch; "
+            "lower it, or set trainer.check_val_every_n_epoch=null to count batches across epochs"
+        )
+    val = eval_batches(len(datamodule.val_set), plan, t.limit_val_batches)
+    if val == 0 and cfg.checkpoint.monitor.startswith("val/"):
+        raise UserError(
+            f"trainer.limit_val_batches={t.limit_val_batches} leaves no validation batch, but checkpoint.monitor="
+            f"{cfg.checkpoint.monitor} needs one; raise it"
+        )
 
 
 def build_task(cfg: RunConfig, facts: dict[str, Any], plan: BatchPlan, num_train_samples: int) -> Task:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from trainer.cluster.launch import report_failure
 from trainer.cluster.signals import Interrupted
-from trainer.errors import CheckpointWriteFailed, TrainingDiverged, UserError
+from trainer.errors import TrainingDiverged, UserError, WriteFailed
 from trainer.quiet import silence_dependency_noise
 
 EXIT_USER_ERROR = 2
@@ -36,6 +36,20 @@ GENERATE_SHORT_KEYS = ("prompt", "max_new_tokens", "temperature", "top_k")
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, not argparse's usage block
         raise UserError(f"{message}; run `trainer --help`")
+
+
+def _positive(text: str) -> int:
+    value = int(text) if text.lstrip("-").isdigit() else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count of 1 or more")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text) if text.isdigit() else 0
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1-65535)")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--gpus-per-node", type=int, default=8)
     plan.add_argument("--gpu-memory", default=None, help="e.g. 80GB: say whether each strategy fits")
     plan.add_argument("--head-node", default="$HEAD_NODE", help="rendezvous host in the printed commands")
-    plan.add_argument("--port", type=int, default=29500)
+    plan.add_argument("--port", type=_port, default=29500)
     slurm = commands.add_parser("slurm", help="render slurm/train.sbatch for a recipe and submit it (--dry-run: print)")
     slurm.add_argument("recipe", help="shipped recipe name or path to a YAML file")
     slurm.add_argument("overrides", nargs="*", help="key.path=value words")
@@ -73,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     slurm.add_argument("--output", default=None, help="job log; default slurm-<job name>-<job id>.out")
     slurm.add_argument("--dry-run", action="store_true", help="print the script instead of submitting it")
     devices = commands.add_parser("devices", help="processes per node a recipe starts on this machine (launch scripts)")
-    devices.add_argument("--expect", type=int, default=None, help="fail unless the recipe allows this many")
+    devices.add_argument("--expect", type=_positive, default=None, help="fail unless the recipe allows this many")
     devices.add_argument("recipe", help="shipped recipe name or path to a YAML file")
     devices.add_argument("overrides", nargs=argparse.REMAINDER, help="key.path=value words")
     export = commands.add_parser("export", help="consolidate a run's checkpoint into RUN_DIR/export/model.safetensors")
@@ -90,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(err, EXIT_USER_ERROR)
     except TrainingDiverged as err:
         return _fail(err, EXIT_DIVERGED)
-    except CheckpointWriteFailed as err:
+    except WriteFailed as err:
         return _fail(err, EXIT_WRITE_FAILED)
     except OSError as err:
         if err.errno not in WRITE_FAILURES:
@@ -107,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _fail(err: BaseException | str, status: int) -> int:
     line = f"error: {err}"
+    if "lightning" in sys.modules and sys.stderr.isatty():
+        print(file=sys.stderr)  # a progress bar may hold the cursor mid-line
     print(line, file=sys.stderr, flush=True)
     report_failure(line, status)  # to torchrun's agent, when a worker
     return status

@@ -9,6 +9,6 @@ class TrainingDiverged(Exception):
     """The loss became NaN or infinite (exit 3). The run stopped before that step changed any weight or checkpoint."""
 
 
-class CheckpointWriteFailed(Exception):
-    """A checkpoint could not be written: a full disk, a quota, lost permissions (exit 4). The last good
-    checkpoint is intact and no partial one is left behind."""
+class WriteFailed(Exception):
+    """A write failed: a full disk, a quota, lost permissions (exit 4). What was there before (the last good
+    checkpoint, the previous export) is intact, and nothing half-written is left behind."""

@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from trainer.errors import UserError
+
 # torchrun (torch.distributed.run) sets all of these for every worker it starts.
 _TORCHRUN_WORLD = ("WORLD_SIZE", "LOCAL_WORLD_SIZE", "RANK", "LOCAL_RANK", "GROUP_RANK")
 
@@ -25,15 +27,33 @@ class LaunchedWorld:
 
 def torchrun_world() -> LaunchedWorld | None:
     """The world torchrun started this process in, or None when no launcher did."""
-    if not all(name in os.environ for name in _TORCHRUN_WORLD):
+    present = [name for name in _TORCHRUN_WORLD if name in os.environ]
+    if not present:
         return None
+    if len(present) < len(_TORCHRUN_WORLD) or "MASTER_ADDR" not in os.environ or "MASTER_PORT" not in os.environ:
+        missing = [n for n in (*_TORCHRUN_WORLD, "MASTER_ADDR", "MASTER_PORT") if n not in os.environ]
+        raise UserError(
+            f"the environment names a torchrun world ({', '.join(present)}) but lacks {', '.join(missing)}; "
+            "start the workers with torchrun, or unset those variables"
+        )
     return LaunchedWorld(
-        world_size=int(os.environ["WORLD_SIZE"]),
-        local_world_size=int(os.environ["LOCAL_WORLD_SIZE"]),
-        rank=int(os.environ["RANK"]),
-        local_rank=int(os.environ["LOCAL_RANK"]),
-        node_rank=int(os.environ["GROUP_RANK"]),
+        world_size=_number("WORLD_SIZE"),
+        local_world_size=_number("LOCAL_WORLD_SIZE"),
+        rank=_number("RANK"),
+        local_rank=_number("LOCAL_RANK"),
+        node_rank=_number("GROUP_RANK"),
     )
+
+
+def _number(name: str, default: int | None = None) -> int:
+    """An integer a launcher set; a broken value is one clear line, not a traceback."""
+    text = os.environ.get(name) or ""
+    if not text and default is not None:
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise UserError(f"{name}={text!r} is not a number; the launcher's environment is broken") from None
 
 
 @dataclass(frozen=True)
@@ -47,12 +67,12 @@ class AgentStore:
 def agent_store() -> AgentStore | None:
     if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
         return None
-    return AgentStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]))
+    return AgentStore(os.environ["MASTER_ADDR"], _number("MASTER_PORT"))
 
 
 def elastic_restart_count() -> int:
     """torchrun's restarts of this worker group inside one attempt (`--max-restarts`)."""
-    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT") or 0)
+    return _number("TORCHELASTIC_RESTART_COUNT", default=0)
 
 
 def slurm_job_id() -> str | None:
@@ -61,7 +81,7 @@ def slurm_job_id() -> str | None:
 
 def slurm_restart_count() -> int:
     """How often SLURM has requeued this job."""
-    return int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+    return _number("SLURM_RESTART_COUNT", default=0)
 
 
 def restart_count() -> int:

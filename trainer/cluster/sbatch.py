@@ -19,6 +19,7 @@ from trainer.errors import UserError
 
 SCRIPT_NAME = "train.sbatch"
 BODY_MARKER = "# ---- body:"
+MAX_SIGNAL_TIME_S = 65535  # sbatch --signal=<sig>@<sig_time>: sig_time is 16 bits
 # sbatch --time: minutes, minutes:seconds, hours:minutes:seconds, days-hours, days-hours:minutes,
 # days-hours:minutes:seconds, or no limit.
 _TIME = re.compile(r"\d+(:[0-5]?\d){0,2}|\d+-\d+(:[0-5]?\d){0,2}|INFINITE|UNLIMITED")
@@ -49,6 +50,8 @@ class Resources:
         ):
             if value is not None and value < least:
                 raise UserError(f"{flag}={value} must be at least {least}")
+        if self.signal_grace_s is not None and self.signal_grace_s > MAX_SIGNAL_TIME_S:
+            raise UserError(f"--signal-grace={self.signal_grace_s} is more than SLURM allows ({MAX_SIGNAL_TIME_S} s)")
         for flag, text in (
             ("--time", self.time),
             ("--partition", self.partition),
@@ -95,6 +98,11 @@ def check_fits_recipe(resources: Resources, trainer: TrainerConfig) -> None:
         raise UserError(
             f"trainer.devices={trainer.devices!r} but the job would start {resources.workers_per_node} workers "
             "per node; drop trainer.devices (the allocation decides) or change --gpus-per-node / --ntasks-per-node"
+        )
+    if trainer.num_nodes > 1 and trainer.num_nodes != resources.nodes:
+        raise UserError(
+            f"trainer.num_nodes={trainer.num_nodes} but the job asks for --nodes {resources.nodes}; drop "
+            "trainer.num_nodes (the allocation decides) or change --nodes"
         )
     if trainer.accelerator in ("gpu", "cuda") and not resources.gpus_per_node:
         raise UserError(f"trainer.accelerator={trainer.accelerator} needs GPUs: add --gpus-per-node N")

@@ -73,8 +73,16 @@ def _read_yaml(path: Path) -> DictConfig:
         raise UserError(f"recipe {path} is nested too deeply to be a recipe; fix the recipe file") from None
     except IsADirectoryError:
         raise UserError(f"recipe {path} is a folder; give a YAML file") from None
+    except OmegaConfBaseException as err:
+        raise UserError(f"recipe {path} is not a recipe: {str(err).splitlines()[0]}; fix the recipe file") from None
     if not isinstance(conf, DictConfig):
         raise UserError(f"recipe {path} must be a mapping of keys to values, not a {type(conf).__name__}")
+    # Checked on the file's own text, before any value is read (reading resolves `${...}`).
+    raw = OmegaConf.to_container(conf, resolve=False)
+    _refuse_resolver_calls(raw, where=f" in {path}")
+    parent = raw.get("inherits")  # type: ignore[union-attr]
+    if parent is not None and (not isinstance(parent, str) or "${" in parent):
+        raise UserError(f"inherits: in {path} must be a recipe name or a path, written out; fix the recipe file")
     return conf
 
 
@@ -106,16 +114,22 @@ def parse_overrides(words: list[str]) -> DictConfig:
     overrides = OmegaConf.create()
     for word in words:
         key, sep, raw_value = word.partition("=")
-        if not sep or not key or key.startswith("-"):
+        if not sep or key.startswith("-"):
             raise UserError(f"override {word!r} has no '='; write overrides as key.path=value (e.g. optim.lr=3e-4)")
+        if not key:
+            raise UserError(f"override {word!r} has no key; write overrides as key.path=value (e.g. optim.lr=3e-4)")
+        if not raw_value.strip():
+            # An unset shell variable (`resume=$RUN`) must not quietly mean "no value".
+            raise UserError(f"override {word!r} has no value; give one, or write {key}=null to unset it")
         if not _KEY.fullmatch(key) or key.count(".") >= MAX_KEY_DEPTH:
             close = difflib.get_close_matches(key, valid_keys(RunConfig), n=1, cutoff=0.6)
             hint = f"did you mean {close[0]!r}?" if close else "run `trainer config <recipe>` to see the valid keys"
             raise UserError(f"unknown key {key[:80]!r} in override; {hint}")
         _refuse_resolver_calls(raw_value, key)
         try:
-            value = OmegaConf.from_dotlist([word])
-            node = OmegaConf.select(value, key)
+            node: Any = OmegaConf.to_container(OmegaConf.from_dotlist([word]), resolve=False)
+            for part in key.split("."):  # unresolved: `${model.d_model}` refers to the merged recipe, not this word
+                node = node[part]
         except OmegaConfBaseException as err:
             raise UserError(f"cannot parse override {word!r}: {err}".splitlines()[0]) from None
         except yaml.YAMLError as err:
@@ -125,7 +139,7 @@ def parse_overrides(words: list[str]) -> DictConfig:
         except RecursionError:
             raise UserError(f"the value of override {key!r} is nested too deeply") from None
         # `ROMEO:` parses as a YAML mapping but is meant as text; a mapping is written `{key: value}`.
-        if isinstance(node, DictConfig) and not raw_value.lstrip().startswith("{"):
+        if isinstance(node, dict) and not raw_value.lstrip().startswith("{"):
             node = raw_value
         OmegaConf.update(overrides, key, node, force_add=True)
     return overrides
@@ -135,9 +149,9 @@ def compose(recipe: str, overrides: list[str] | None = None) -> dict[str, Any]:
     """The merged, resolved recipe as a plain dict (not yet validated)."""
     path = find_recipe(recipe)
     conf = load_recipe(path)
-    if conf.get("name") is None:
-        conf.name = path.stem
     try:
+        if conf.get("name") is None:
+            conf.name = path.stem
         conf = OmegaConf.merge(conf, parse_overrides(overrides or []))
         raw = OmegaConf.to_container(conf, resolve=False)
         _refuse_resolver_calls(raw)
@@ -148,18 +162,21 @@ def compose(recipe: str, overrides: list[str] | None = None) -> dict[str, Any]:
         raise UserError("the recipe is nested too deeply to be a recipe; fix it") from None
 
 
-def _refuse_resolver_calls(node: Any, key: str = "") -> None:
-    """References to other keys (`${model.d_model}`) are fine; resolvers such as `${oc.env:...}` are not."""
+def _refuse_resolver_calls(node: Any, key: str = "", where: str = "") -> None:
+    """References to other keys (`${model.d_model}`) are fine; resolvers such as `${oc.env:...}` are not.
+    Keys must be text (YAML allows `~: 2` or `1: x`, which name no setting)."""
     if isinstance(node, dict):
         for name, value in node.items():
-            _refuse_resolver_calls(value, f"{key}.{name}" if key else str(name))
+            if not isinstance(name, str):
+                raise UserError(f"key {name!r}{where} is not a name; recipe keys are words such as optim.lr")
+            _refuse_resolver_calls(value, f"{key}.{name}" if key else name, where)
     elif isinstance(node, list):
         for index, value in enumerate(node):
-            _refuse_resolver_calls(value, f"{key}.{index}")
+            _refuse_resolver_calls(value, f"{key}.{index}", where)
     elif isinstance(node, str) and _RESOLVER_CALL.search(node):
         raise UserError(
-            f"{key} calls a resolver ({node!r}); write the value itself (resolvers such as oc.env would copy "
-            "the environment into the run's saved config)"
+            f"{key}{where} calls a resolver; write the value itself (resolvers such as oc.env would copy "
+            "the environment into the run's saved config and its logs)"
         )
 
 
@@ -202,7 +219,9 @@ def describe_validation_error(err: ValidationError, raw: dict[str, Any]) -> str:
         close = difflib.get_close_matches(key, valid_keys(RunConfig), n=1, cutoff=0.6)
         hint = f"did you mean {close[0]!r}?" if close else "run `trainer config <recipe>` to see the valid keys"
         return f"unknown key {key!r}; {hint}"
-    message = first["msg"].removeprefix("Value error, ")
+    # A union (an int or a float, say) fails once per branch: say what each branch wanted.
+    branches = [e["msg"].removeprefix("Value error, ") for e in err.errors() if _user_key(e["loc"], raw) == key]
+    message = " or ".join(dict.fromkeys(branches))
     if kind == "missing":
         return f"missing key {key!r}; set it in the recipe or with {key}=..."
     if not key:
@@ -225,6 +244,8 @@ def _user_key(loc: tuple[Any, ...], raw: dict[str, Any]) -> str:
             node = node[part] if part < len(node) else None
         elif isinstance(node, dict) and part == node.get("family"):
             continue  # a discriminated-union tag such as 'cnn' in ('model', 'cnn', 'channels')
+        elif not isinstance(node, dict | list) and parts:
+            break  # a union branch's tag under a plain value: not part of the user's key
         elif i == len(loc) - 1 or not isinstance(node, dict):
             parts.append(str(part))
     return ".".join(parts)

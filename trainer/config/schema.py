@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, field_validator, model_validator
 
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
+# A number of batches (an int) or a fraction of them (a float in (0, 1]), as Lightning's Trainer takes them.
+BatchCount = Annotated[int, Field(gt=0, strict=True)] | Annotated[float, Field(gt=0, le=1)]
 
 
 class Section(BaseModel):
@@ -193,11 +195,12 @@ class TrainerConfig(Section):
     gradient_clip_val: Annotated[float, Field(ge=0)] | None = None
     gradient_clip_algorithm: Literal["norm", "value"] = "norm"
     log_every_n_steps: PositiveInt = 50
-    val_check_interval: Annotated[float, Field(gt=0)] | None = None
+    # Lightning's meaning: an int counts batches, a float is a fraction of an epoch (at most 1).
+    val_check_interval: BatchCount | None = None
     check_val_every_n_epoch: PositiveInt | None = 1
-    limit_train_batches: Annotated[float, Field(gt=0)] | None = None
-    limit_val_batches: Annotated[float, Field(ge=0)] | None = None
-    limit_test_batches: Annotated[float, Field(ge=0)] | None = None
+    limit_train_batches: BatchCount | None = None
+    limit_val_batches: BatchCount | Literal[0] | None = None
+    limit_test_batches: BatchCount | None = None
     num_sanity_val_steps: int | None = Field(default=0, ge=-1)
     deterministic: bool | Literal["warn"] | None = None
     benchmark: bool | None = None
@@ -264,7 +267,7 @@ class SlurmConfig(Section):
 class GenerateConfig(Section):
     prompt: str = "\n"
     max_new_tokens: PositiveInt = 200
-    temperature: Annotated[float, Field(gt=0)] = 1.0
+    temperature: float = Field(default=1.0, ge=0, description="0: always the most likely token.")
     top_k: PositiveInt | None = None
 
 

@@ -8,32 +8,40 @@ from typing import Any
 
 import datasets
 import lightning as L
+import pyarrow
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchdata.stateful_dataloader import StatefulDataLoader
 from torchdata.stateful_dataloader.sampler import StatefulDistributedSampler
 
 from trainer.config.schema import DataConfig
-from trainer.data.sources import Splits, cache_dir, load_splits
+from trainer.data.sources import PROCESSED, Splits, cache_dir, load_splits
 from trainer.errors import UserError
 
 
-def class_count(split: datasets.Dataset, column: str) -> int:
-    """Classes of a label column: a ClassLabel's names, else the largest integer label + 1 (0 when empty)."""
-    feature = split.features[column]
+def class_count(splits: Splits, column: str) -> int:
+    """Classes of a label column: a ClassLabel's names, else the largest integer label of any split + 1
+    (a label the test split holds must have an output even if training never saw it)."""
+    feature = splits.train.features[column]
     if isinstance(feature, datasets.ClassLabel):
         return feature.num_classes
-    if len(split) == 0:
-        return 0
-    if not (isinstance(feature, datasets.Value) and feature.dtype.startswith(("int", "uint"))):
-        raise UserError(
-            f"data.label_column {column!r} holds {feature} values, not integer class ids; give labels 0..N-1 "
-            "(or a ClassLabel column)"
-        )
-    labels = split.unique(column)
-    if min(labels) < 0:
-        raise UserError(f"data.label_column {column!r} holds negative labels; give class ids 0..N-1")
-    return int(max(labels)) + 1
+    count = 0
+    for name, split in splits.present():
+        feature = split.features.get(column)
+        if len(split) == 0:
+            continue
+        if not (isinstance(feature, datasets.Value) and feature.dtype.startswith(("int", "uint"))):
+            raise UserError(
+                f"data.label_column {column!r} of the {name} split holds {feature} values, not integer class ids; "
+                "give labels 0..N-1 (or a ClassLabel column)"
+            )
+        labels = [label for label in split.unique(column) if label is not None]
+        if len(labels) != len(split.unique(column)) or not labels:
+            raise UserError(f"data.label_column {column!r} of the {name} split has empty (null) labels; fix the data")
+        if min(labels) < 0:
+            raise UserError(f"data.label_column {column!r} of the {name} split holds negative labels; give 0..N-1")
+        count = max(count, int(max(labels)) + 1)
+    return count
 
 
 class EvalShard(Dataset):
@@ -204,15 +212,24 @@ def cached_map(
     `tag` must change whenever the output would (tokenizer, lengths): a second run with the same
     data and settings then loads the file instead of tokenising again.
     """
-    folder = cache_dir / "processed"
+    folder = cache_dir / PROCESSED
     folder.mkdir(parents=True, exist_ok=True)
     fingerprint = f"{ds._fingerprint}-{tag}"
-    return ds.map(
-        fn,
-        batched=True,
-        remove_columns=remove_columns,
-        cache_file_name=str(folder / f"{fingerprint}.arrow"),
-        new_fingerprint=fingerprint,
-        load_from_cache_file=True,
-        desc="tokenising",
-    )
+    cache_file = folder / f"{fingerprint}.arrow"
+
+    def tokenise() -> datasets.Dataset:
+        return ds.map(
+            fn,
+            batched=True,
+            remove_columns=remove_columns,
+            cache_file_name=str(cache_file),
+            new_fingerprint=fingerprint,
+            load_from_cache_file=True,
+            desc="tokenising",
+        )
+
+    try:
+        return tokenise()
+    except pyarrow.ArrowException:  # a cache file cut short (a crash, a full disk): tokenise again
+        cache_file.unlink(missing_ok=True)
+        return tokenise()

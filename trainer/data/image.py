@@ -36,7 +36,7 @@ class ImageDataModule(RecipeDataModule):
             mean=cfg.normalize_mean,
             std=cfg.normalize_std,
         )
-        self._num_classes = class_count(splits.train, cfg.label_column)
+        self._num_classes = class_count(splits, cfg.label_column)
         self._sample = self._first_image(splits.train, transform)
         return tuple(
             s.with_transform(transform) if s is not None else None for s in (splits.train, splits.val, splits.test)

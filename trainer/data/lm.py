@@ -28,7 +28,7 @@ class LanguageModelingDataModule(TextClassificationDataModule):
 
     def process(self, splits: Splits) -> tuple[datasets.Dataset, datasets.Dataset, datasets.Dataset | None]:
         cfg = self.cfg
-        self._check_columns(splits.train, [cfg.text_column])
+        self._check_columns(splits, [cfg.text_column])
         self.tokenizer = tokenizer = self._tokenizer_for(splits.train)
         tokenizer.no_padding()
         tokenizer.no_truncation()

@@ -22,6 +22,9 @@ SKLEARN_DIGITS = "sklearn:digits"
 _FILE_BUILDERS = {".txt": "text", ".parquet": "parquet", ".csv": "csv", ".json": "json", ".jsonl": "json"}
 
 
+TOKENIZERS, PROCESSED = "tokenizers", "processed"  # the cache's two folders
+
+
 def cache_dir(cfg: DataConfig) -> Path:
     """Tokenizers and tokenised data: data.cache_dir, else $TRAINER_CACHE, else ~/.cache/trainer."""
     if cfg.cache_dir:
@@ -35,11 +38,17 @@ class Splits:
     val: datasets.Dataset | None  # None only when the caller carves validation itself
     test: datasets.Dataset | None
 
+    def present(self) -> list[tuple[str, datasets.Dataset]]:
+        return [(name, split) for name, split in (("training", self.train), ("validation", self.val),
+                                                  ("test", self.test)) if split is not None]  # fmt: skip
+
 
 def check_source(cfg: DataConfig) -> None:
     """Fail fast, before any work, on a cache that cannot be written, a local path that does not exist or
     files that hold nothing."""
-    check_writable(cache_dir(cfg), "data.cache_dir" if cfg.cache_dir else "TRAINER_CACHE")
+    cache = cache_dir(cfg)
+    for folder in (cache, cache / TOKENIZERS, cache / PROCESSED):
+        check_writable(folder, "data.cache_dir" if cfg.cache_dir else "TRAINER_CACHE")
     if cfg.path is None:
         return
     path = Path(cfg.path).expanduser()

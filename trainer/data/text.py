@@ -11,7 +11,7 @@ from tokenizers import Tokenizer
 
 from trainer.data.base import RecipeDataModule, cached_map, class_count
 from trainer.data.sources import Splits
-from trainer.data.tokenizer import PAD, build_tokenizer, tokenizer_hash
+from trainer.data.tokenizer import PAD, build_tokenizer, load_tokenizer, tokenizer_hash
 from trainer.errors import UserError
 
 
@@ -27,20 +27,30 @@ class TextClassificationDataModule(RecipeDataModule):
 
     def _tokenizer_for(self, train: datasets.Dataset) -> Tokenizer:
         if self.tokenizer_path is not None:
-            return Tokenizer.from_file(str(self.tokenizer_path))
+            return load_tokenizer(self.tokenizer_path)
         return build_tokenizer(self.cfg.tokenizer, train, self.cfg.text_column, self.cache_dir)
 
-    def _check_columns(self, train: datasets.Dataset, columns: list[str]) -> None:
+    def _check_columns(self, splits: Splits, columns: list[str]) -> None:
+        """The columns exist, and the text column holds text in every split (no numbers, no empty cells)."""
         for column in columns:
-            if column not in train.column_names:
+            if column not in splits.train.column_names:
                 key = "data.text_column" if column == self.cfg.text_column else "data.label_column"
-                raise UserError(f"data set has no column {column!r} (it has {train.column_names}); set {key}")
+                raise UserError(f"data set has no column {column!r} (it has {splits.train.column_names}); set {key}")
+        text = self.cfg.text_column
+        for name, split in splits.present():
+            feature = split.features.get(text)
+            if not (isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")):
+                raise UserError(f"data.text_column {text!r} of the {name} split holds {feature}, not text; set "
+                                "data.text_column to a text column")  # fmt: skip
+            if split.data.column(text).null_count:
+                raise UserError(f"data.text_column {text!r} of the {name} split has empty (null) cells; fill or drop "
+                                "them in the data")  # fmt: skip
 
     def process(self, splits: Splits) -> tuple[datasets.Dataset, datasets.Dataset, datasets.Dataset | None]:
         cfg = self.cfg
-        self._check_columns(splits.train, [cfg.text_column, cfg.label_column])
+        self._check_columns(splits, [cfg.text_column, cfg.label_column])
         self.tokenizer = self._tokenizer_for(splits.train)
-        self._num_classes = class_count(splits.train, cfg.label_column)
+        self._num_classes = class_count(splits, cfg.label_column)
         tokenizer = self.tokenizer
         tokenizer.no_padding()
         tokenizer.enable_truncation(cfg.max_length)

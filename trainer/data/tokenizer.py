@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -12,6 +13,8 @@ import datasets
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 from trainer.config.schema import TokenizerConfig
+from trainer.data.sources import TOKENIZERS
+from trainer.errors import UserError
 
 PAD, UNK = "[PAD]", "[UNK]"
 TOKENIZER_FILE = "tokenizer.json"
@@ -20,9 +23,10 @@ TOKENIZER_FILE = "tokenizer.json"
 def build_tokenizer(cfg: TokenizerConfig, texts: datasets.Dataset, text_column: str, cache_dir: Path) -> Tokenizer:
     """Train on `texts[text_column]`, or load the tokenizer trained earlier on the same data and settings."""
     key = hashlib.sha256(json.dumps([texts._fingerprint, text_column, cfg.model_dump()]).encode()).hexdigest()[:16]
-    cached = cache_dir / "tokenizers" / f"{key}.json"
+    cached = cache_dir / TOKENIZERS / f"{key}.json"
     if cached.is_file():
-        return Tokenizer.from_file(str(cached))
+        with contextlib.suppress(Exception):  # a cache entry that no longer reads (a crash, bit rot): train again
+            return Tokenizer.from_file(str(cached))
     tokenizer, trainer = _untrained(cfg)
     tokenizer.train_from_iterator(_batches(texts, text_column), trainer=trainer, length=len(texts))
     cached.parent.mkdir(parents=True, exist_ok=True)
@@ -39,7 +43,14 @@ def tokenizer_hash(tokenizer: Tokenizer) -> str:
 
 
 def load_tokenizer(path: Path) -> Tokenizer:
-    return Tokenizer.from_file(str(path))
+    """A run's own tokenizer (its `tokenizer.json`), which no cache can replace."""
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as err:  # the tokenizers library raises its own untyped Exception
+        raise UserError(
+            f"the tokenizer {str(path)!r} cannot be read ({str(err).splitlines()[0][:120]}); the run's tokenizer.json "
+            "is damaged: restore it from a copy of the run"
+        ) from None
 
 
 def _untrained(cfg: TokenizerConfig) -> tuple[Tokenizer, trainers.Trainer]:

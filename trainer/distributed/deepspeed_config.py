@@ -162,4 +162,6 @@ def build_deepspeed_config(user_config: dict[str, Any], zero: ZeroSettings, micr
     if zero.offload_parameters:
         section.setdefault("offload_param", {"device": "cpu", "pin_memory": False})
     config["train_micro_batch_size_per_gpu"] = micro_batch_size
+    # Lightning's own default, which it leaves out when given a config; its ZeRO-3 evaluation reads it.
+    config.setdefault("zero_allow_untested_optimizer", True)
     return config

@@ -103,11 +103,18 @@ def check_strategy_settings(cfg: RunConfig) -> dict[str, Any] | None:
         return None
     if offloads_optimizer(cfg) and cfg.optim.name != "adamw":
         raise UserError("optimizer offload runs DeepSpeed's CPU Adam; set optim.name=adamw or drop the offload")
-    if cfg.trainer.gradient_clip_algorithm == "value" and cfg.trainer.gradient_clip_val:
+    if cfg.trainer.gradient_clip_algorithm == "value":
         raise UserError("DeepSpeed clips gradients by norm only; set trainer.gradient_clip_algorithm=norm")
     user_config = read_user_config(ds.config)
     validate_deepspeed_config(user_config)
     return user_config
+
+
+def check_precision(precision: str, accelerator: str) -> None:
+    """fp16 on CPU is not supported by Lightning's mixed precision and overflows as pure fp16: a NaN loss
+    a few steps in would be reported as divergence. bf16 works on CPU."""
+    if accelerator == "cpu" and precision in ("16-mixed", "16-true"):
+        raise UserError(f"trainer.precision={precision} needs a GPU; on CPU use bf16-mixed, bf16-true or 32")
 
 
 def build_strategy(cfg: RunConfig, plan: BatchPlan, topology: Topology, load_universal: bool = False) -> str | Strategy:

@@ -12,6 +12,7 @@ version) is read unverified.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -68,8 +69,11 @@ def _record_of(path: Path) -> Path:
 
 def _write_atomically(path: Path, text: str) -> None:
     partial = path.with_name(path.name + f".{os.getpid()}.tmp")
-    partial.write_text(text)
-    os.replace(partial, path)
+    try:
+        partial.write_text(text)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def record_directory(path: Path) -> None:
@@ -81,11 +85,28 @@ def record_directory(path: Path) -> None:
     _write_atomically(path / DIRECTORY_RECORD, "\n".join(lines) + "\n")
 
 
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+
+
+def _record_lines(record: Path) -> list[tuple[str, str]]:
+    """(digest, name) pairs of a record; a record that is not one (rotted too) raises CorruptCheckpoint."""
+    pairs = []
+    for line in record.read_bytes().decode("utf-8", errors="replace").splitlines():
+        if not line.strip():
+            continue
+        digest, _, name = line.partition("  ")
+        if not _DIGEST.fullmatch(digest) or not name:
+            raise CorruptCheckpoint(f"corrupt checksum record {str(record)!r}: a checkpoint's record no longer reads "
+                                    "as one, so the checkpoint cannot be verified; give another ckpt")  # fmt: skip
+        pairs.append((digest, name))
+    return pairs
+
+
 def recorded_file_digests(path: Path) -> list[str]:
     record = _record_of(path)
     if not record.is_file():
         return []
-    return [line.split()[0] for line in record.read_text().splitlines() if line.strip()]
+    return [digest for digest, _ in _record_lines(record)]
 
 
 def record_file(path: Path, digest: str, also: list[str] | None = None) -> None:
@@ -116,8 +137,7 @@ def _mismatch(path: Path) -> str | None:
         record = path / DIRECTORY_RECORD
         if not record.is_file():
             return None
-        for line in record.read_text().splitlines():
-            digest, _, name = line.partition("  ")
+        for digest, name in _record_lines(record):
             member = path / name
             if not member.is_file():
                 return f"{name} is missing"
@@ -142,8 +162,10 @@ def newest_good_checkpoint(bad: Path) -> Path | None:
     others = [p for p in folder.glob("*.ckpt") if p.name != LAST_CKPT]
     others.sort(key=lambda p: int(m.group(1)) if (m := _STEP.search(p.name)) else -1, reverse=True)
     for candidate in [*candidates, *others]:
-        if candidate.exists() and candidate.resolve() != bad.resolve() and _mismatch(candidate) is None:
-            return candidate
+        if candidate.exists() and candidate.resolve() != bad.resolve():
+            with contextlib.suppress(CorruptCheckpoint):
+                if _mismatch(candidate) is None:
+                    return candidate
     return None
 
 
@@ -184,9 +206,21 @@ def check_resumable(path: Path) -> None:
 
 def _lightning_checkpoint(path: Path, mmap: bool = False) -> dict[str, Any]:
     checkpoint = _torch_load(path, mmap)
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
-        raise UserError(f"checkpoint {str(path)!r} was not written by `trainer fit`; give another ckpt")
+    _check_written_by_fit(checkpoint, path, weights=True)
     return checkpoint
+
+
+def _check_written_by_fit(state: Any, path: Path, weights: bool) -> None:
+    """The shape every checkpoint of `trainer fit` has; anything else is refused before it is used."""
+    hparams = state.get("hyper_parameters") if isinstance(state, dict) else None
+    fits = (
+        isinstance(hparams, dict)
+        and isinstance(hparams.get("family"), str)
+        and isinstance(hparams.get("model_kwargs"), dict)
+        and (not weights or isinstance(state.get("state_dict"), dict))
+    )
+    if not fits:
+        raise UserError(f"checkpoint {str(path)!r} was not written by `trainer fit`; give another ckpt")
 
 
 def _torch_load(path: Path, mmap: bool = False) -> Any:
@@ -208,8 +242,7 @@ def _deepspeed_client_state(path: Path) -> dict[str, Any]:
     if not states:
         raise UserError(f"DeepSpeed checkpoint {str(path)!r} has no model states; it is incomplete")
     state = _torch_load(states[0])
-    if not isinstance(state, dict) or "hyper_parameters" not in state:
-        raise UserError(f"checkpoint {str(path)!r} was not written by `trainer fit`; give another ckpt")
+    _check_written_by_fit(state, path, weights=False)
     return state
 
 

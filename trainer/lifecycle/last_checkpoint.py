@@ -18,7 +18,7 @@ import torch
 from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 
 from trainer.cluster.signals import StopRequest
-from trainer.errors import CheckpointWriteFailed
+from trainer.errors import WriteFailed
 from trainer.lifecycle.checkpoints import (
     file_digest,
     record_directory,
@@ -159,7 +159,13 @@ class LastCheckpoint(Checkpoint):
         write_checkpoint(trainer, partial, keep=self.path)  # every rank takes part: DeepSpeed writes a shard each
         trainer.strategy.barrier("last-checkpoint-written")
         if trainer.is_global_zero:
-            seal_and_swap(partial, self.path)
+            try:
+                seal_and_swap(partial, self.path)
+            except OSError as err:
+                if err.errno not in WRITE_FAILURES:
+                    raise
+                remove_path(partial)
+                raise WriteFailed(_write_failure(self.path, err, self.path)) from None
         trainer.strategy.barrier("last-checkpoint-swapped")
         self.saved_step = trainer.global_step
 
@@ -178,7 +184,7 @@ class BestCheckpoints(ModelCheckpoint):
                 raise
             if trainer.is_global_zero:
                 remove_path(path)
-            raise CheckpointWriteFailed(_write_failure(path, err, None)) from None
+            raise WriteFailed(_write_failure(path, err, None)) from None
         if trainer.is_global_zero:
             if path.is_dir():
                 record_directory(path)
@@ -222,7 +228,7 @@ def write_checkpoint(trainer: L.Trainer, path: Path, keep: Path) -> None:
         if err.errno not in WRITE_FAILURES:
             raise
         remove_path(path)  # no `.partial` left behind
-        raise CheckpointWriteFailed(_write_failure(path, err, keep)) from None
+        raise WriteFailed(_write_failure(path, err, keep)) from None
 
 
 def _write_failure(path: Path, err: OSError, keep: Path | None) -> str:

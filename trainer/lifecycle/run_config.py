@@ -12,10 +12,11 @@ every config error answers in well under a second.
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 from trainer.cluster.env import job_identity, restart_count
-from trainer.config import RunConfig, load_config, load_config_file, to_yaml
+from trainer.config import RunConfig, load_config, load_config_file, shipped_recipes, to_yaml
 from trainer.errors import UserError
 from trainer.lifecycle.run_dir import (
     CONFIG_FILE,
@@ -26,10 +27,14 @@ from trainer.lifecycle.run_dir import (
     same_job,
 )
 
+# The words that say which run a command works on; the other overrides change that run's settings.
+RUN_WORDS = ("resume", "ckpt", "run_dir", "overwrite")
+
 
 def fit_config(recipe: str, overrides: list[str]) -> RunConfig:
-    cfg = load_config(recipe, overrides)
-    if cfg.resume is None:
+    named = load_config(recipe, _run_words(overrides))  # the recipe as named, and which run
+    if named.resume is None:
+        cfg = load_config(recipe, overrides)
         if cfg.ckpt is not None:
             raise UserError("ckpt= is for test and generate; to continue a run use resume=RUN_DIR")
         run_dir = Path(cfg.run_dir).expanduser() if cfg.run_dir else None
@@ -37,13 +42,15 @@ def fit_config(recipe: str, overrides: list[str]) -> RunConfig:
         if run_dir is not None and not (restart_count() > 0 and same_job(run_dir, job_identity())):
             check_new_run_dir(run_dir, cfg.overwrite)
         return cfg
-    if cfg.overwrite:
+    if named.overwrite:
         raise UserError("resume= continues a run and overwrite=true replaces one; drop one of them")
-    run_dir = find_resume_dir(cfg.resume, cfg.name or recipe)
-    if cfg.run_dir is not None and _given(overrides, "run_dir") and Path(cfg.run_dir).resolve() != run_dir.resolve():
+    run_dir = find_resume_dir(named.resume, named.name or recipe)
+    given_dir = named.run_dir if _given(overrides, "run_dir") else None
+    if given_dir is not None and Path(given_dir).resolve() != run_dir.resolve():
         raise UserError(f"resume= continues the run in its own directory ({run_dir}); drop run_dir=")
+    # The overrides apply to the run's own settings (and are checked against them, not the recipe's).
     saved = load_config_file(run_dir / CONFIG_FILE, [*overrides, f"resume={run_dir}", f"run_dir={run_dir}"])
-    _check_same_recipe(saved, cfg, f"resume={cfg.resume}", "fit", f"resume={run_dir}")
+    _check_same_recipe(saved, named, f"resume={named.resume}", run_dir, f"resume={run_dir}")
     if saved.ckpt is not None:
         checkpoint = Path(saved.ckpt).expanduser()
         if run_dir_of(checkpoint) is None or run_dir_of(checkpoint) != run_dir.resolve():
@@ -54,24 +61,39 @@ def fit_config(recipe: str, overrides: list[str]) -> RunConfig:
 
 def eval_config(recipe: str, overrides: list[str], command: str) -> RunConfig:
     """The config of `trainer test` / `trainer generate`: the checkpoint's run, when it sits in one."""
-    cfg = load_config(recipe, overrides)
-    if command == "generate" and cfg.task != "language_modeling":
-        raise UserError(f"`trainer generate` needs a language-modelling recipe; {cfg.name!r} does {cfg.task}")
-    checkpoint = existing_checkpoint(cfg.ckpt, command)
+    named = load_config(recipe, _run_words(overrides))
+    if command == "generate" and named.task != "language_modeling":
+        raise UserError(f"`trainer generate` needs a language-modelling recipe; {named.name!r} does {named.task}")
+    checkpoint = existing_checkpoint(named.ckpt, command)
     run_dir = run_dir_of(checkpoint)
     if run_dir is None:
-        return cfg
+        return load_config(recipe, overrides)
     saved = load_config_file(run_dir / CONFIG_FILE, overrides)
-    _check_same_recipe(saved, cfg, f"checkpoint {cfg.ckpt!r}", command, f"ckpt={cfg.ckpt}")
+    _check_same_recipe(saved, named, f"checkpoint {named.ckpt!r}", run_dir, f"ckpt={named.ckpt}", command)
     return saved
 
 
-def _check_same_recipe(saved: RunConfig, asked: RunConfig, what: str, command: str, words: str) -> None:
+def recipe_word(name: str | None, run_dir: Path) -> str:
+    """What names a run's recipe on a command line: its shipped name, else the run's own config.yaml (a
+    recipe file's name alone does not find the file)."""
+    return name if name in shipped_recipes() else str(run_dir / CONFIG_FILE)
+
+
+def resume_command(name: str | None, run_dir: Path) -> str:
+    """The exact command that continues a run, quoted for a shell."""
+    return shlex.join(["trainer", "fit", recipe_word(name, run_dir), f"resume={run_dir}"])
+
+
+def _check_same_recipe(
+    saved: RunConfig, asked: RunConfig, what: str, run_dir: Path, words: str, command: str = "fit"
+) -> None:
     if saved.name != asked.name:
-        raise UserError(
-            f"{what} belongs to a run of recipe {saved.name!r}, not {asked.name!r}; "
-            f"run `trainer {command} {saved.name} {words}`"
-        )
+        fixed = shlex.join(["trainer", command, recipe_word(saved.name, run_dir), words])
+        raise UserError(f"{what} belongs to a run of recipe {saved.name!r}, not {asked.name!r}; run `{fixed}`")
+
+
+def _run_words(overrides: list[str]) -> list[str]:
+    return [word for word in overrides if word.partition("=")[0] in RUN_WORDS]
 
 
 def _given(overrides: list[str], key: str) -> bool:

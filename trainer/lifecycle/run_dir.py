@@ -7,10 +7,6 @@ by a new run unless the user says `overwrite=true`, and replaced only if it real
 
 from __future__ import annotations
 
-import errno
-import fcntl
-import os
-import shutil
 import time
 from pathlib import Path
 
@@ -56,22 +52,24 @@ def check_new_run_dir(run_dir: Path, overwrite: bool) -> bool:
             f"run_dir {str(run_dir)!r} already holds a run; choose another run_dir, continue it with "
             f"resume={run_dir}, or replace it with overwrite=true"
         )
-    if not (run_dir / CONFIG_FILE).is_file():
+    strangers = sorted(entry.name for entry in run_dir.iterdir() if not _belongs_to_a_run(entry.name))
+    if not (run_dir / CONFIG_FILE).is_file() or strangers:
+        why = f"it holds {strangers[0]!r}, which no run writes" if strangers else f"it has no {CONFIG_FILE}"
         raise UserError(
-            f"overwrite=true: run_dir {str(run_dir)!r} holds files but no {CONFIG_FILE}, so it is not a run "
-            "directory; nothing was deleted: choose an empty or new run_dir"
+            f"overwrite=true: run_dir {str(run_dir)!r} is not a run directory ({why}); nothing was deleted: "
+            "choose an empty or new run_dir"
         )
     check_writable(run_dir, "run_dir")
     return True
 
 
-def clear_old_run(run_dir: Path) -> None:
-    """Delete a run that `overwrite=true` replaces: called only once the new run's inputs are validated."""
-    for entry in run_dir.iterdir():
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
+# What a run directory holds (this file's names, the loggers', `trainer export`'s, `trainer report`'s).
+RUN_ENTRIES = {CONFIG_FILE, SUMMARY_FILE, METRICS_FILE, CHECKPOINTS, JOB_FILE, WANDB_ID_FILE, "tokenizer.json",
+               "tensorboard", "wandb", "export", "report", ".replaced-run"}  # fmt: skip
+
+
+def _belongs_to_a_run(name: str) -> bool:
+    return name in RUN_ENTRIES or name.endswith(".tmp")
 
 
 def newest_complete_checkpoint(run_dir: Path) -> Path | None:
@@ -126,40 +124,3 @@ def run_dir_of(ckpt: Path) -> Path | None:
     run_dir = ckpt.resolve().parent.parent
     in_run = ckpt.resolve().parent.name == CHECKPOINTS and (run_dir / CONFIG_FILE).is_file()
     return run_dir if in_run else None
-
-
-class RunLock:
-    """An advisory lock on a run directory, held by the one process that writes it (rank 0).
-
-    `resume=` on a run that is still training would make two writers of one checkpoint; the second
-    is refused. The lock is on the directory itself (flock), so taking it writes nothing, and the
-    kernel drops it when the holder dies, however it dies.
-    """
-
-    def __init__(self, run_dir: Path) -> None:
-        self.run_dir = run_dir
-        self._fd: int | None = None
-
-    def acquire(self) -> RunLock:
-        if self._fd is not None:
-            return self
-        if not self.run_dir.is_dir():
-            return self  # a new run: nobody else can be in it yet
-        fd = os.open(self.run_dir, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            os.close(fd)
-            if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise UserError(
-                    f"run {str(self.run_dir)!r} is in use by another trainer process; wait for it to finish "
-                    "or stop it (SIGTERM saves a checkpoint), then resume"
-                ) from None
-            return self  # a file system without locks: carry on unguarded
-        self._fd = fd
-        return self
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing drops the flock
-            self._fd = None

@@ -1,18 +1,24 @@
 """Where a run starts: a new directory, the run `resume=` names, or, when a launcher restarted the job, the
-job's own directory and newest checkpoint. Decided once, by rank 0, and nothing is written until every
-input of the run has been checked.
+job's own directory and newest checkpoint. Decided once, by rank 0, which then holds the directory (a
+RunClaim) and writes nothing into it until every input of the run has been checked; until training
+starts, whatever it wrote is undone if the run fails (see trainer.lifecycle.claim).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import lightning as L
+
 from trainer.cluster.env import job_identity, restart_count
 from trainer.config import RunConfig
+from trainer.data.tokenizer import TOKENIZER_FILE
 from trainer.errors import UserError
 from trainer.lifecycle.checkpoints import CheckpointInfo, check_resumable
+from trainer.lifecycle.claim import RunClaim
 from trainer.lifecycle.run_config import run_yaml
 from trainer.lifecycle.run_dir import (
     CHECKPOINTS,
@@ -20,7 +26,6 @@ from trainer.lifecycle.run_dir import (
     JOB_FILE,
     WANDB_ID_FILE,
     check_new_run_dir,
-    clear_old_run,
     default_run_dir,
     newest_complete_checkpoint,
     same_job,
@@ -36,33 +41,47 @@ class RunStart:
     run_dir: Path
     checkpoint: Path | None = None
     replaces_old_run: bool = False
-    restarted: bool = False  # a launcher restarted this job in its own directory
-
-    @property
-    def made_here(self) -> bool:
-        """This session creates the run directory (a new run, not a resume or a restarted job)."""
-        return self.checkpoint is None and not self.restarted
 
 
-def decide_start(cfg: RunConfig) -> RunStart:
-    """Rank 0's decision; a checkpoint to resume from is verified here, before any work."""
+def decide_start(cfg: RunConfig) -> tuple[RunStart, RunClaim]:
+    """Rank 0's decision, and its claim on the directory; a checkpoint to resume from is verified here."""
     if cfg.resume is not None:
         run_dir = Path(cfg.resume)
         checkpoint = Path(cfg.ckpt).expanduser() if cfg.ckpt else newest_complete_checkpoint(run_dir)
         assert checkpoint is not None  # find_resume_dir made sure of one
-        check_writable(run_dir / CHECKPOINTS, "resume")
-        check_resumable(checkpoint)
-        return RunStart(run_dir, checkpoint)
+        claim = RunClaim.existing(run_dir)
+        return _checked(RunStart(run_dir, checkpoint), claim, lambda: _check_resume(run_dir, checkpoint))
     job = job_identity()
-    run_dir = Path(cfg.run_dir).expanduser() if cfg.run_dir else default_run_dir(cfg.name or "run", job)
+    explicit = Path(cfg.run_dir).expanduser() if cfg.run_dir else None
+    run_dir = explicit or default_run_dir(cfg.name or "run", job)
     if restart_count() > 0 and same_job(run_dir, job):
         # A launcher restarted this job: continue from its newest checkpoint, or start again in the
         # same place if it died before its first one.
         latest = newest_complete_checkpoint(run_dir)
-        if latest is not None:
-            check_resumable(latest)
-        return RunStart(run_dir, latest, restarted=True)
-    return RunStart(run_dir, replaces_old_run=check_new_run_dir(run_dir, cfg.overwrite))
+        claim = RunClaim.existing(run_dir)
+        return _checked(RunStart(run_dir, latest), claim, lambda: latest is None or check_resumable(latest))
+    check_new_run_dir(run_dir, cfg.overwrite)  # before anything is made; again below, under the lock
+    claim = RunClaim.make(run_dir, unique=explicit is None and job is None)
+    start = RunStart(claim.run_dir)
+    try:
+        return replace(start, replaces_old_run=check_new_run_dir(claim.run_dir, cfg.overwrite)), claim
+    except BaseException:
+        claim.roll_back()
+        raise
+
+
+def _checked(start: RunStart, claim: RunClaim, check: Callable[[], Any]) -> tuple[RunStart, RunClaim]:
+    try:
+        check()
+    except BaseException:
+        claim.roll_back()
+        raise
+    return start, claim
+
+
+def _check_resume(run_dir: Path, checkpoint: Path) -> None:
+    check_writable(run_dir / CHECKPOINTS, "resume")
+    check_resumable(checkpoint)
 
 
 def check_checkpoint_fits(
@@ -106,10 +125,13 @@ def _data_setting(name: str) -> str:
     }.get(name, name)
 
 
-def write_run_files(cfg: RunConfig, start: RunStart, wandb_id: str | None) -> None:
-    """Rank 0, once everything is checked: replace an old run (`overwrite=true`), then the new run's files."""
+def write_run_files(cfg: RunConfig, start: RunStart, claim: RunClaim, wandb_id: str | None) -> None:
+    """Rank 0, once everything is checked: set an old run aside (`overwrite=true`), or keep a copy of what a
+    resumed run's files were, then write the new run's files. Final once training starts (claim.commit)."""
     if start.replaces_old_run:
-        clear_old_run(start.run_dir)
+        claim.set_old_run_aside()
+    elif not claim.made_the_directory:
+        claim.keep_a_copy(CONFIG_FILE, TOKENIZER_FILE, WANDB_ID_FILE, JOB_FILE)
     start.run_dir.mkdir(parents=True, exist_ok=True)
     (start.run_dir / CONFIG_FILE).write_text(run_yaml(cfg, start.run_dir))
     if wandb_id:
@@ -117,3 +139,13 @@ def write_run_files(cfg: RunConfig, start: RunStart, wandb_id: str | None) -> No
     job = job_identity()
     if job is not None:
         (start.run_dir / JOB_FILE).write_text(job)
+
+
+class CommitAtTrainStart(L.Callback):
+    """Training has started: what the run wrote into its directory before is final (see RunClaim)."""
+
+    def __init__(self, claim: RunClaim) -> None:
+        self.claim = claim
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.claim.commit()

@@ -19,16 +19,22 @@ def sample(
 ) -> torch.Tensor:
     """Extend input_ids (B, T) by max_new_tokens sampled tokens; the model sees at most context_len tokens.
 
-    `suppress_ids` are never sampled (padding and unknown-token ids carry no text).
+    `temperature=0` takes the most likely token (greedy). `suppress_ids` are never sampled (padding and
+    unknown-token ids carry no text).
     """
     for _ in range(max_new_tokens):
         context = input_ids[:, -context_len:]
-        logits = model(context)[:, -1, :] / temperature
+        logits = model(context)[:, -1, :].float()
         if suppress_ids:
             logits[:, suppress_ids] = float("-inf")
-        if top_k is not None:
-            kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1, None]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        next_id = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
+        if temperature == 0:
+            next_id = logits.argmax(dim=-1, keepdim=True)
+        else:
+            if top_k is not None:
+                kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1, None]
+                logits = logits.masked_fill(logits < kth, float("-inf"))
+            # The best logit first brought to 0: a tiny temperature then sends the rest to -inf, never to nan.
+            scaled = (logits - logits.max(dim=-1, keepdim=True).values) / temperature
+            next_id = torch.multinomial(torch.softmax(scaled, dim=-1), 1, generator=generator)
         input_ids = torch.cat([input_ids, next_id], dim=1)
     return input_ids

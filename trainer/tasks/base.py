@@ -46,8 +46,8 @@ class Task(L.LightningModule):
             finite = not self.trainer.strategy.reduce_boolean_decision(not finite, all=False)
         if not finite:
             raise TrainingDiverged(
-                f"loss is not finite at step {self.global_step + 1} (epoch {self.current_epoch}); the last "
-                "checkpoint is from before it: lower optim.lr, set trainer.gradient_clip_val, or check the data"
+                f"loss is not finite at step {self.global_step + 1} (epoch {self.current_epoch}): lower optim.lr, "
+                "set trainer.gradient_clip_val, or check the data"
             )
         return loss
 
