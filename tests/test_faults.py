@@ -16,10 +16,13 @@ import sys
 import time
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from helpers import FAST, metric_series, one_error_line, snapshot
 
+from trainer import api
+from trainer.errors import UserError
 from trainer.lifecycle.checkpoints import read_training_checkpoint
 
 TINY_GPT = ("model.d_model=32", "model.n_heads=4", "model.n_layers=1", "data.block_size=32", *FAST)
@@ -135,7 +138,7 @@ def test_overwrite_never_empties_a_folder_that_is_not_a_run(cli, tmp_path: Path)
     folder.mkdir()
     (folder / "train.py").write_text("print('my code')\n")
     line = one_error_line(cli("fit", "digits_cnn", f"run_dir={folder}", "overwrite=true"))
-    assert "not a run directory; nothing was deleted" in line
+    assert "is not a run directory" in line and "nothing was deleted" in line
     assert (folder / "train.py").read_text() == "print('my code')\n"
 
 
@@ -398,3 +401,189 @@ def test_ctrl_c_before_training_is_one_line_exit_130_and_leaves_no_empty_run(tmp
     assert late.returncode == 130, stderr[-3000:]
     assert "Traceback" not in stderr
     assert not run_dir.exists() or (run_dir / "checkpoints" / "last.ckpt").is_file()
+
+
+# ----------------------------------------------------------------------------- undone unless training started
+
+
+class _FailsAsFitBegins(L.Callback):
+    """Lightning calls `setup` inside `fit`, after the run wrote its files and before training: a late check."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        raise UserError("a check as fit begins failed")
+
+
+@pytest.mark.parametrize("kind", ["new", "overwrite", "resume"])
+def test_a_failure_before_training_leaves_the_run_directory_as_it_was(digits_run: Path, tmp_path: Path, kind) -> None:
+    run_dir = tmp_path / "run"
+    if kind == "new":
+        words = [f"run_dir={run_dir}"]
+    else:
+        shutil.copytree(digits_run, run_dir)
+        words = (
+            [f"run_dir={run_dir}", "overwrite=true"] if kind == "overwrite" else [f"resume={run_dir}", "optim.lr=0.9"]
+        )
+    before = snapshot(run_dir) if run_dir.exists() else None
+    with pytest.raises(UserError, match="a check as fit begins failed"):
+        api.fit(api.resolve_fit_config("digits_cnn", [*words, *FAST]), callbacks=[_FailsAsFitBegins()])
+    if kind == "new":
+        assert not run_dir.exists()
+    else:
+        assert snapshot(run_dir) == before  # the old run back in place, config.yaml's old learning rate included
+
+
+def test_overwrite_refuses_a_folder_that_holds_more_than_a_run(cli, digits_run: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "project"
+    shutil.copytree(digits_run, folder)
+    (folder / ".git").mkdir()
+    line = one_error_line(cli("fit", "digits_cnn", f"run_dir={folder}", "overwrite=true"))
+    assert "holds '.git', which no run writes" in line and (folder / ".git").is_dir()
+
+
+# ----------------------------------------------------------------------------- more hostile input
+
+
+@pytest.mark.parametrize(
+    ("recipe_text", "expected"),
+    [
+        ("inherits: ${oc.env:FAKE_SECRET}\n", "calls a resolver"),
+        ("inherits: digits_cnn\nname: ${nonexistent}\n", "cannot resolve the recipe"),
+        ("inherits: digits_cnn\ndescription: ${name}\nname: ${description}\n", "cannot resolve the recipe"),
+        ("inherits: digits_cnn\n~: 2\n", "is not a recipe"),
+        ("inherits: digits_cnn\n1: x\n", "is not a name"),
+    ],
+)
+def test_recipes_that_interpolate_badly_are_one_line_and_leak_nothing(cli, tmp_path, recipe_text, expected) -> None:
+    recipe = tmp_path / "hostile.yaml"
+    recipe.write_text(recipe_text)
+    result = cli("config", str(recipe), env={"FAKE_SECRET": "sk-not-to-be-seen"})
+    assert expected in one_error_line(result)
+    assert "sk-not-to-be-seen" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [
+        (["resume="], "has no value"),
+        (["=5"], "has no key"),
+        (["trainer.val_check_interval=2.5"], "invalid value for 'trainer.val_check_interval'"),
+        (["trainer.val_check_interval=1000"], "more than the 41 training batches"),
+        (["trainer.limit_train_batches=1e-9"], "leaves no training batch"),
+        (["trainer.precision=16-true", "trainer.accelerator=cpu"], "needs a GPU"),
+        (["trainer.strategy=deepspeed_stage_1", "trainer.gradient_clip_algorithm=value"], "clips gradients by norm"),
+    ],
+)
+def test_more_settings_that_can_never_work(cli, tmp_path: Path, words: list[str], expected: str) -> None:
+    assert expected in one_error_line(cli("fit", "digits_cnn", *words, f"run_dir={tmp_path / 'run'}"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_broken_launcher_environment_is_one_line(cli) -> None:
+    assert "is not a number" in one_error_line(cli("fit", "digits_cnn", env={"SLURM_RESTART_COUNT": "abc"}))
+    assert "start the workers with torchrun" in one_error_line(cli("fit", "digits_cnn", env={"RANK": "0"}))
+
+
+def test_an_override_may_refer_to_another_key(cli) -> None:
+    result = cli("config", "shakespeare_gpt", "model.d_model=64", "model.n_heads=4", "model.d_ff=${model.d_model}")
+    assert result.returncode == 0, result.stderr
+    assert "d_ff: 64" in result.stdout
+
+
+def test_damaged_records_and_handmade_checkpoints_are_one_line(cli, digits_run: Path, tmp_path: Path) -> None:
+    run_dir = _copy(digits_run, tmp_path)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    (run_dir / "checkpoints" / "last.ckpt.sha256").write_bytes(b"\xff\xfe not a record")
+    for words in (["fit", "digits_cnn", f"resume={run_dir}"], ["test", "digits_cnn", f"ckpt={last}"],
+                  ["export", str(run_dir)]):  # fmt: skip
+        assert "corrupt checksum record" in one_error_line(cli(*words)), words
+    handmade = tmp_path / "handmade.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": [1, 2]}, handmade)
+    assert "was not written by `trainer fit`" in one_error_line(cli("test", "digits_cnn", f"ckpt={handmade}"))
+
+
+def test_export_over_a_file_is_one_line_and_a_new_export_replaces_the_old_whole(cli, digits_run, tmp_path) -> None:
+    run_dir = _copy(digits_run, tmp_path)
+    (run_dir / "export").write_text("not a folder")
+    assert "is a file, not an export folder" in one_error_line(cli("export", str(run_dir)))
+    (run_dir / "export").unlink()
+    for _ in range(2):
+        result = cli("export", str(run_dir))
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith("export")) == ["export"]
+
+
+@pytest.fixture(scope="module")
+def odd_labels(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folders of text-classification data, each odd in one way (`unseen`: a test label training never saw)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = tmp_path_factory.mktemp("odd_labels")
+    texts = [f"review {i} {'good' if i % 2 else 'bad'}" for i in range(200)]
+    cases = {
+        "unseen": {"train": ([i % 2 for i in range(200)], texts), "test": ([0, 1, 5, 1] * 50, texts)},
+        "negative": {"train": ([0, -1] * 100, texts)},
+        "null_text": {"train": ([0, 1] * 100, [None, *texts[1:]])},
+        "numbers": {"train": ([0, 1] * 100, list(range(200)))},
+    }
+    for case, splits in cases.items():
+        (root / case).mkdir()
+        for split, (labels, column) in splits.items():
+            pq.write_table(pa.table({"text": column, "label": labels}), root / case / f"{split}.parquet")
+    return root
+
+
+def test_labels_and_texts_are_checked_in_every_split(cli, odd_labels: Path, tmp_path: Path) -> None:
+    small = ("data.tokenizer.vocab_size=300", "data.max_length=16", "data.global_batch_size=16", "trainer.max_steps=2")
+    # A test label training never saw still gets an output: the run completes and evaluates it.
+    result = cli("fit", "imdb_lstm", f"data.path={odd_labels / 'unseen'}", *small, f"run_dir={tmp_path / 'ok'}", *FAST)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for case, expected in (("negative", "negative labels"), ("null_text", "empty (null) cells"),
+                           ("numbers", "not text")):  # fmt: skip
+        result = cli("fit", "imdb_lstm", f"data.path={odd_labels / case}", *small, f"run_dir={tmp_path / case}")
+        assert expected in one_error_line(result), case
+        assert not (tmp_path / case).exists()
+
+
+def test_a_damaged_cache_is_rebuilt_and_a_damaged_run_tokenizer_is_one_line(
+    cli, gpt_run: Path, small_imdb: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    words = ("fit", "imdb_lstm", "data.tokenizer.vocab_size=300", "data.max_length=16", "data.global_batch_size=16",
+             "trainer.max_steps=1", f"data.cache_dir={cache}", *FAST)  # fmt: skip
+    data = (f"data.path={small_imdb}",)
+    first = cli(*words, *data, f"run_dir={tmp_path / 'a'}")
+    assert first.returncode == 0, first.stderr[-3000:]
+    for path in cache.rglob("*"):  # every cache entry cut short, as by a crash or a full disk
+        if path.is_file() and path.suffix in (".json", ".arrow"):
+            path.write_bytes(path.read_bytes()[:100])
+    again = cli(*words, *data, f"run_dir={tmp_path / 'b'}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    shutil.rmtree(cache / "tokenizers")
+    (cache / "tokenizers").write_text("")
+    assert "is a file, not a folder" in one_error_line(cli(*words, *data, f"run_dir={tmp_path / 'c'}"))
+    # The run's own tokenizer has no copy to rebuild from.
+    run_dir = _copy(gpt_run, tmp_path)
+    (run_dir / "tokenizer.json").write_text("{broken")
+    line = one_error_line(cli("generate", "shakespeare_gpt", f"ckpt={run_dir / 'checkpoints' / 'last.ckpt'}"))
+    assert "cannot be read" in line
+
+
+def test_generate_greedy_tiny_temperatures_and_unseen_characters(cli, gpt_run: Path) -> None:
+    ckpt = f"ckpt={gpt_run / 'checkpoints' / 'last.ckpt'}"
+    greedy = [
+        cli("generate", "shakespeare_gpt", ckpt, "temperature=0", "max_new_tokens=8", f"seed={s}") for s in (1, 2)
+    ]
+    assert greedy[0].returncode == 0 and greedy[0].stdout == greedy[1].stdout  # argmax: no randomness
+    tiny = cli("generate", "shakespeare_gpt", ckpt, "temperature=1e-300", "max_new_tokens=8")
+    assert tiny.returncode == 0 and tiny.stdout == greedy[0].stdout, tiny.stderr[-2000:]
+    unseen = cli("generate", "shakespeare_gpt", ckpt, "prompt=ROMEO€:", "max_new_tokens=2")
+    assert unseen.returncode == 0 and "never seen in training: '€'" in unseen.stderr
+    assert "holds nothing the model has seen" in one_error_line(cli("generate", "shakespeare_gpt", ckpt, "prompt=€€"))
+
+
+def test_a_divergence_before_the_first_checkpoint_says_so(cli, tmp_path: Path) -> None:
+    result = cli("fit", "digits_cnn", "optim.name=sgd", "optim.lr=1e12", "scheduler.name=none",
+                 "model.batch_norm=false", "trainer.max_steps=50", f"run_dir={tmp_path / 'run'}", *FAST)  # fmt: skip
+    assert result.returncode == 3, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1].endswith("no checkpoint was written before it")

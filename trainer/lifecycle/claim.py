@@ -32,7 +32,7 @@ class RunClaim:
         self._fd: int | None = None
         self._made: list[Path] = []  # folders this claim created, the deepest last
         self._before: set[Path] | None = None  # what an existing directory held before this session wrote
-        self._backups: dict[Path, bytes] = {}  # files it rewrites, as they were
+        self._backups: dict[Path, tuple[bytes, int, int]] = {}  # files it rewrites: bytes, access and change times
         self._aside: Path | None = None
 
     # ------------------------------------------------------------------ taking it
@@ -96,7 +96,8 @@ class RunClaim:
         for name in names:
             path = self.run_dir / name
             if path.is_file():
-                self._backups[path] = path.read_bytes()
+                stat = path.stat()
+                self._backups[path] = (path.read_bytes(), stat.st_atime_ns, stat.st_mtime_ns)
 
     def set_old_run_aside(self) -> None:
         """`overwrite=true`: the old run's files wait in a hidden folder until the new run trains."""
@@ -131,8 +132,9 @@ class RunClaim:
                     shutil.rmtree(path, ignore_errors=True)
                 else:
                     path.unlink(missing_ok=True)
-            for path, content in self._backups.items():
+            for path, (content, accessed, modified) in self._backups.items():
                 path.write_bytes(content)
+                os.utime(path, ns=(accessed, modified))
             if self._aside is not None:
                 for entry in list(self._aside.iterdir()):
                     entry.rename(self.run_dir / entry.name)

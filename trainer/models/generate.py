@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+MIN_TEMPERATURE = 1e-6  # below it, float32 logits divided by the temperature would overflow into nan
+
 
 @torch.no_grad()
 def sample(
@@ -33,8 +35,9 @@ def sample(
             if top_k is not None:
                 kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1, None]
                 logits = logits.masked_fill(logits < kth, float("-inf"))
-            # The best logit first brought to 0: a tiny temperature then sends the rest to -inf, never to nan.
-            scaled = (logits - logits.max(dim=-1, keepdim=True).values) / temperature
+            # The best logit first brought to 0, and a floor under the temperature: a tiny one then sends the
+            # rest to -inf (as greedy as it gets), never to nan.
+            scaled = (logits - logits.max(dim=-1, keepdim=True).values) / max(temperature, MIN_TEMPERATURE)
             next_id = torch.multinomial(torch.softmax(scaled, dim=-1), 1, generator=generator)
         input_ids = torch.cat([input_ids, next_id], dim=1)
     return input_ids
