@@ -1,16 +1,27 @@
 #!/usr/bin/env bash
 # Train a recipe on one node of a multi-node job; run the same command on every node:
-#   NNODES=2 NPROC_PER_NODE=8 MASTER_ADDR=node0 MASTER_PORT=29500 launch/torchrun.sh shakespeare_gpt ...
-# Rendezvous is torchrun's c10d on MASTER_ADDR:MASTER_PORT; nodes may join in any order.
-# The recipe and its overrides pass through untouched; the trainer takes devices and nodes from torchrun.
+#   NNODES=2 MASTER_ADDR=node0 RDZV_ID=gpt-2026-12-01 launch/torchrun.sh shakespeare_gpt ...
+# Rendezvous is torchrun's c10d on MASTER_ADDR:MASTER_PORT; nodes may join in any order. RDZV_ID names the
+# job (the same on every node, new for every job): its run directory is runs/<recipe>/torchrun-<RDZV_ID>,
+# where an elastic restart finds it again. On one node it defaults to a fresh id. Workers per node: the
+# recipe's count (`trainer.devices`; auto: every GPU, or one CPU process), or NPROC_PER_NODE, which must
+# then agree with a count the recipe names. torchrun's exit status is 1 when a worker fails.
 set -euo pipefail
 
 NNODES="${NNODES:-1}"
-NPROC_PER_NODE="${NPROC_PER_NODE:-$(python -c 'import torch; print(torch.cuda.device_count() or 1)')}"
 MASTER_ADDR="${MASTER_ADDR:-127.0.0.1}"
 MASTER_PORT="${MASTER_PORT:-29500}"
-RDZV_ID="${RDZV_ID:-trainer}"
 PYTHON="${PYTHON:-python}"
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"  # what torchrun sets for several workers, without its banner
+if [[ -z "${RDZV_ID:-}" ]]; then
+  if [[ "$NNODES" -gt 1 ]]; then
+    echo "error: set RDZV_ID to the same new name on every node (it names the job and its run directory)" >&2
+    exit 2
+  fi
+  RDZV_ID="$("$PYTHON" -c 'import uuid; print(uuid.uuid4().hex[:12])')"
+fi
+# Also checks the recipe: a bad one stops here, with its one-line error and exit status 2.
+NPROC_PER_NODE="$("$PYTHON" -m trainer devices ${NPROC_PER_NODE:+--expect "$NPROC_PER_NODE"} "$@")"
 
 command=("$PYTHON" -m torch.distributed.run --nnodes="$NNODES" --nproc_per_node="$NPROC_PER_NODE"
   --rdzv_backend=c10d --rdzv_endpoint="$MASTER_ADDR:$MASTER_PORT" --rdzv_id="$RDZV_ID"

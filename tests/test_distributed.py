@@ -213,7 +213,7 @@ def test_single_node_script_counts_its_processes_from_the_recipe(tmp_path: Path)
     env = {k: v for k, v in os.environ.items() if k != "NPROC_PER_NODE"} | ENV
     result = subprocess.run(["bash", script, *words], capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
-    assert "--nproc_per_node=2" in result.stderr.splitlines()[0]
+    assert "-m trainer fit digits_cnn trainer.devices=2" in result.stderr.splitlines()[0]
     assert json.loads(result.stdout)["world_size"] == 2
     # A launcher count that contradicts the recipe's: one line before anything starts.
     clash = subprocess.run(["bash", script, *words], capture_output=True, text=True, env={**env, "NPROC_PER_NODE": "3"})

@@ -60,7 +60,7 @@ from trainer.lifecycle.summary import Throughput, metrics_with_prefix, write_sum
 from trainer.lifecycle.universal import convert_to_universal, needs_conversion
 from trainer.loggers import build_loggers, close_loggers
 from trainer.models.generate import sample
-from trainer.quiet import silence_dependency_noise
+from trainer.quiet import print_on_a_line_of_its_own, silence_dependency_noise
 from trainer.tasks import TASKS, Task
 
 silence_dependency_noise()
@@ -160,7 +160,16 @@ def _build_fit(
     check_loop_settings(cfg, plan, datamodule)
     task = build_task(cfg, datamodule.facts(), plan, len(datamodule.train_set))
     if start.checkpoint is not None:
-        check_checkpoint_fits(cfg, read_info(start.checkpoint), start.checkpoint, task.hparams.model_kwargs)
+        saved = read_info(start.checkpoint)
+        check_checkpoint_fits(cfg, saved, start.checkpoint, task.hparams.model_kwargs)
+        end = task.hparams.schedule_steps
+        if cfg.resume is not None and saved.global_step >= end:
+            t = cfg.trainer
+            raise UserError(
+                f"the run is already at step {saved.global_step}, where its limits end it (trainer.max_steps="
+                f"{t.max_steps}, trainer.max_epochs={t.max_epochs}: {end} steps); raise them to train on "
+                "(both, where max_epochs stops it first)"
+            )
 
     wandb_id = _wandb_id(start.run_dir) if "wandb" in cfg.logger else None
     callbacks = [*build_callbacks(cfg, start.run_dir, plan, stop), CommitAtTrainStart(claim), *extra_callbacks]
@@ -247,8 +256,8 @@ def _finish_fit(run: FitRun) -> dict[str, Any]:
         close_loggers(cfg)  # before a requeue ends this attempt
         if run.stopped_by and decision is None:
             last = run.start.run_dir / CHECKPOINTS / LAST_CKPT
-            print(f"trainer: stopped by {run.stopped_by} at step {trainer.global_step}; checkpoint {last}; "
-                  f"continue with {continue_with}", file=sys.stderr, flush=True)  # fmt: skip
+            print_on_a_line_of_its_own(f"trainer: stopped by {run.stopped_by} at step {trainer.global_step}; "
+                                       f"checkpoint {last}; continue with {continue_with}")  # fmt: skip
     if decision is not None:
         _requeue(trainer, decision, summary, run.start.run_dir)
     return summary

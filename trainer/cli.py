@@ -21,7 +21,8 @@ from pathlib import Path
 from trainer.cluster.launch import report_failure
 from trainer.cluster.signals import Interrupted
 from trainer.errors import TrainingDiverged, UserError, WriteFailed
-from trainer.quiet import silence_dependency_noise
+from trainer.extras import check_extras
+from trainer.quiet import print_on_a_line_of_its_own, silence_dependency_noise
 
 EXIT_USER_ERROR = 2
 EXIT_DIVERGED = 3
@@ -78,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     slurm.add_argument("overrides", nargs="*", help="key.path=value words")
     slurm.add_argument("--nodes", type=int, default=1)
     slurm.add_argument("--gpus-per-node", type=int, default=None, help="one worker per GPU")
-    slurm.add_argument("--ntasks-per-node", type=int, default=1, help="without GPUs: CPU workers per node")
+    slurm.add_argument("--ntasks-per-node", type=int, default=None, help="without GPUs: CPU workers per node")
     slurm.add_argument("--time", default=None, help="time limit, e.g. 24:00:00")
     slurm.add_argument("--partition", default=None)
     slurm.add_argument("--account", default=None)
@@ -121,9 +122,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _fail(err: BaseException | str, status: int) -> int:
     line = f"error: {err}"
-    if "lightning" in sys.modules and sys.stderr.isatty():
-        print(file=sys.stderr)  # a progress bar may hold the cursor mid-line
-    print(line, file=sys.stderr, flush=True)
+    if "lightning" in sys.modules:
+        print_on_a_line_of_its_own(line)
+    else:
+        print(line, file=sys.stderr, flush=True)
     report_failure(line, status)  # to torchrun's agent, when a worker
     return status
 
@@ -156,7 +158,9 @@ def _run(args: argparse.Namespace) -> int:
         print(to_yaml(load_config(args.recipe, args.overrides)), end="")
         return 0
     if args.command == "plan":
-        return _plan(args, load_config(args.recipe, args.overrides))
+        cfg = load_config(args.recipe, args.overrides)
+        check_extras(cfg, "plan")
+        return _plan(args, cfg)
     if args.command == "slurm":
         return _slurm(args, load_config(args.recipe, args.overrides))
     if args.command == "export":
@@ -164,6 +168,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "generate":
         args.overrides = [_expand_generate_key(word) for word in args.overrides]
     cfg = _command_config(args)
+    check_extras(cfg, args.command)
     if args.command == "devices":
         return _devices(cfg, args.expect)
     if args.command in ("fit", "test"):

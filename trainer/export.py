@@ -40,6 +40,7 @@ def export_model(task: str, checkpoint: TrainingCheckpoint, run_dir: Path, out_d
     try:
         partial.mkdir()
         save_model(model, str(partial / WEIGHTS_FILE))  # handles tied weights (one copy stored)
+        os.chmod(partial / WEIGHTS_FILE, 0o666 & ~_umask())  # safetensors writes 0600; the rest of the folder is not
         description = {"task": task, "family": family, "model_kwargs": kwargs, "global_step": checkpoint.global_step}
         (partial / MODEL_FILE).write_text(json.dumps(description, indent=2) + "\n")
         for name in RUN_FILES:
@@ -65,3 +66,9 @@ def load_exported(folder: str | Path) -> nn.Module:
     model = build_model(description["task"], description["family"], **description["model_kwargs"])
     load_model(model, str(folder / WEIGHTS_FILE))
     return model.eval()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -57,3 +57,21 @@ def progress_bars_follow_the_terminal() -> None:
         import datasets
 
         datasets.disable_progress_bars()
+
+
+def print_on_a_line_of_its_own(line: str) -> None:
+    """On a terminal a progress bar may hold the cursor mid-line: the message starts a line of its own."""
+    import sys
+
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    print(line, file=sys.stderr, flush=True)
+
+
+def quiet_elastic_agent() -> None:
+    """torchrun's agent logs its own view of every stop and failure (`Received 2 death signal`, `failed
+    (exitcode: 2)`); the workers say what happened in one line each. torch sets each of its loggers' level
+    itself, so the level is set on every one of them, once the agent's modules are imported."""
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith(("torch.distributed.elastic", "torch.distributed.launcher")):
+            logging.getLogger(name).setLevel(logging.CRITICAL)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import logging
 import os
 import shutil
 import signal
@@ -26,6 +25,7 @@ from pathlib import Path
 
 from trainer.cluster.env import elastic_error_file
 from trainer.errors import UserError
+from trainer.quiet import quiet_elastic_agent
 
 # The agent waits this long for workers to save a checkpoint and exit after a stop signal (torchrun's
 # own default is 30 s), then kills them; older torch keeps its 30 s.
@@ -41,9 +41,7 @@ def run_workers(nproc: int, argv: list[str], gpu_indices: list[int] | None = Non
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    # The agent's own progress and failure reports: the workers say what went wrong in one line each.
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
-    logging.getLogger("torch.distributed.launcher").setLevel(logging.CRITICAL)
+    quiet_elastic_agent()
     log_dir = Path(tempfile.mkdtemp(prefix="trainer-workers-"))
     # Newer torch only: forwarding SIGUSR1 (torch 2.9) and a longer grace to save before SIGKILL (2.12).
     known = {field.name for field in dataclasses.fields(LaunchConfig)}

@@ -33,7 +33,7 @@ class Resources:
 
     nodes: int = 1
     gpus_per_node: int | None = None
-    ntasks_per_node: int = 1
+    ntasks_per_node: int | None = None  # default 1
     time: str | None = None
     partition: str | None = None
     account: str | None = None
@@ -50,6 +50,8 @@ class Resources:
         ):
             if value is not None and value < least:
                 raise UserError(f"{flag}={value} must be at least {least}")
+        if self.gpus_per_node is not None and self.ntasks_per_node is not None:
+            raise UserError("give --gpus-per-node (a worker per GPU) or --ntasks-per-node (CPU workers), not both")
         if self.signal_grace_s is not None and self.signal_grace_s > MAX_SIGNAL_TIME_S:
             raise UserError(f"--signal-grace={self.signal_grace_s} is more than SLURM allows ({MAX_SIGNAL_TIME_S} s)")
         for flag, text in (
@@ -68,7 +70,7 @@ class Resources:
 
     @property
     def workers_per_node(self) -> int:
-        return self.gpus_per_node or self.ntasks_per_node
+        return self.gpus_per_node or self.ntasks_per_node or 1
 
     def sbatch_options(self) -> dict[str, str | None]:
         """Option -> value (None: a flag), for the options given; they replace the template's."""
@@ -76,7 +78,7 @@ class Resources:
         if self.gpus_per_node:
             options["--gpus-per-node"] = str(self.gpus_per_node)
         else:  # no GPU: one task per CPU worker, and torchrun starts that many workers
-            options["--ntasks-per-node"] = str(self.ntasks_per_node)
+            options["--ntasks-per-node"] = str(self.ntasks_per_node or 1)
         for option, value in (
             ("--time", self.time),
             ("--partition", self.partition),

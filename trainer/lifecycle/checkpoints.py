@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from trainer.errors import UserError
-from trainer.lifecycle.run_dir import CHECKPOINTS, LAST_CKPT
+from trainer.lifecycle.run_dir import CHECKPOINTS, LAST_CKPT, checkpoint_step
 from trainer.lifecycle.universal import LATEST, is_deepspeed_checkpoint
 from trainer.tasks.base import TASK_KEY
 
@@ -150,17 +150,13 @@ def _mismatch(path: Path) -> str | None:
     return None
 
 
-_STEP = re.compile(r"step(\d+)")
-
-
 def newest_good_checkpoint(bad: Path) -> Path | None:
     """Another checkpoint of the same run that verifies, the newest first (last.ckpt, then the best-k by step)."""
     folder = bad.parent
     if folder.name != CHECKPOINTS:
         return None
     candidates = [folder / LAST_CKPT, folder / (LAST_CKPT + ".previous")]
-    others = [p for p in folder.glob("*.ckpt") if p.name != LAST_CKPT]
-    others.sort(key=lambda p: int(m.group(1)) if (m := _STEP.search(p.name)) else -1, reverse=True)
+    others = sorted((p for p in folder.glob("*.ckpt") if p.name != LAST_CKPT), key=checkpoint_step, reverse=True)
     for candidate in [*candidates, *others]:
         if candidate.exists() and candidate.resolve() != bad.resolve():
             with contextlib.suppress(CorruptCheckpoint):

@@ -7,10 +7,12 @@ by a new run unless the user says `overwrite=true`, and replaced only if it real
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
 from trainer.errors import UserError
+from trainer.lifecycle.claim import in_use
 from trainer.writable import check_writable
 
 RUNS_ROOT = Path("runs")
@@ -47,6 +49,8 @@ def check_new_run_dir(run_dir: Path, overwrite: bool) -> bool:
     if not run_dir.is_dir() or not any(run_dir.iterdir()):
         check_writable(run_dir, "run_dir")
         return False
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise UserError(f"run_dir {str(run_dir)!r} holds files but no run; choose an empty or new run_dir")
     if not overwrite:
         raise UserError(
             f"run_dir {str(run_dir)!r} already holds a run; choose another run_dir, continue it with "
@@ -73,16 +77,28 @@ def _belongs_to_a_run(name: str) -> bool:
 
 
 def newest_complete_checkpoint(run_dir: Path) -> Path | None:
-    """last.ckpt, or the one it was replacing if a crash came between the two renames of a swap.
+    """The checkpoint a resume continues from: last.ckpt; or the one it was replacing, if a crash came between
+    the two renames of a swap; or, for a run killed before it wrote a last.ckpt (kill -9, out of memory),
+    the newest of its best-k checkpoints.
 
-    A checkpoint is written beside the old one (`.partial`) and swapped in only when complete, so
-    neither of these is ever half-written; `.partial` never counts.
+    A last.ckpt is written beside the old one (`.partial`) and swapped in only when complete, so neither
+    of the first two is ever half-written; `.partial` never counts.
     """
     last = run_dir / CHECKPOINTS / LAST_CKPT
     for candidate in (last, last.with_name(LAST_CKPT + ".previous")):
         if candidate.exists():
             return candidate
-    return None
+    best = sorted((run_dir / CHECKPOINTS).glob("epoch*-step*.ckpt"), key=checkpoint_step)
+    return best[-1] if best else None
+
+
+def checkpoint_step(path: Path) -> int:
+    """The step in a best-k checkpoint's name (`epoch3-step164.ckpt`), -1 for another name."""
+    match = _STEP.search(path.name)
+    return int(match.group(1)) if match else -1
+
+
+_STEP = re.compile(r"step(\d+)")
 
 
 def same_job(run_dir: Path, job: str | None) -> bool:
@@ -102,6 +118,9 @@ def find_resume_dir(resume: str, name: str) -> Path:
         return runs[-1]
     run_dir = Path(resume).expanduser()
     if newest_complete_checkpoint(run_dir) is None:
+        if run_dir.is_dir() and in_use(run_dir):
+            raise UserError(f"resume={resume!r}: that run is still training (in use by another trainer process) "
+                            "and has no checkpoint yet; wait for it, or stop it with SIGTERM, then resume")  # fmt: skip
         raise UserError(
             f"resume={resume!r}: no {CHECKPOINTS}/{LAST_CKPT} there; give a run directory that holds a checkpoint"
         )

@@ -1,0 +1,26 @@
+"""The optional packages a recipe needs (the `deepspeed`, `tensorboard` and `wandb` extras), checked with the
+config, before anything is imported or written: a missing one is one line naming the install command."""
+
+from __future__ import annotations
+
+import importlib.util
+
+from trainer.config.schema import RunConfig
+from trainer.errors import UserError
+
+
+def check_extras(cfg: RunConfig, command: str) -> None:
+    needed = []
+    if command in ("fit", "plan") and cfg.trainer.strategy.startswith("deepspeed"):
+        needed.append(("deepspeed", ("deepspeed",), f"trainer.strategy={cfg.trainer.strategy}"))
+    if command == "fit":
+        if "tensorboard" in cfg.logger:
+            needed.append(("tensorboard", ("tensorboard", "tensorboardX"), "logger=tensorboard"))
+        if "wandb" in cfg.logger:
+            needed.append(("wandb", ("wandb",), "logger=wandb"))
+    for extra, modules, setting in needed:
+        if not any(importlib.util.find_spec(module) for module in modules):
+            raise UserError(
+                f"{setting} needs the {extra} package, which is not installed: pip install -e '.[{extra}]' "
+                f"(or pip install {extra})"
+            )
