@@ -510,6 +510,8 @@ def test_export_over_a_file_is_one_line_and_a_new_export_replaces_the_old_whole(
         result = cli("export", str(run_dir))
         assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith("export")) == ["export"]
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (run_dir / "export").iterdir()}
+    assert modes["model.safetensors"] == modes["config.yaml"], modes  # readable alike, not safetensors' 0600
 
 
 @pytest.fixture(scope="module")
@@ -587,3 +589,51 @@ def test_a_divergence_before_the_first_checkpoint_says_so(cli, tmp_path: Path) -
                  "model.batch_norm=false", "trainer.max_steps=50", f"run_dir={tmp_path / 'run'}", *FAST)  # fmt: skip
     assert result.returncode == 3, result.stderr[-3000:]
     assert result.stderr.strip().splitlines()[-1].endswith("no checkpoint was written before it")
+
+
+def test_a_run_killed_before_its_first_last_ckpt_resumes_from_its_best_checkpoint(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "trainer", "fit", "digits_cnn", "trainer.max_steps=100000", f"run_dir={run_dir}",
+               *FAST]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    best = run_dir / "checkpoints" / "epoch0-step41.ckpt"
+    while not best.with_name(best.name + ".sha256").is_file():  # the epoch-0 validation's checkpoint, sealed
+        assert process.poll() is None, "the run ended before its first best checkpoint"
+        time.sleep(0.05)
+    process.kill()  # kill -9: no last.ckpt was ever written
+    process.wait()
+    assert not (run_dir / "checkpoints" / "last.ckpt").exists()
+    resumed = subprocess.run([sys.executable, "-m", "trainer", "fit", "digits_cnn", f"resume={run_dir}",
+                              "trainer.max_steps=44"], capture_output=True, text=True)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads(resumed.stdout)["global_step"] == 44
+
+
+def test_a_resume_that_would_train_nothing_says_which_limit_ends_it(cli, digits_run: Path, tmp_path: Path) -> None:
+    run_dir = _copy(digits_run, tmp_path)  # 6 steps, max_steps=6
+    before = snapshot(run_dir)
+    line = one_error_line(cli("fit", "digits_cnn", f"resume={run_dir}"))
+    assert "already at step 6" in line and "trainer.max_steps=6, trainer.max_epochs=12" in line
+    assert "trainer.max_steps=4" in one_error_line(cli("fit", "digits_cnn", f"resume={run_dir}", "trainer.max_steps=4"))
+    assert snapshot(run_dir) == before
+
+
+def test_a_folder_with_files_but_no_run_is_not_offered_resume_or_overwrite(cli, tmp_path: Path) -> None:
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "todo.txt").write_text("x")
+    line = one_error_line(cli("fit", "digits_cnn", f"run_dir={folder}"))
+    assert "holds files but no run" in line and "overwrite" not in line
+
+
+def test_a_missing_optional_package_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from trainer.config import load_config
+    from trainer.extras import check_extras
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    with pytest.raises(UserError, match=r"logger=wandb needs the wandb package.*pip install -e '\.\[wandb\]'"):
+        check_extras(load_config("digits_cnn", ["logger=wandb"]), "fit")
+    check_extras(load_config("digits_cnn", ["logger=tensorboard"]), "fit")  # present: no error

@@ -70,6 +70,9 @@ def test_cpu_workers_are_tasks_and_the_grace_is_one_setting(cli) -> None:
         (("--partition", "gpu\n#SBATCH --uid=0"), "--partition='gpu\\n#SBATCH --uid=0' must be one word"),
         (("--job-name", "my job"), "must be one word without spaces or control characters"),
         (("--time", "tomorrow"), "--time='tomorrow' is not a SLURM time"),
+        (("--gpus-per-node", "2", "--ntasks-per-node", "2"), "not both"),
+        (("--nodes", "2", "trainer.num_nodes=3"), "trainer.num_nodes=3 but the job asks for --nodes 2"),
+        (("--signal-grace", "999999"), "more than SLURM allows"),
         (("--time", "1:99:00"), "is not a SLURM time"),
         (("generate.prompt=a\rb",), "holds a control character"),
         (("optim.lrr=1",), "optim.lr"),  # the usual recipe errors, with the closest key
