@@ -423,9 +423,11 @@ def test_a_failure_before_training_leaves_the_run_directory_as_it_was(digits_run
         words = (
             [f"run_dir={run_dir}", "overwrite=true"] if kind == "overwrite" else [f"resume={run_dir}", "optim.lr=0.9"]
         )
+    if kind == "resume":
+        words.append("trainer.max_steps=9")  # the finished 6-step run has steps left to train
     before = snapshot(run_dir) if run_dir.exists() else None
     with pytest.raises(UserError, match="a check as fit begins failed"):
-        api.fit(api.resolve_fit_config("digits_cnn", [*words, *FAST]), callbacks=[_FailsAsFitBegins()])
+        api.fit(api.resolve_fit_config("digits_cnn", [*FAST, *words]), callbacks=[_FailsAsFitBegins()])
     if kind == "new":
         assert not run_dir.exists()
     else:

@@ -49,15 +49,16 @@ def check_new_run_dir(run_dir: Path, overwrite: bool) -> bool:
     if not run_dir.is_dir() or not any(run_dir.iterdir()):
         check_writable(run_dir, "run_dir")
         return False
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise UserError(f"run_dir {str(run_dir)!r} holds files but no run; choose an empty or new run_dir")
+    is_a_run = (run_dir / CONFIG_FILE).is_file()
     if not overwrite:
+        if not is_a_run:
+            raise UserError(f"run_dir {str(run_dir)!r} holds files but no run; choose an empty or new run_dir")
         raise UserError(
             f"run_dir {str(run_dir)!r} already holds a run; choose another run_dir, continue it with "
             f"resume={run_dir}, or replace it with overwrite=true"
         )
     strangers = sorted(entry.name for entry in run_dir.iterdir() if not _belongs_to_a_run(entry.name))
-    if not (run_dir / CONFIG_FILE).is_file() or strangers:
+    if not is_a_run or strangers:
         why = f"it holds {strangers[0]!r}, which no run writes" if strangers else f"it has no {CONFIG_FILE}"
         raise UserError(
             f"overwrite=true: run_dir {str(run_dir)!r} is not a run directory ({why}); nothing was deleted: "
