@@ -56,7 +56,8 @@ from trainer.lifecycle.start import (
     decide_start,
     write_run_files,
 )
-from trainer.lifecycle.summary import Throughput, metrics_with_prefix, write_summary
+from trainer.lifecycle.summary import metrics_with_prefix, write_summary
+from trainer.lifecycle.throughput import Throughput, checkpoint_seconds
 from trainer.lifecycle.universal import convert_to_universal, needs_conversion
 from trainer.loggers import build_loggers, close_loggers
 from trainer.models.generate import sample
@@ -241,9 +242,11 @@ def _finish_fit(run: FitRun) -> dict[str, Any]:
         "global_batch_size": run.plan.global_batch_size,
         "micro_batch_size": run.plan.micro_batch_size,
         "grad_accum_steps": run.plan.grad_accum_steps,
-        "train_seconds": round(throughput.train_seconds, 3),
+        "train_seconds": round(throughput.train_seconds, 3),  # training steps only
+        "val_seconds": round(throughput.val_seconds, 3),  # the validations during training
+        "checkpoint_seconds": round(checkpoint_seconds(trainer), 3),
         "wall_seconds": round(time.perf_counter() - run.started, 3),
-        "samples_per_second": round(throughput.samples_per_second, 2),
+        **throughput.figures(),  # samples_per_second, tokens_per_second, flops_per_sample, mfu
         "peak_gpu_memory_bytes": throughput.peak_gpu_memory_bytes,
         "best_checkpoint": _best_checkpoint(trainer),
         "stopped_by": run.stopped_by,

@@ -22,7 +22,7 @@ from trainer.errors import UserError
 from trainer.lifecycle.last_checkpoint import BestCheckpoints, LastCheckpoint
 from trainer.lifecycle.run_dir import CHECKPOINTS, LAST_CKPT
 from trainer.lifecycle.state import BatchCounterRescale, RNGState
-from trainer.lifecycle.summary import Throughput
+from trainer.lifecycle.throughput import Throughput
 from trainer.tasks import TASKS, Task
 
 
@@ -69,7 +69,7 @@ def build_callbacks(cfg: RunConfig, run_dir: Path, plan: BatchPlan, stop: StopRe
     return [
         RNGState(cfg.seed),
         BatchCounterRescale(plan.world_size, plan.grad_accum_steps),
-        Throughput(plan.global_batch_size),
+        Throughput(plan.global_batch_size, cfg.trainer.precision),
         LearningRateMonitor(logging_interval="step"),
         # Checkpoint callbacks run last, in this order: the best-k record is current when last.ckpt is written.
         BestCheckpoints(

@@ -7,9 +7,12 @@ beside the old one and seal it with a checksum record (trainer.lifecycle.checkpo
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +67,7 @@ class LastCheckpoint(Checkpoint):
         self.max_steps = max_steps
         self.stopped_at_step: int | None = None
         self.saved_step: int | None = None
+        self.write_seconds = 0.0  # reported beside training time, not inside it (see throughput.Throughput)
         self._stopping_on_request = False
 
     # ------------------------------------------------------------------ hooks
@@ -152,6 +156,11 @@ class LastCheckpoint(Checkpoint):
     def _save(self, trainer: L.Trainer) -> None:
         """Write beside the old checkpoint, seal it with its checksum, then swap: a crash mid-write leaves the
         old one whole, and a DeepSpeed directory never mixes shards of two saves (or of two world sizes)."""
+        with _timed(self):
+            self._write_and_swap(trainer)
+        self.saved_step = trainer.global_step
+
+    def _write_and_swap(self, trainer: L.Trainer) -> None:
         partial = self.path.with_name(self.path.name + ".partial")
         if trainer.is_global_zero:
             remove_path(partial)
@@ -167,7 +176,6 @@ class LastCheckpoint(Checkpoint):
                 remove_path(partial)
                 raise WriteFailed(_write_failure(self.path, err, self.path)) from None
         trainer.strategy.barrier("last-checkpoint-swapped")
-        self.saved_step = trainer.global_step
 
 
 class BestCheckpoints(ModelCheckpoint):
@@ -175,7 +183,13 @@ class BestCheckpoints(ModelCheckpoint):
     a moved run directory (Lightning forgets its best-k record when the directory's path changes, and
     the files it no longer knows are then never deleted)."""
 
+    write_seconds = 0.0  # reported beside training time, not inside it (see throughput.Throughput)
+
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        with _timed(self):
+            self._write_and_record(trainer, filepath)
+
+    def _write_and_record(self, trainer: L.Trainer, filepath: str) -> None:
         path = Path(filepath)
         try:
             super()._save_checkpoint(trainer, filepath)
@@ -218,6 +232,15 @@ def _moved(state: dict[str, Any], old: str, new: str) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- files
+
+
+@contextlib.contextmanager
+def _timed(writer: LastCheckpoint | BestCheckpoints) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        writer.write_seconds += time.perf_counter() - started
 
 
 def write_checkpoint(trainer: L.Trainer, path: Path, keep: Path) -> None:

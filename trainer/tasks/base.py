@@ -35,6 +35,10 @@ class Task(L.LightningModule):
         # Not a hyperparameter: what builds the optimizer when a strategy needs its own (see build.py).
         self.optimizer_factory: OptimizerFactory | None = None
 
+    def model_inputs(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """What the plain model is called with, from a batch of the task's data module."""
+        raise NotImplementedError
+
     def finite_or_stop(self, loss: torch.Tensor) -> torch.Tensor:
         """Stop the run, before backward, on a NaN or infinite loss.
 

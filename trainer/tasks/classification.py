@@ -33,7 +33,7 @@ class ClassificationTask(Task):
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
 
     def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        raise NotImplementedError
+        return self.model(*self.model_inputs(batch))
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = F.cross_entropy(self.logits(batch), batch["labels"])
@@ -63,12 +63,12 @@ class ClassificationTask(Task):
 class ImageClassificationTask(ClassificationTask):
     task_name = "image_classification"
 
-    def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.model(batch["pixels"])
+    def model_inputs(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        return (batch["pixels"],)
 
 
 class TextClassificationTask(ClassificationTask):
     task_name = "text_classification"
 
-    def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.model(batch["input_ids"], batch["attention_mask"])
+    def model_inputs(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        return batch["input_ids"], batch["attention_mask"]

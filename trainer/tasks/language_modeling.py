@@ -20,10 +20,13 @@ class CausalLMTask(Task):
         self.val_ppl, self.test_ppl = Perplexity(), Perplexity()
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
 
-    def _loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def model_inputs(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
         # Each block is block_size inputs followed by the token the last one predicts.
-        inputs, targets = batch["input_ids"][:, :-1], batch["input_ids"][:, 1:]
-        logits = self.model(inputs)
+        return (batch["input_ids"][:, :-1],)
+
+    def _loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits = self.model(*self.model_inputs(batch))
+        targets = batch["input_ids"][:, 1:]
         loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
         return loss, logits, targets
 
