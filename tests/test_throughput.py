@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -104,3 +106,16 @@ def test_flop_counts_match_the_analytic_counts(task, family, kwargs, inputs, exp
 )
 def test_dense_peaks_come_from_the_table(device_name: str, precision: str, peak: float | None) -> None:
     assert dense_peak(device_name, precision) == peak
+
+
+def test_the_model_summary_counts_the_forward_flops_of_every_family(cli, small_imdb: Path, tmp_path: Path) -> None:
+    # The LSTM is the hard case: fused oneDNN and cuDNN kernels hide its matmuls from a FLOP counter.
+    words = [f"data.path={small_imdb}", "data.tokenizer.vocab_size=300", "data.max_length=32",
+             "data.global_batch_size=16", "trainer.max_steps=2", f"run_dir={tmp_path / 'run'}", *FAST]  # fmt: skip
+    result = cli("fit", "imdb_lstm", *words)
+    assert result.returncode == 0, result.stderr[-3000:]
+    total = re.search(r"^([\d.]+) (K|M|G)?\s+Total Flops$", result.stderr, re.MULTILINE)
+    assert total, result.stderr[-3000:]
+    forward = float(total[1]) * {"K": 1e3, "M": 1e6, "G": 1e9, None: 1}[total[2]]
+    training = json.loads(result.stdout)["flops_per_sample"]  # forward and backward, at full length
+    assert 0.2 * training < forward <= training / 3 * 1.01

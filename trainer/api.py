@@ -21,7 +21,14 @@ import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.strategies import DDPStrategy
 
-from trainer.build import build_callbacks, build_datamodule, build_task, build_trainer, check_loop_settings
+from trainer.build import (
+    build_callbacks,
+    build_datamodule,
+    build_task,
+    build_trainer,
+    check_loop_settings,
+    show_flops_in_the_model_summary,
+)
 from trainer.cluster.env import slurm_job_id
 from trainer.cluster.requeue import RequeueDecision, decide_requeue, requeue
 from trainer.cluster.signals import StopRequest
@@ -160,6 +167,7 @@ def _build_fit(
     datamodule.check_trainable(plan.global_batch_size)
     check_loop_settings(cfg, plan, datamodule)
     task = build_task(cfg, datamodule.facts(), plan, len(datamodule.train_set))
+    show_flops_in_the_model_summary(cfg, task, datamodule)
     if start.checkpoint is not None:
         saved = read_info(start.checkpoint)
         check_checkpoint_fits(cfg, saved, start.checkpoint, task.hparams.model_kwargs)

@@ -16,7 +16,7 @@ from trainer.config.model_args import model_kwargs
 from trainer.config.schema import RunConfig
 from trainer.data import DATA_MODULES, RecipeDataModule
 from trainer.distributed.batching import BatchPlan, eval_batches, total_optimizer_steps, train_batches_per_epoch
-from trainer.distributed.strategy import build_strategy, optimizer_factory
+from trainer.distributed.strategy import build_strategy, is_deepspeed, optimizer_factory
 from trainer.distributed.topology import Topology
 from trainer.errors import UserError
 from trainer.lifecycle.last_checkpoint import BestCheckpoints, LastCheckpoint
@@ -62,6 +62,17 @@ def build_task(cfg: RunConfig, facts: dict[str, Any], plan: BatchPlan, num_train
     )
     task.optimizer_factory = optimizer_factory(cfg)
     return task
+
+
+def show_flops_in_the_model_summary(cfg: RunConfig, task: Task, datamodule: RecipeDataModule) -> None:
+    """Lightning's model summary counts forward FLOPs when the module has an example input (else it prints 0).
+
+    Not under DeepSpeed, whose summary would run the sharded module outside its engine, nor in true half
+    precision, where the example would reach the model uncast.
+    """
+    half = cfg.trainer.precision in ("16-true", "bf16-true")
+    if not (is_deepspeed(cfg.trainer.strategy) or half):
+        task.example_input_array = task.model_inputs(datamodule.example_batch())
 
 
 def build_callbacks(cfg: RunConfig, run_dir: Path, plan: BatchPlan, stop: StopRequest) -> list[Callback]:

@@ -52,21 +52,21 @@ def _count(build_model: Callable[[], nn.Module], inputs: tuple[torch.Tensor, ...
         torch.ones(x.shape, dtype=torch.float32 if x.is_floating_point() else x.dtype, device=device) for x in inputs
     )
     counter = FlopCounterMode(display=False)
-    # Without oneDNN the CPU's LSTM runs as plain matmuls the counter sees, not one opaque fused kernel.
-    with counter, _without_onednn():
+    with counter, portable_kernels():
         model(*stand_ins).float().sum().backward()
     return counter.get_total_flops()
 
 
 @contextlib.contextmanager
-def _without_onednn() -> Iterator[None]:
+def portable_kernels() -> Iterator[None]:
+    """Run the LSTM as plain matmuls that FlopCounterMode sees, not as one fused oneDNN or cuDNN kernel."""
     # Not torch.backends.mkldnn.flags(): it also sets oneDNN's TF32 switch, which warns on every CPU build.
-    enabled = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = False
+    onednn, cudnn = torch.backends.mkldnn.enabled, torch.backends.cudnn.enabled
+    torch.backends.mkldnn.enabled = torch.backends.cudnn.enabled = False
     try:
         yield
     finally:
-        torch.backends.mkldnn.enabled = enabled
+        torch.backends.mkldnn.enabled, torch.backends.cudnn.enabled = onednn, cudnn
 
 
 def peak_flops(device: torch.device, precision: str) -> float | None:

@@ -10,7 +10,7 @@ import datasets
 import lightning as L
 import pyarrow
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
 from torchdata.stateful_dataloader import StatefulDataLoader
 from torchdata.stateful_dataloader.sampler import StatefulDistributedSampler
 
@@ -155,6 +155,11 @@ class RecipeDataModule(L.LightningDataModule):
         raise NotImplementedError
 
     collate_fn: Callable | None = None
+
+    def example_batch(self) -> dict[str, torch.Tensor]:
+        """A batch of the first training example: what one input looks like (for Lightning's model summary)."""
+        self.load()
+        return (self.collate_fn or default_collate)([self.train_set[0]])
 
     # ------------------------------------------------------------------ loaders
 

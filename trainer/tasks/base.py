@@ -8,6 +8,7 @@ import lightning as L
 import torch
 
 from trainer.errors import TrainingDiverged
+from trainer.flops import portable_kernels
 from trainer.models import build_model
 from trainer.tasks.optim import OptimizerFactory, Schedule, build_optimizer, build_scheduler
 
@@ -38,6 +39,12 @@ class Task(L.LightningModule):
     def model_inputs(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
         """What the plain model is called with, from a batch of the task's data module."""
         raise NotImplementedError
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """Only Lightning's model summary calls this (training calls the model directly): with portable
+        kernels, so that its FLOP counter sees the LSTM's matmuls too."""
+        with portable_kernels():
+            return self.model(*inputs)
 
     def finite_or_stop(self, loss: torch.Tensor) -> torch.Tensor:
         """Stop the run, before backward, on a NaN or infinite loss.
