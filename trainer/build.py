@@ -67,11 +67,11 @@ def build_task(cfg: RunConfig, facts: dict[str, Any], plan: BatchPlan, num_train
 def show_flops_in_the_model_summary(cfg: RunConfig, task: Task, datamodule: RecipeDataModule) -> None:
     """Lightning's model summary counts forward FLOPs when the module has an example input (else it prints 0).
 
-    Not under DeepSpeed, whose summary would run the sharded module outside its engine, nor in true half
-    precision, where the example would reach the model uncast.
+    Not under DeepSpeed, whose summary would run the sharded module outside its engine, nor in a true
+    precision other than float32 (16, bf16, 64), where the float32 example would reach the model uncast.
     """
-    half = cfg.trainer.precision in ("16-true", "bf16-true")
-    if not (is_deepspeed(cfg.trainer.strategy) or half):
+    float32_weights = cfg.trainer.precision in ("32", "32-true", "bf16-mixed", "16-mixed")
+    if float32_weights and not is_deepspeed(cfg.trainer.strategy):
         task.example_input_array = task.model_inputs(datamodule.example_batch())
 
 

@@ -32,7 +32,13 @@ SMALL_MODEL_PARAMETERS = 10_000_000
 
 def training_flops(build_model: Callable[[], nn.Module], inputs: tuple[torch.Tensor, ...]) -> int:
     """FLOPs of one forward and backward pass of a freshly built model on inputs shaped like `inputs`
-    (all ones: valid token ids, full-length masks). The model being trained is not touched."""
+    (all ones: valid token ids, full-length masks). Neither the model being trained nor the random state
+    is touched: a resumed run draws the same dropout masks as an uninterrupted one."""
+    with torch.random.fork_rng(devices=[]):
+        return _count_somewhere(build_model, inputs)
+
+
+def _count_somewhere(build_model: Callable[[], nn.Module], inputs: tuple[torch.Tensor, ...]) -> int:
     with torch.device("meta"):
         parameters = sum(p.numel() for p in build_model().parameters())
     # A small model counts faster for real on the CPU (the meta device runs its elementwise ops in Python);
@@ -79,12 +85,18 @@ def dense_peak(device_name: str, precision: str) -> float | None:
     """From the table, by the name CUDA reports ("NVIDIA H100 80GB HBM3", "NVIDIA H200", "NVIDIA A100-SXM4-80GB")."""
     name = device_name.lower()
     chip = next((chip for chip in _PEAK_FLOPS if all(word in name for word in chip.split())), None)
-    return _PEAK_FLOPS[chip][_arithmetic(precision)] if chip is not None else None
+    arithmetic = _arithmetic(precision)
+    return _PEAK_FLOPS[chip][arithmetic] if chip is not None and arithmetic is not None else None
 
 
-def _arithmetic(precision: str) -> str:
+def _arithmetic(precision: str) -> str | None:
     if precision.startswith("bf16"):
         return "bf16"
     if precision.startswith("16"):
         return "fp16"
-    return "tf32" if torch.get_float32_matmul_precision() != "highest" else "fp32"
+    if precision.startswith("64"):
+        return None
+    # float32 convolutions and RNNs run on TF32 tensor cores by default (cudnn.allow_tf32): TF32's peak is
+    # then the ceiling. For a model of float32 matmuls alone this understates MFU rather than overstate it.
+    tf32 = torch.backends.cudnn.allow_tf32 or torch.get_float32_matmul_precision() != "highest"
+    return "tf32" if tf32 else "fp32"

@@ -4,6 +4,11 @@ tokens per second, FLOPs per sample, achieved FLOP/s and model-FLOPs utilisation
 No host sync is added per step: times are taken on the host, and throughput is logged only at Lightning's
 logging steps, where logging the loss syncs anyway. On a GPU the host runs ahead of the device by at most
 a few steps, which a window of `trainer.log_every_n_steps` steps averages out.
+
+Approximations, said where they are reported: tokens and FLOPs per sample are those of the first batch's
+sequence length (a language model's fixed block; a classifier's batch is padded to its longest text, and
+the packed LSTM is counted at full length); a validation's data-loader start-up, which Lightning does
+before `on_validation_start`, counts as training time.
 """
 
 from __future__ import annotations
@@ -67,7 +72,7 @@ class Throughput(L.Callback):
         # Lightning sends step metrics to the loggers when the global step is a multiple of this.
         at_logging_step = trainer.log_every_n_steps and trainer.global_step % trainer.log_every_n_steps == 0
         if at_logging_step and self.steps != self._logged[0]:
-            self._log(pl_module)
+            self._log(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.on_train_batch_end(trainer, pl_module)
@@ -108,7 +113,7 @@ class Throughput(L.Callback):
             return None
         return round(samples_per_second * self.flops_per_sample / (self.peak_flops * self.world_size), 4)
 
-    def _log(self, pl_module: L.LightningModule) -> None:
+    def _log(self, trainer: L.Trainer) -> None:
         steps, seconds = self.steps - self._logged[0], self.train_seconds - self._logged[1]
         self._logged = (self.steps, self.train_seconds)
         if seconds <= 0:
@@ -122,8 +127,12 @@ class Throughput(L.Callback):
         mfu = self._mfu(rate)
         if mfu is not None:
             metrics["train/mfu"] = mfu
-        # Host floats, logged by rank 0 alone: no collective, no device sync.
-        pl_module.log_dict(metrics, on_step=True, on_epoch=False, rank_zero_only=True)
+        # Host floats, written by rank 0 straight to the loggers: no collective, no device sync, and one row
+        # per window (through `self.log`, Lightning would repeat the value at every logging step it sees).
+        # The step is the one Lightning gives this step's own metrics (the count of steps before it).
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_metrics(metrics, step=trainer.global_step - 1)
 
     def _count(self, pl_module: L.LightningModule, batch: dict[str, torch.Tensor]) -> None:
         inputs = tuple(x[:1] for x in pl_module.model_inputs(batch))
