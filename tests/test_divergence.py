@@ -1,27 +1,41 @@
-"""A NaN or infinite loss stops the run with the step named, and leaves the last good checkpoint intact."""
+"""A NaN or infinite loss stops the run with the step named, and leaves the last good checkpoint intact.
+
+Two guards keep that promise (trainer.lifecycle.divergence): the device one (fused optimizer: the bad
+step is skipped by the optimizer kernel, the host learns of it a step or two later) and the host one
+(an unfused optimizer, DeepSpeed, fp16). Both are run here, single-process and on two DDP ranks.
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import pytest
 import torch
 
 from trainer.lifecycle.checkpoints import read_training_checkpoint
 
+# A learning rate of 1e12 sends SGD's weights to infinity within a few steps: a real divergence.
+DIVERGING = ["digits_cnn", "optim.name=sgd", "optim.lr=1e12", "scheduler.name=none", "model.batch_norm=false",
+             "trainer.max_steps=200", "checkpoint.every_n_train_steps=1", "trainer.enable_progress_bar=false"]  # fmt: skip
 
-def test_a_diverging_run_stops_naming_the_step_and_keeps_the_last_good_checkpoint(cli, tmp_path: Path) -> None:
+
+@pytest.mark.parametrize(
+    ("guard", "words"),
+    [("device", []), ("host", ["optim.fused=false"]), ("device, 2 ranks", ["trainer.devices=2", "trainer.strategy=ddp"])],
+)
+def test_a_diverging_run_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
+    cli, tmp_path: Path, guard: str, words: list[str]
+) -> None:
     run_dir = tmp_path / "run"
-    # A learning rate of 1e12 sends SGD's weights to infinity within a few steps: a real divergence.
-    result = cli(
-        "fit", "digits_cnn", "optim.name=sgd", "optim.lr=1e12", "scheduler.name=none", "model.batch_norm=false",
-        "trainer.max_steps=200", "checkpoint.every_n_train_steps=1", f"run_dir={run_dir}",
-        "trainer.enable_progress_bar=false",
-    )  # fmt: skip
+    result = cli("fit", *DIVERGING, *words, f"run_dir={run_dir}")
     assert result.returncode == 3, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     line = result.stderr.strip().splitlines()[-1]
-    assert line.startswith("error: loss is not finite at step ")
-    failed_step = int(line.split("at step ")[1].split()[0])
+    found = re.match(r"error: (loss|loss or gradients) (is|are) not finite at step (\d+)", line)
+    assert found, line
+    assert found.group(1) == ("loss" if guard == "host" else "loss or gradients")
+    failed_step = int(found.group(3))
 
     checkpoint = read_training_checkpoint(run_dir / "checkpoints" / "last.ckpt")
     assert checkpoint.global_step == failed_step - 1  # the step before the divergence

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.loggers import Logger
@@ -19,6 +20,7 @@ from trainer.distributed.batching import BatchPlan, eval_batches, total_optimize
 from trainer.distributed.strategy import build_strategy, is_deepspeed, optimizer_factory
 from trainer.distributed.topology import Topology
 from trainer.errors import UserError
+from trainer.lifecycle.divergence import DivergenceGuard
 from trainer.lifecycle.last_checkpoint import BestCheckpoints, LastCheckpoint
 from trainer.lifecycle.run_dir import CHECKPOINTS, LAST_CKPT
 from trainer.lifecycle.state import BatchCounterRescale, RNGState
@@ -53,15 +55,28 @@ def check_loop_settings(cfg: RunConfig, plan: BatchPlan, datamodule: RecipeDataM
 
 def build_task(cfg: RunConfig, facts: dict[str, Any], plan: BatchPlan, num_train_samples: int) -> Task:
     t = cfg.trainer
+    optim = cfg.optim.model_dump()
+    if optim["fused"] is None:
+        optim["fused"] = not is_deepspeed(t.strategy)
     task = TASKS[cfg.task](
         family=cfg.model.family,
         model_kwargs=model_kwargs(cfg, facts),
-        optim=cfg.optim.model_dump(),
+        optim=optim,
         scheduler=cfg.scheduler.model_dump(),
         schedule_steps=total_optimizer_steps(num_train_samples, plan, t.max_epochs, t.max_steps, t.limit_train_batches),
     )
     task.optimizer_factory = optimizer_factory(cfg)
+    apply_performance_settings(cfg, task)
     return task
+
+
+def apply_performance_settings(cfg: RunConfig, task: Task) -> None:
+    perf = cfg.performance
+    torch.set_float32_matmul_precision(perf.float32_matmul_precision)  # process-wide, as torch has it
+    if perf.channels_last:
+        task.model.to(memory_format=torch.channels_last)  # the images follow it in the model (see models/cnn.py)
+    if perf.compile:
+        task.model.compile()  # in place: the state dict keeps its keys, checkpoints stay plain
 
 
 def show_flops_in_the_model_summary(cfg: RunConfig, task: Task, datamodule: RecipeDataModule) -> None:
@@ -71,7 +86,8 @@ def show_flops_in_the_model_summary(cfg: RunConfig, task: Task, datamodule: Reci
     precision other than float32 (16, bf16, 64), where the float32 example would reach the model uncast.
     """
     float32_weights = cfg.trainer.precision in ("32", "32-true", "bf16-mixed", "16-mixed")
-    if float32_weights and not is_deepspeed(cfg.trainer.strategy):
+    # Nor a compiled model: the summary's FLOP counter would compile it once more, for nothing.
+    if float32_weights and not is_deepspeed(cfg.trainer.strategy) and not cfg.performance.compile:
         task.example_input_array = task.model_inputs(datamodule.example_batch())
 
 
@@ -79,6 +95,7 @@ def build_callbacks(cfg: RunConfig, run_dir: Path, plan: BatchPlan, stop: StopRe
     ckpt = cfg.checkpoint
     return [
         RNGState(cfg.seed),
+        DivergenceGuard(),
         BatchCounterRescale(plan.world_size, plan.grad_accum_steps),
         Throughput(plan.global_batch_size, cfg.trainer.precision),
         LearningRateMonitor(logging_interval="step"),

@@ -6,7 +6,7 @@ class UserError(Exception):
 
 
 class TrainingDiverged(Exception):
-    """The loss became NaN or infinite (exit 3). The run stopped before that step changed any weight or checkpoint."""
+    """The loss or its gradients became NaN or infinite (exit 3). That step changed no weight and no checkpoint."""
 
 
 class WriteFailed(Exception):

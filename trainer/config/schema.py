@@ -129,6 +129,25 @@ class OptimConfig(Section):
     betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
     nesterov: bool = False
+    fused: bool | None = Field(
+        default=None,
+        description="torch's fused optimizer kernels: one kernel per step, and a step with non-finite gradients is "
+        "skipped on the device, with no host sync. None: fused except under DeepSpeed, which steps its own way.",
+    )
+
+
+class PerformanceConfig(Section):
+    """Speed settings: none changes what is learned beyond floating-point rounding."""
+
+    compile: bool = Field(
+        default=False, description="torch.compile the model, in place (checkpoints keep their keys). Slow to start."
+    )
+    channels_last: bool = Field(
+        default=False, description="CNN: NHWC memory layout, which tensor-core GPUs convolve fastest."
+    )
+    float32_matmul_precision: Literal["highest", "high", "medium"] = Field(
+        default="highest", description="torch.set_float32_matmul_precision; 'high' lets float32 matmuls use TF32."
+    )
 
 
 class SchedulerConfig(Section):
@@ -300,6 +319,7 @@ class RunConfig(Section):
     data: DataConfig
     optim: OptimConfig = OptimConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
+    performance: PerformanceConfig = PerformanceConfig()
     trainer: TrainerConfig = TrainerConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     logger: list[LoggerName] = Field(default=["csv"], description="csv is always on; add tensorboard, wandb.")
@@ -326,6 +346,8 @@ class RunConfig(Section):
             raise ValueError(f"model.family {self.model.family!r} cannot do task {self.task!r}; use one of: {allowed}")
         if self.task == "language_modeling" and getattr(self.model, "bidirectional", False):
             raise ValueError("a language model reads left to right; set model.bidirectional=false")
+        if self.performance.channels_last and self.task != "image_classification":
+            raise ValueError("performance.channels_last is for images (the CNN); drop it for a text model")
         if self.task != "image_classification" and self.data.tokenizer is None:
             raise ValueError(f"task {self.task!r} needs data.tokenizer (kind: bpe, wordpiece or char)")
         t = self.trainer

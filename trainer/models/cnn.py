@@ -43,4 +43,6 @@ class CNN(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """images (B, C, H, W) -> logits (B, num_classes)."""
+        if self.features[0].weight.is_contiguous(memory_format=torch.channels_last):
+            images = images.contiguous(memory_format=torch.channels_last)  # a model moved to NHWC takes NHWC in
         return self.head(self.features(images))

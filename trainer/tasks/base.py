@@ -7,7 +7,6 @@ from typing import Any
 import lightning as L
 import torch
 
-from trainer.errors import TrainingDiverged
 from trainer.flops import portable_kernels
 from trainer.models import build_model
 from trainer.tasks.optim import OptimizerFactory, Schedule, build_optimizer, build_scheduler
@@ -45,22 +44,6 @@ class Task(L.LightningModule):
         kernels, so that its FLOP counter sees the LSTM's matmuls too."""
         with portable_kernels():
             return self.model(*inputs)
-
-    def finite_or_stop(self, loss: torch.Tensor) -> torch.Tensor:
-        """Stop the run, before backward, on a NaN or infinite loss.
-
-        One host sync per step: a non-finite loss must never reach the weights or a checkpoint. On
-        several ranks the decision is shared, or the finite ranks would wait forever for the others.
-        """
-        finite = bool(torch.isfinite(loss.detach()).all())
-        if self.trainer.world_size > 1:
-            finite = not self.trainer.strategy.reduce_boolean_decision(not finite, all=False)
-        if not finite:
-            raise TrainingDiverged(
-                f"loss is not finite at step {self.global_step + 1} (epoch {self.current_epoch}): lower optim.lr, "
-                "set trainer.gradient_clip_val, or check the data"
-            )
-        return loss
 
     def configure_optimizers(self) -> Any:
         optimizer = build_optimizer(self.model, self.hparams.optim, self.optimizer_factory)

@@ -38,7 +38,7 @@ class ClassificationTask(Task):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = F.cross_entropy(self.logits(batch), batch["labels"])
         self.log("train/loss", loss, prog_bar=True)
-        return self.finite_or_stop(loss)
+        return loss  # checked for NaN by trainer.lifecycle.divergence
 
     def _evaluate(
         self, batch: dict[str, torch.Tensor], stage: str, metrics: MetricCollection, mean_loss: MeanMetric

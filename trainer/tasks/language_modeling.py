@@ -33,7 +33,7 @@ class CausalLMTask(Task):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, _, _ = self._loss(batch)
         self.log("train/loss", loss, prog_bar=True)
-        return self.finite_or_stop(loss)
+        return loss  # checked for NaN by trainer.lifecycle.divergence
 
     def _evaluate(
         self, batch: dict[str, torch.Tensor], stage: str, perplexity: Perplexity, mean_loss: MeanMetric

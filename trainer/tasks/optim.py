@@ -26,9 +26,12 @@ def build_optimizer(
     ]
     if factory is not None:
         return factory(groups, optim)
+    fused = bool(optim.get("fused"))  # absent in checkpoints from before the setting: torch's default then
     if optim["name"] == "sgd":
-        return torch.optim.SGD(groups, lr=optim["lr"], momentum=optim["momentum"], nesterov=optim["nesterov"])
-    return torch.optim.AdamW(groups, lr=optim["lr"], betas=tuple(optim["betas"]))
+        return torch.optim.SGD(
+            groups, lr=optim["lr"], momentum=optim["momentum"], nesterov=optim["nesterov"], fused=fused or None
+        )
+    return torch.optim.AdamW(groups, lr=optim["lr"], betas=tuple(optim["betas"]), fused=fused or None)
 
 
 class Schedule:
