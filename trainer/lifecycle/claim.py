@@ -67,19 +67,19 @@ class RunClaim:
     def _locked(self) -> RunClaim:
         assert self.run_dir is not None
         fd = os.open(self.run_dir, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
+        held_elsewhere = _try_lock(fd)
+        if held_elsewhere is None:
             os.close(fd)
-            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                return self  # a file system without locks: carry on unguarded
+            return self  # a file system without locks: carry on unguarded
+        if held_elsewhere:
+            os.close(fd)
             for folder in reversed(self._made):  # only if still empty: the other process may be setting up in it
                 with contextlib.suppress(OSError):
                     folder.rmdir()
             raise UserError(
                 f"run {str(self.run_dir)!r} is in use by another trainer process; wait for it to finish or stop it "
                 "(SIGTERM saves a checkpoint), then resume it or choose another run_dir"
-            ) from None
+            )
         self._fd = fd
         return self
 
@@ -161,9 +161,16 @@ def in_use(run_dir: Path) -> bool:
     """Whether another process holds the run's lock (asked without keeping it)."""
     fd = os.open(run_dir, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as err:
-        return err.errno in (errno.EWOULDBLOCK, errno.EAGAIN)
+        return bool(_try_lock(fd))
     finally:
         os.close(fd)
+
+
+def _try_lock(fd: int) -> bool | None:
+    """Take the exclusive flock on `fd` without waiting: False when taken, True when another process holds
+    it, None when the file system has no locks."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        return True if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN) else None
     return False
