@@ -35,6 +35,11 @@ from trainer.lifecycle.checkpoints import (
 WRITE_FAILURES = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG)
 
 
+# On several ranks, agreeing on a stop request is a collective and a host sync: taken at every 10th optimizer
+# step (and evaluation batch) rather than every one. A preempted job then stops at most 10 steps later.
+AGREE_EVERY = 10
+
+
 class RunStopped(Exception):  # noqa: N818 - a control-flow signal, not an error
     """Raised inside Lightning's loop once a stop request has been honoured: it ends `fit`, `validate` or
     `test` at once, without the validation pass Lightning forces when `should_stop` is set."""
@@ -45,8 +50,8 @@ class LastCheckpoint(Checkpoint):
 
     A stop request (SIGTERM, SIGINT, SIGUSR1) is honoured at the next optimizer-step boundary during
     training (save, then stop at once) and at the next batch of the evaluations that follow training.
-    On several ranks the ranks agree first: a signal may reach some of them only, and all must save
-    together (ZeRO shards) and stop together.
+    On several ranks the ranks agree first, at every AGREE_EVERY-th step or batch: a signal may reach some
+    of them only, and all must save together (ZeRO shards) and stop together.
 
     It is a `Checkpoint`, so Lightning runs it after ModelCheckpoint (checkpoint callbacks go last):
     `last.ckpt` then records the best checkpoints including the validation just run; a save made before
@@ -112,19 +117,23 @@ class LastCheckpoint(Checkpoint):
         if self.saved_step != trainer.global_step:
             self._save(trainer)
 
-    def on_validation_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+    def on_validation_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int, *args: Any
+    ) -> None:
         if trainer.state.fn != "fit":  # the final evaluation; one inside training finishes first
-            self._stop_if_requested(trainer)
+            self._stop_if_requested(trainer, batch_idx + 1)
 
-    def on_test_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
-        self._stop_if_requested(trainer)
+    def on_test_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int, *args: Any
+    ) -> None:
+        self._stop_if_requested(trainer, batch_idx + 1)
 
     # ------------------------------------------------------------------ decisions
 
     def _at_step_boundary(self, trainer: L.Trainer) -> None:
         """Stopping sets `should_stop`, so that Lightning still logs this step's metrics; the validation it
         then forces is cut short in on_validation_start."""
-        if self._agreed_request(trainer):
+        if self._agreed_request(trainer, trainer.global_step):
             self._save(trainer)
             self.stopped_at_step = trainer.global_step
             self._stopping_on_request = True
@@ -137,14 +146,17 @@ class LastCheckpoint(Checkpoint):
         elif self.every_n_train_steps and trainer.global_step % self.every_n_train_steps == 0:
             self._save(trainer)
 
-    def _stop_if_requested(self, trainer: L.Trainer) -> None:
-        if self._agreed_request(trainer):
+    def _stop_if_requested(self, trainer: L.Trainer, count: int) -> None:
+        if self._agreed_request(trainer, count):
             raise RunStopped
 
-    def _agreed_request(self, trainer: L.Trainer) -> bool:
-        """Whether any rank was asked to stop; every rank then knows the signal (the highest number)."""
+    def _agreed_request(self, trainer: L.Trainer, count: int) -> bool:
+        """Whether any rank was asked to stop; every rank then knows the signal (the highest number).
+        On several ranks they agree only when `count` (steps or batches) is a multiple of AGREE_EVERY."""
         signum = self.request.signum or 0
         if trainer.world_size > 1:
+            if count % AGREE_EVERY:
+                return False
             agreed = torch.tensor(signum, device=trainer.strategy.root_device)
             signum = int(trainer.strategy.reduce(agreed, reduce_op="max"))
         if signum and self.request.signum is None:
