@@ -17,12 +17,17 @@ from trainer.lifecycle.checkpoints import read_training_checkpoint
 
 # A learning rate of 1e12 sends SGD's weights to infinity within a few steps: a real divergence.
 DIVERGING = ["digits_cnn", "optim.name=sgd", "optim.lr=1e12", "scheduler.name=none", "model.batch_norm=false",
-             "trainer.max_steps=200", "checkpoint.every_n_train_steps=1", "trainer.enable_progress_bar=false"]  # fmt: skip
+             "trainer.max_steps=200", "checkpoint.every_n_train_steps=1",
+             "trainer.enable_progress_bar=false"]  # fmt: skip
 
 
 @pytest.mark.parametrize(
     ("guard", "words"),
-    [("device", []), ("host", ["optim.fused=false"]), ("device, 2 ranks", ["trainer.devices=2", "trainer.strategy=ddp"])],
+    [
+        ("device", []),
+        ("host", ["optim.fused=false"]),
+        ("device, 2 ranks", ["trainer.devices=2", "trainer.strategy=ddp"]),
+    ],
 )
 def test_a_diverging_run_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
     cli, tmp_path: Path, guard: str, words: list[str]

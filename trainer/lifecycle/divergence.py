@@ -60,10 +60,9 @@ class DivergenceGuard(Callback):
         self._loss_bad = torch.zeros((), dtype=torch.bool, device=device)
         self._step = torch.tensor(trainer.global_step, device=device)  # counted on the device, never read
         self._first_bad = torch.full((), -1, device=device)  # the first bad step, -1 while there is none
-        pinned = device.type == "cuda"
+        cuda = device.type == "cuda"
         self._copies = [
-            _Copy(torch.full((), -1).pin_memory() if pinned else torch.full((), -1), torch.cuda.Event() if pinned else None)
-            for _ in range(LAG)
+            _Copy(torch.full((), -1, pin_memory=cuda), torch.cuda.Event() if cuda else None) for _ in range(LAG)
         ]
         self._steps_seen = 0
 
