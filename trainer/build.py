@@ -57,7 +57,9 @@ def build_task(cfg: RunConfig, facts: dict[str, Any], plan: BatchPlan, num_train
     t = cfg.trainer
     optim = cfg.optim.model_dump()
     if optim["fused"] is None:
-        optim["fused"] = not is_deepspeed(t.strategy)
+        # Not under DeepSpeed, which steps its own way, nor with fp16's GradScaler, which leaves a fused
+        # optimizer's gradients scaled until its step: clipping would then see scaled gradients.
+        optim["fused"] = not is_deepspeed(t.strategy) and t.precision != "16-mixed"
     task = TASKS[cfg.task](
         family=cfg.model.family,
         model_kwargs=model_kwargs(cfg, facts),

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+
+def run_lstm(lstm: nn.LSTM, inputs: torch.Tensor | PackedSequence) -> tuple[torch.Tensor | PackedSequence, tuple]:
+    """`lstm(inputs)`, in float32 under CPU autocast: there autocast sends the LSTM to oneDNN in bf16, which
+    CPUs without bf16 instructions cannot build ("could not create a primitive descriptor for the LSTM
+    forward propagation primitive", torch 2.13). On a GPU cuDNN runs it in bf16 as usual."""
+    if torch.is_autocast_enabled("cpu"):
+        with torch.autocast("cpu", enabled=False):
+            return lstm(inputs)
+    return lstm(inputs)
 
 
 class LSTMClassifier(nn.Module):
@@ -47,7 +57,7 @@ class LSTMClassifier(nn.Module):
         """input_ids, attention_mask (B, T) -> logits (B, num_classes)."""
         lengths = attention_mask.sum(dim=1).clamp(min=1).cpu()
         packed = pack_padded_sequence(self.embedding(input_ids), lengths, batch_first=True, enforce_sorted=False)
-        outputs, (hidden, _) = self.lstm(packed)
+        outputs, (hidden, _) = run_lstm(self.lstm, packed)
         if self.pooling == "last":
             # hidden: (layers * directions, B, H); the top layer's final state in each direction.
             top = hidden[-2:] if self.lstm.bidirectional else hidden[-1:]
@@ -87,5 +97,5 @@ class LSTMLanguageModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """input_ids (B, T) -> logits (B, T, vocab_size)."""
-        hidden, _ = self.lstm(self.dropout(self.embedding(input_ids)))
+        hidden, _ = run_lstm(self.lstm, self.dropout(self.embedding(input_ids)))
         return self.head(self.proj(self.dropout(hidden)))
