@@ -91,6 +91,12 @@ def test_bad_overrides_name_the_key_and_the_fix(overrides: list[str], expected: 
     assert "\n" not in str(err.value)
 
 
+def test_channels_last_is_for_images() -> None:
+    with pytest.raises(UserError, match="performance.channels_last is for images"):
+        load_config("imdb_lstm", ["performance.channels_last=true"])
+    assert load_config("mnist_cnn", ["performance.channels_last=true"]).performance.channels_last
+
+
 def test_a_model_family_that_cannot_do_the_task_is_an_error(tmp_path: Path) -> None:
     recipe = tmp_path / "bad.yaml"
     recipe.write_text("task: image_classification\nmodel: {family: lstm}\ndata: {name: x}\ntrainer: {max_steps: 1}\n")

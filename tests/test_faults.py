@@ -473,6 +473,7 @@ def test_recipes_that_interpolate_badly_are_one_line_and_leak_nothing(cli, tmp_p
         (["trainer.limit_train_batches=1e-9"], "leaves no training batch"),
         (["trainer.precision=16-true", "trainer.accelerator=cpu"], "needs a GPU"),
         (["trainer.strategy=deepspeed_stage_1", "trainer.gradient_clip_algorithm=value"], "clips gradients by norm"),
+        (["optim.fused=true", "trainer.precision=16-mixed", "trainer.gradient_clip_val=1"], "cannot clip gradients"),
     ],
 )
 def test_more_settings_that_can_never_work(cli, tmp_path: Path, words: list[str], expected: str) -> None:

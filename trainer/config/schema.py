@@ -355,6 +355,11 @@ class RunConfig(Section):
             raise ValueError("set trainer.max_epochs or trainer.max_steps, or training never stops")
         if t.max_epochs == 0 or t.max_steps == 0:
             raise ValueError("trainer.max_epochs=0 or trainer.max_steps=0 trains nothing; give 1 or more")
+        if self.optim.fused and t.precision == "16-mixed" and t.gradient_clip_val:
+            raise ValueError(
+                "optim.fused=true cannot clip gradients in trainer.precision=16-mixed (the GradScaler leaves them "
+                "scaled until the fused step); drop optim.fused, use bf16-mixed, or unset trainer.gradient_clip_val"
+            )
         logged = LOGGED_METRICS[self.task]
         if self.checkpoint.monitor not in logged:
             raise ValueError(
