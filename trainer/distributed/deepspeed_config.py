@@ -161,6 +161,10 @@ def build_deepspeed_config(user_config: dict[str, Any], zero: ZeroSettings, micr
         section.setdefault("offload_optimizer", {"device": "cpu", "pin_memory": False})
     if zero.offload_parameters:
         section.setdefault("offload_param", {"device": "cpu", "pin_memory": False})
+    # Lightning's bucket sizes (2e8 elements), which it too leaves out when given a config: DeepSpeed's own
+    # default, 5e8, holds about 1 GB per bf16 bucket.
+    section.setdefault("reduce_bucket_size", 200_000_000)
+    section.setdefault("allgather_bucket_size", 200_000_000)
     config["train_micro_batch_size_per_gpu"] = micro_batch_size
     # Lightning's own default, which it leaves out when given a config; its ZeRO-3 evaluation reads it.
     config.setdefault("zero_allow_untested_optimizer", True)

@@ -47,8 +47,8 @@ class DivergenceGuard(Callback):
         optimizer = trainer.optimizers[0] if len(trainer.optimizers) == 1 else None
         self.on_device = (
             optimizer is not None
-            and bool(optimizer.defaults.get("fused"))
-            and not isinstance(trainer.strategy, DeepSpeedStrategy)
+            and not isinstance(trainer.strategy, DeepSpeedStrategy)  # whose ZeRO optimizer has no `defaults`
+            and bool(getattr(optimizer, "defaults", {}).get("fused"))
             and getattr(trainer.precision_plugin, "scaler", None) is None
         )
         if not self.on_device:
