@@ -62,7 +62,7 @@ class Task(L.LightningModule):
         # a fused step unscales the gradients itself (lightning/pytorch/plugins/precision/amp.py, 2.6). In
         # bf16-mixed there is no GradScaler and nothing to unscale, so clip here as Lightning would.
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)
-        if gradient_clip_val and optimizer.defaults.get("fused") and scaler is None:
+        if gradient_clip_val and getattr(optimizer, "defaults", {}).get("fused") and scaler is None:
             params = [p for group in optimizer.param_groups for p in group["params"]]
             if gradient_clip_algorithm == "value":
                 torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
