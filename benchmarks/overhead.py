@@ -1,12 +1,20 @@
 """What the framework costs over a hand-written PyTorch loop: step time and peak memory, per model family.
 
 For each family the same model class, data, batch, optimizer, learning-rate schedule, clipping, precision
-and step count run (a) in a plain loop and (b) through `trainer.api.fit`, each in a fresh process, in
-alternating order, `--pairs` times. A step is timed from the end of one optimizer step to the end of the
-next, data loading included; the first `WARMUP` steps and any step with a validation in it are left out.
-Reported per family: the median over pairs of (framework median step time / loop median step time), and
-of the peak-memory ratio (CUDA's peak allocation on a GPU, the process's peak RSS on a CPU; both sides
-import the same libraries, so the RSS compares what training adds).
+and step count run (a) in a plain loop (benchmarks/plain_loop.py) and (b) through `trainer.api.fit`.
+
+Step time is measured interleaved, in one process: after each of the framework's optimizer steps, a
+callback runs one step of the plain loop (its own copy of the model and data). The framework's step is
+timed from the end of that loop step to the end of its own next step, so it includes everything Lightning
+and the framework do between steps (data fetch, hooks, logging, checkpoint decisions); the loop's step
+from its data fetch to the end of its optimizer step. Both see the same machine at the same moment, which
+makes the ratio robust on shared, noisy machines; each process gives the ratio of the two medians, and
+the reported figure is the median over `--pairs` processes. On a GPU every timestamp follows a device sync.
+The first WARMUP steps and any step with a validation in it are left out.
+
+Peak memory cannot be shared that way: the framework and the loop each run alone in a fresh process,
+alternating, `--memory-pairs` times (CUDA's peak allocation on a GPU, the process's peak RSS on a CPU;
+both sides import the same libraries first, so the RSS compares what training adds).
 
     python benchmarks/overhead.py                                    # CPU, every family
     python benchmarks/overhead.py --accelerator gpu --precision bf16-mixed --steps 200
@@ -37,8 +45,8 @@ WARMUP = 5
 # Each family's recipe, at a size a 2-core CPU runs in seconds (the GPU run passes its own with --size full).
 FAMILIES: dict[str, tuple[str, list[str]]] = {
     "cnn": ("mnist_cnn", [f"data.path={DATA / 'mnist'}", "data.max_train_samples=4096"]),
-    "lstm": ("imdb_lstm", [f"data.path={DATA / 'imdb'}", "data.max_train_samples=2048", "data.max_length=128",
-                           "data.tokenizer.vocab_size=2000", "model.bidirectional=false"]),
+    "lstm": ("imdb_lstm", [f"data.path={DATA / 'imdb'}", "data.max_train_samples=2048", "data.max_length=64",
+                           "data.tokenizer.vocab_size=2000", "data.global_batch_size=32"]),
     "transformer": ("imdb_transformer", [f"data.path={DATA / 'imdb'}", "data.max_train_samples=2048",
                                          "data.max_length=128", "data.tokenizer.vocab_size=2000"]),
     "gpt": ("shakespeare_gpt", [f"data.path={DATA / 'tiny_shakespeare'}", "model.n_layers=2", "data.block_size=64"]),
@@ -58,89 +66,69 @@ def _config(family: str, args: argparse.Namespace, run_dir: Path) -> Any:
     return api.resolve_fit_config(recipe, words)
 
 
-def _framework(cfg: Any) -> list[float]:
+class _Clock:
+    """Timestamps after a device sync."""
+
+    def __init__(self, device: Any) -> None:
+        self.device = device
+
+    def now(self) -> float:
+        import torch
+
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+
+def _interleaved(cfg: Any) -> dict[str, list[float]]:
+    """Framework and loop step times, one loop step after each framework step (see the docstring)."""
     import lightning as L
+    from plain_loop import PlainLoop
 
     from trainer import api
 
-    class StepClock(L.Callback):
-        def __init__(self) -> None:
-            self.ends: list[float] = []
-            self.dirty: set[int] = set()  # steps with a validation in them
+    loop = PlainLoop.build(cfg)
+    batches = loop.batches()
+    clock = _Clock(loop.device)
 
-        def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
-            _sync(trainer.strategy.root_device)
-            self.ends.append(time.perf_counter())
+    class Interleave(L.Callback):
+        def __init__(self) -> None:
+            self.framework: list[float] = []
+            self.loop: list[float] = []
+            self._mark: float | None = None  # when the framework's current step began
+            self._validated = False
 
         def on_validation_start(self, trainer: L.Trainer, *args: Any) -> None:
-            self.dirty.add(len(self.ends))
+            self._validated = True
 
-    clock = StepClock()
-    api.fit(cfg, callbacks=[clock])
-    return [b - a for i, (a, b) in enumerate(zip(clock.ends, clock.ends[1:], strict=False)) if i + 1 not in clock.dirty]
+        def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+            end = clock.now()
+            if self._mark is not None and not self._validated:
+                self.framework.append(end - self._mark)
+            self._validated = False
+            start = clock.now()
+            loop.step(next(batches))
+            self._mark = clock.now()
+            self.loop.append(self._mark - start)
 
-
-def _plain_loop(cfg: Any) -> list[float]:
-    """What a user would write by hand: the framework's data and model builders, then a bare loop."""
-    import torch
-    from torch.utils.data import DataLoader
-
-    from trainer.build import build_datamodule, build_task
-    from trainer.distributed.batching import plan_batches
-
-    torch.manual_seed(cfg.seed)
-    plan = plan_batches(cfg.data.global_batch_size, cfg.data.micro_batch_size, 1)
-    datamodule = build_datamodule(cfg, plan)
-    datamodule.load()
-    task = build_task(cfg, datamodule.facts(), plan, len(datamodule.train_set))
-    device = torch.device("cuda" if cfg.trainer.accelerator == "gpu" else "cpu")
-    model = task.model.to(device)
-    optimizer, scheduler = _optimizer_and_schedule(task)
-    loader = DataLoader(datamodule.train_set, batch_size=plan.micro_batch_size, shuffle=True, drop_last=True,
-                        collate_fn=datamodule.collate_fn, pin_memory=device.type == "cuda")  # fmt: skip
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.trainer.precision == "bf16-mixed")
-    ends: list[float] = []
-    model.train()
-    while len(ends) < cfg.trainer.max_steps:
-        for batch in loader:
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            with autocast:
-                loss = _loss(task, batch)
-            loss.backward()
-            if cfg.trainer.gradient_clip_val:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.trainer.gradient_clip_val)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if scheduler is not None:
-                scheduler.step()
-            _sync(device)
-            ends.append(time.perf_counter())
-            if len(ends) == cfg.trainer.max_steps:
-                break
-    return [b - a for a, b in zip(ends, ends[1:], strict=False)]
+    interleave = Interleave()
+    api.fit(cfg, callbacks=[interleave])
+    return {"framework": interleave.framework[WARMUP:], "loop": interleave.loop[WARMUP:]}
 
 
-def _loss(task: Any, batch: dict[str, Any]) -> Any:
-    import torch.nn.functional as F
+def _alone(cfg: Any, variant: str) -> None:
+    """One side on its own, for its peak memory."""
+    if variant == "framework":
+        from trainer import api
 
-    logits = task.model(*task.model_inputs(batch))
-    if task.task_name == "language_modeling":
-        return F.cross_entropy(logits.flatten(0, 1), batch["input_ids"][:, 1:].flatten())
-    return F.cross_entropy(logits, batch["labels"])
+        api.fit(cfg)
+        return
+    from plain_loop import PlainLoop
 
-
-def _optimizer_and_schedule(task: Any) -> tuple[Any, Any]:
-    configured = task.configure_optimizers()
-    if isinstance(configured, dict):
-        return configured["optimizer"], configured["lr_scheduler"]["scheduler"]
-    return configured, None
-
-
-def _sync(device: Any) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    loop = PlainLoop.build(cfg)
+    batches = loop.batches()
+    for _ in range(cfg.trainer.max_steps):
+        loop.step(next(batches))
 
 
 def _peak_memory(accelerator: str) -> int:
@@ -152,19 +140,22 @@ def _peak_memory(accelerator: str) -> int:
 
 
 def child(args: argparse.Namespace) -> None:
-    import trainer.api  # noqa: F401 - both sides import the same libraries before memory is counted
+    import trainer.api  # noqa: F401 - every side imports the same libraries before memory is counted
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = _config(args.family, args, Path(tmp) / "run")
-        steps = _framework(cfg) if args.child == "framework" else _plain_loop(cfg)
-    print(json.dumps({"step_seconds": steps[WARMUP:], "peak_memory_bytes": _peak_memory(args.accelerator)}))
+        if args.child == "interleaved":
+            print(json.dumps(_interleaved(cfg)))
+            return
+        _alone(cfg, args.child)
+    print(json.dumps({"peak_memory_bytes": _peak_memory(args.accelerator)}))
 
 
 # ----------------------------------------------------------------------------- the comparison (parent)
 
 
-def _measure(variant: str, family: str, args: argparse.Namespace) -> dict[str, Any]:
-    words = ["--child", variant, "--family", family, "--steps", str(args.steps), "--accelerator", args.accelerator,
+def _measure(variant: str, family: str, args: argparse.Namespace, steps: int) -> dict[str, Any]:
+    words = ["--child", variant, "--family", family, "--steps", str(steps), "--accelerator", args.accelerator,
              "--precision", args.precision]  # fmt: skip
     env = {**os.environ, "TRAINER_CACHE": args.cache}
     result = subprocess.run([sys.executable, __file__, *words], capture_output=True, text=True, env=env)
@@ -174,18 +165,20 @@ def _measure(variant: str, family: str, args: argparse.Namespace) -> dict[str, A
 
 
 def compare(family: str, args: argparse.Namespace) -> dict[str, Any]:
-    time_ratios, memory_ratios, loop_steps, framework_steps = [], [], [], []
+    time_ratios, loop_steps, framework_steps, memory_ratios = [], [], [], []
     for pair in range(args.pairs):
-        order = ("loop", "framework") if pair % 2 == 0 else ("framework", "loop")
-        runs = {variant: _measure(variant, family, args) for variant in order}
-        loop = statistics.median(runs["loop"]["step_seconds"])
-        framework = statistics.median(runs["framework"]["step_seconds"])
+        steps = _measure("interleaved", family, args, args.steps)
+        loop, framework = statistics.median(steps["loop"]), statistics.median(steps["framework"])
         time_ratios.append(framework / loop)
-        memory_ratios.append(runs["framework"]["peak_memory_bytes"] / runs["loop"]["peak_memory_bytes"])
         loop_steps.append(loop)
         framework_steps.append(framework)
-        print(f"{family} pair {pair + 1}: step {framework * 1e3:.2f} ms vs {loop * 1e3:.2f} ms "
-              f"({time_ratios[-1]:.3f}), memory {memory_ratios[-1]:.3f}", file=sys.stderr)  # fmt: skip
+        print(f"{family} {pair + 1}: step {framework * 1e3:.2f} ms vs {loop * 1e3:.2f} ms ({time_ratios[-1]:.3f})",
+              file=sys.stderr)  # fmt: skip
+    for pair in range(args.memory_pairs):
+        order = ("loop", "framework") if pair % 2 == 0 else ("framework", "loop")
+        peaks = {variant: _measure(variant, family, args, args.memory_steps)["peak_memory_bytes"] for variant in order}
+        memory_ratios.append(peaks["framework"] / peaks["loop"])
+        print(f"{family} memory {pair + 1}: {memory_ratios[-1]:.3f}", file=sys.stderr)
     return {
         "recipe": FAMILIES[family][0],
         "median_step_time_ratio": round(statistics.median(time_ratios), 4),
@@ -211,10 +204,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--families", default=",".join(FAMILIES))
     parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--pairs", type=int, default=5)
+    parser.add_argument("--pairs", type=int, default=5, help="interleaved processes (step time)")
+    parser.add_argument("--memory-pairs", type=int, default=3, help="alternating lone runs (peak memory)")
+    parser.add_argument("--memory-steps", type=int, default=15)
     parser.add_argument("--accelerator", choices=["cpu", "gpu"], default="cpu")
     parser.add_argument("--precision", default="32")
-    parser.add_argument("--child", choices=["loop", "framework"], help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, default=HERE / "results", help="folder for the result files")
+    parser.add_argument("--child", choices=["interleaved", "loop", "framework"], help=argparse.SUPPRESS)
     parser.add_argument("--family", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -228,10 +224,12 @@ def main() -> None:
         results = {family: compare(family, args) for family in args.families.split(",")}
     date = datetime.date.today().isoformat()
     record = {"date": date, **_machine(args.accelerator), "steps": args.steps, "pairs": args.pairs,
-              "precision": args.precision, "targets": {"median_step_time_ratio": 1.02, "peak_memory_ratio": 1.05},
+              "memory_pairs": args.memory_pairs, "precision": args.precision,
+              "targets": {"median_step_time_ratio": 1.02, "peak_memory_ratio": 1.05},
               "results": results}  # fmt: skip
     slug = "gpu" if args.accelerator == "gpu" else "cpu"
-    out = HERE / "results" / f"{date}-overhead-{slug}.json"
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out / f"{date}-overhead-{slug}.json"
     out.write_text(json.dumps(record, indent=2) + "\n")
     rows = [f"| {date} | {record['device']} | {family} | {r['median_step_time_ratio']} | {r['peak_memory_ratio']} | "
             f"{r['loop_step_ms']} | {r['framework_step_ms']} |" for family, r in results.items()]  # fmt: skip

@@ -52,6 +52,7 @@ def main() -> None:
     parser.add_argument("--devices", default="2")
     parser.add_argument("--precision", default="32")
     parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--out", type=Path, default=HERE / "results", help="folder for the result file")
     parser.add_argument("overrides", nargs="*", help="extra key=value words for every run")
     args = parser.parse_args()
     if args.accelerator == "cpu" and not args.overrides:  # a model small enough for CPU processes
@@ -80,7 +81,8 @@ def main() -> None:
         "results": results,
     }
     slug = "gpu" if args.accelerator == "gpu" else "cpu"
-    out = HERE / "results" / f"{record['date']}-strategies-{slug}.json"
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out / f"{record['date']}-strategies-{slug}.json"
     out.write_text(json.dumps(record, indent=2) + "\n")
     print(out)
 
