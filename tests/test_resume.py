@@ -56,3 +56,16 @@ def test_resume_can_extend_a_finished_run(tmp_path: Path) -> None:
     fit("digits_cnn", *COMMON, "trainer.max_steps=5", f"run_dir={tmp_path / 'run'}")
     summary = fit("digits_cnn", f"resume={tmp_path / 'run'}", "trainer.max_steps=8")
     assert summary["global_step"] == 8
+
+
+@pytest.mark.parametrize(("saved", "resumed"), [("false", "true"), ("true", "false")])
+def test_a_run_resumes_under_another_optimizer_kernel(tmp_path: Path, saved: str, resumed: str) -> None:
+    """A run saved with an unfused optimizer (as every run from before `optim.fused` was) resumes fused, and
+    the reverse; the resumed optimizer steps with this run's kernel, and its weights stay finite."""
+    run_dir = tmp_path / "run"
+    fit("digits_cnn", *COMMON, "trainer.max_steps=5", f"optim.fused={saved}", f"run_dir={run_dir}")
+    summary = fit("digits_cnn", f"resume={run_dir}", "trainer.max_steps=8", f"optim.fused={resumed}")
+    assert summary["global_step"] == 8
+    saved_groups = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["optimizer_states"][0]
+    assert all(bool(group["fused"]) == (resumed == "true") for group in saved_groups["param_groups"])
+    assert all(torch.isfinite(t).all() for t in _weights(run_dir).values() if t.is_floating_point())

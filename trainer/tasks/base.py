@@ -9,7 +9,7 @@ import torch
 
 from trainer.flops import portable_kernels
 from trainer.models import build_model
-from trainer.tasks.optim import OptimizerFactory, Schedule, build_optimizer, build_scheduler
+from trainer.tasks.optim import OptimizerFactory, Schedule, build_optimizer, build_scheduler, keep_kernel_choice
 
 TASK_KEY = "trainer_task"  # the task a checkpoint was trained for, beside Lightning's own keys
 
@@ -80,3 +80,7 @@ class Task(L.LightningModule):
             for schedule in getattr(config.scheduler, "lr_lambdas", []):
                 if isinstance(schedule, Schedule):
                     schedule.extend_to(self.hparams.schedule_steps, self.global_step)
+        # ... and the optimizer's param groups with the kernel choice they were saved with (a run from before
+        # optim.fused, or under another setting): this run's setting holds.
+        for optimizer in self.trainer.optimizers:
+            keep_kernel_choice(optimizer)

@@ -34,6 +34,26 @@ def build_optimizer(
     return torch.optim.AdamW(groups, lr=optim["lr"], betas=tuple(optim["betas"]), fused=fused or None)
 
 
+def keep_kernel_choice(optimizer: torch.optim.Optimizer) -> None:
+    """Give a torch optimizer whose state was loaded from a checkpoint the kernel it was built with.
+
+    `load_state_dict` takes each param group's `fused` and `foreach` from the checkpoint, so a run saved
+    with another choice would step with the old kernel, or fail (torch refuses `found_inf`, which the
+    divergence guard hands fused optimizers, on an unfused step). The step counters move with the choice:
+    fused kernels keep them on the parameter's device as float32, the others on the CPU.
+    """
+    if not isinstance(optimizer, torch.optim.AdamW | torch.optim.SGD):
+        return  # DeepSpeed's, and any a strategy brings
+    fused = optimizer.defaults.get("fused")
+    for group in optimizer.param_groups:
+        group["fused"], group["foreach"] = fused, optimizer.defaults.get("foreach")
+        for param in group["params"]:
+            step = optimizer.state.get(param, {}).get("step")
+            if isinstance(step, torch.Tensor):
+                device = param.device if fused else torch.device("cpu")
+                optimizer.state[param]["step"] = step.to(device=device, dtype=torch.float32)
+
+
 class Schedule:
     """The learning rate at each optimizer step, as a multiple of `optim.lr`: linear warmup, then cosine or
     linear decay to `min_lr_ratio` at `total_steps`, then held there.
