@@ -382,6 +382,7 @@ def main() -> None:
     parser.add_argument("--tokenizer", help=argparse.SUPPRESS)
     parser.add_argument("--max-length", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--child-num-proc", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, default=HERE / "results", help="folder for the result files")
     args = parser.parse_args()
     if args.child == "tokenise":
         args.num_proc = args.child_num_proc
@@ -402,6 +403,10 @@ def main() -> None:
     if args.num_proc < 2:
         parser.error("--num-proc must be 2 or more: 1 is the baseline every run has")
 
+    try:  # before the measuring: an unwritable folder fails at once
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        parser.error(f"cannot write results into {str(args.out)!r}: {err.strerror}")
     load_at_start = round(os.getloadavg()[0], 2)
     date = datetime.date.today().isoformat()
     record: dict[str, Any] = {"date": date, **_machine(args.accelerator), "warmup_steps": WARMUP,
@@ -419,7 +424,7 @@ def main() -> None:
     # The machine is shared: the load on either side of the measurement says how much to trust it.
     record["load_average_1min"] = {"start": load_at_start, "end": round(os.getloadavg()[0], 2)}
     slug = "gpu" if args.accelerator == "gpu" else "cpu"
-    out = HERE / "results" / f"{date}-data-{slug}.json"
+    out = args.out / f"{date}-data-{slug}.json"
     out.write_text(json.dumps(record, indent=2) + "\n")
     out.with_suffix(".md").write_text(_markdown(record))
     print(out)

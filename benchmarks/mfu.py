@@ -123,6 +123,16 @@ def main() -> None:
         child(args)
         return
 
+    unknown = set(args.settings.split(",")) - set(SETTINGS)
+    if unknown:
+        parser.error(f"unknown settings {sorted(unknown)}; choose from {', '.join(SETTINGS)}")
+    if args.steps < 1 or args.warmup < 1:
+        parser.error("--steps and --warmup must be 1 or more")
+    try:  # before the measuring: an unwritable folder fails at once
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        parser.error(f"cannot write results into {str(args.out)!r}: {err.strerror}")
+
     results = {}
     for setting in args.settings.split(","):
         words = ["--child", setting, "--size", args.size, "--micro-batch", str(args.micro_batch), "--steps",
@@ -146,7 +156,6 @@ def main() -> None:
               "results": results}  # fmt: skip
     slug = "gpu" if args.accelerator == "gpu" else "cpu"
     out = args.out / f"{date}-mfu-{slug}.json"
-    args.out.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
     rows = [f"| {date} | {device} | {args.size} | {setting} | {r.get('tokens_per_second')} | {r.get('mfu')} | "
             f"{r.get('mfu_counted')} | {r.get('step_ms')} |" for setting, r in results.items()]  # fmt: skip

@@ -218,6 +218,15 @@ def main() -> None:
         return
     if args.steps <= WARMUP + 2:
         parser.error(f"--steps must be more than {WARMUP + 2}: the first {WARMUP} are warm-up")
+    unknown = set(args.families.split(",")) - set(FAMILIES)
+    if unknown:
+        parser.error(f"unknown families {sorted(unknown)}; choose from {', '.join(FAMILIES)}")
+    if args.pairs < 1 or args.memory_pairs < 1:
+        parser.error("--pairs and --memory-pairs must be 1 or more")
+    try:  # before the measuring: an unwritable folder fails at once
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        parser.error(f"cannot write results into {str(args.out)!r}: {err.strerror}")
 
     with tempfile.TemporaryDirectory() as cache:
         args.cache = cache  # one tokenised-data cache for every run: both sides read the same tensors
@@ -228,7 +237,6 @@ def main() -> None:
               "targets": {"median_step_time_ratio": 1.02, "peak_memory_ratio": 1.05},
               "results": results}  # fmt: skip
     slug = "gpu" if args.accelerator == "gpu" else "cpu"
-    args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / f"{date}-overhead-{slug}.json"
     out.write_text(json.dumps(record, indent=2) + "\n")
     rows = [f"| {date} | {record['device']} | {family} | {r['median_step_time_ratio']} | {r['peak_memory_ratio']} | "

@@ -133,6 +133,15 @@ def main() -> None:
         child(args)
         return
 
+    if not 0 < args.target <= 1:
+        parser.error("--target is an accuracy: more than 0, at most 1")
+    if min(args.eval_every, args.max_epochs, args.pairs) < 1:
+        parser.error("--eval-every, --max-epochs and --pairs must be 1 or more")
+    try:  # before the measuring: an unwritable folder fails at once
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        parser.error(f"cannot write results into {str(args.out)!r}: {err.strerror}")
+
     runs: dict[str, list[dict[str, Any]]] = {"loop": [], "framework": []}
     with tempfile.TemporaryDirectory() as cache:
         args.cache = cache  # both sides read the same prepared tensors
@@ -150,7 +159,6 @@ def main() -> None:
               "time_ratio": round(median["framework"] / median["loop"], 4), "runs": runs}  # fmt: skip
     slug = "gpu" if args.accelerator == "gpu" else "cpu"
     out = args.out / f"{date}-time-to-accuracy-{slug}.json"
-    args.out.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
     steps = {v: [r["steps"] for r in rs] for v, rs in runs.items()}
     out.with_suffix(".md").write_text(
