@@ -45,12 +45,12 @@ step() {  # step NAME SECONDS COMMAND...: run it under a limit, log to OUT_DIR/N
   if [ "$status" -ne 0 ]; then failed=$((failed + 1)); fi
 }
 
-step pytest_gpu 200 python3 -m pytest -m gpu -q -p no:cacheprovider --junitxml="$out/pytest_gpu.xml" tests/test_gpu.py
-step overhead 100 python3 benchmarks/overhead.py --accelerator gpu --precision bf16-mixed --steps 60 --pairs 2 --out "$out"
-step mfu 110 python3 benchmarks/mfu.py --out "$out"
-step time_to_accuracy 60 python3 benchmarks/time_to_accuracy.py --accelerator gpu --precision bf16-mixed \
+step pytest_gpu 170 python3 -m pytest -m gpu -q -p no:cacheprovider --junitxml="$out/pytest_gpu.xml" tests/test_gpu.py
+step overhead 85 python3 benchmarks/overhead.py --accelerator gpu --precision bf16-mixed --steps 60 --pairs 2 --out "$out"
+step mfu 100 python3 benchmarks/mfu.py --out "$out"
+step time_to_accuracy 50 python3 benchmarks/time_to_accuracy.py --accelerator gpu --precision bf16-mixed \
   --eval-every 50 --out "$out" data.global_batch_size=256 optim.lr=4e-3 performance.channels_last=true
-step strategies 90 python3 benchmarks/strategies.py --accelerator gpu --devices 1 --precision bf16-mixed \
+step strategies 70 python3 benchmarks/strategies.py --accelerator gpu --devices 1 --precision bf16-mixed \
   --strategies auto,deepspeed_stage_1,deepspeed_stage_2,deepspeed_stage_3 --steps 100 --out "$out"
 
 (IFS=,; echo "{${results[*]}}") >"$out/suite.json"
