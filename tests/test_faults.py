@@ -381,11 +381,17 @@ def test_every_checkpoint_has_a_checksum_record(digits_run: Path) -> None:
 # ----------------------------------------------------------------------------- Ctrl-C
 
 
+def _as_at_a_terminal() -> None:
+    """Ctrl-C's default disposition in the child, whatever the suite inherited: a suite started in the
+    background by a non-interactive shell (`cmd &`) inherits SIGINT ignored, and Python keeps it ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_before_training_is_one_line_exit_130_and_leaves_no_empty_run(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     command = [sys.executable, "-m", "trainer", "fit", "digits_cnn", f"run_dir={run_dir}", *FAST]
     # During start-up (imports): nothing exists yet.
-    early = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    early = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, preexec_fn=_as_at_a_terminal)
     time.sleep(0.5)  # inside the imports, which take seconds; a later signal is the next case
     early.send_signal(signal.SIGINT)
     _, stderr = early.communicate(timeout=300)
@@ -394,7 +400,7 @@ def test_ctrl_c_before_training_is_one_line_exit_130_and_leaves_no_empty_run(tmp
     assert not run_dir.exists()
     # The moment the run directory is made: a run that never trained leaves none behind; if training had
     # begun, Ctrl-C saved a checkpoint instead. Never an empty run directory.
-    late = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    late = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, preexec_fn=_as_at_a_terminal)
     _wait_for_line(late, "trainer: run directory")
     late.send_signal(signal.SIGINT)
     _, stderr = late.communicate(timeout=300)

@@ -1,6 +1,17 @@
-"""`python -m trainer ...`: the same entry point as the `trainer` command (used under torchrun)."""
+"""`python -m trainer ...` and the `trainer` command (pyproject's entry point); torchrun runs it too."""
 
-from trainer.cli import main
+import sys
+
+
+def run() -> int:
+    # Ctrl-C while the CLI's own modules import (pydantic builds the config schema then) is one line too.
+    try:
+        from trainer.cli import main
+    except KeyboardInterrupt:
+        print("error: interrupted (Ctrl-C); nothing was saved", file=sys.stderr)
+        return 130
+    return main()
+
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run())
