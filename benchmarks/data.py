@@ -42,14 +42,14 @@ import datetime
 import inspect
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from record import machine, run_child
 
 HERE = Path(__file__).resolve().parent
 DATA = Path(os.environ.get("TRAINER_SHARED_DATA", HERE.parent.parent / "shared" / "data"))
@@ -149,7 +149,7 @@ def _run_tokenise(tokenizer: Path, max_length: int, procs: int, threads: bool, a
     env = {key: value for key, value in os.environ.items() if key != "TOKENIZERS_PARALLELISM"}
     if not threads:
         env["TOKENIZERS_PARALLELISM"] = "false"
-    return _child(words, env)
+    return run_child(__file__, words, env)
 
 
 def tokenisation(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -285,7 +285,7 @@ def dataloader_wait(recipe: str, args: argparse.Namespace) -> dict[str, Any]:
     for repeat in range(args.repeats):
         words = ["--child", "wait", "--recipe", recipe, "--steps", str(args.steps), "--accelerator", args.accelerator,
                  "--precision", args.precision, *args.overrides]  # fmt: skip
-        run = _child(words, {**os.environ, "TRAINER_CACHE": args.cache})
+        run = run_child(__file__, words, {**os.environ, "TRAINER_CACHE": args.cache})
         shares = [w / s for w, s in zip(run["wait_seconds"], run["step_seconds"], strict=True)]
         run["median_wait_share"] = statistics.median(shares)
         run["total_wait_share"] = sum(run["wait_seconds"]) / sum(run["step_seconds"])
@@ -318,29 +318,6 @@ def dataloader_wait(recipe: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- common
-
-
-def _child(words: list[str], env: dict[str, str]) -> dict[str, Any]:
-    result = subprocess.run([sys.executable, __file__, *words], capture_output=True, text=True, env=env)
-    if result.returncode != 0:
-        raise SystemExit(f"{' '.join(words)} failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def _machine(accelerator: str) -> dict[str, str]:
-    import datasets
-    import lightning
-    import tokenizers
-    import torch
-    import torchdata
-
-    import trainer
-
-    device = torch.cuda.get_device_name(0) if accelerator == "gpu" else f"cpu x{os.cpu_count()}"
-    return {"machine": platform.node(), "device": device, "python": platform.python_version(),
-            "torch": torch.__version__, "lightning": lightning.__version__, "datasets": datasets.__version__,
-            "tokenizers": tokenizers.__version__, "torchdata": torchdata.__version__,
-            "trainer": getattr(trainer, "__version__", "dev")}  # fmt: skip
 
 
 def _markdown(record: dict[str, Any]) -> str:
@@ -409,7 +386,7 @@ def main() -> None:
         parser.error(f"cannot write results into {str(args.out)!r}: {err.strerror}")
     load_at_start = round(os.getloadavg()[0], 2)
     date = datetime.date.today().isoformat()
-    record: dict[str, Any] = {"date": date, **_machine(args.accelerator), "warmup_steps": WARMUP,
+    record: dict[str, Any] = {"date": date, **machine(args.accelerator), "warmup_steps": WARMUP,
                               "repeats": args.repeats, "targets": {"median_wait_share": TARGET_WAIT_SHARE}}  # fmt: skip
     with tempfile.TemporaryDirectory() as workdir:
         if "tokenise" in parts:

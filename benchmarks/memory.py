@@ -52,13 +52,14 @@ import datetime
 import gc
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from record import machine
 
 HERE = Path(__file__).resolve().parent
 DATA = Path(os.environ.get("TRAINER_SHARED_DATA", HERE.parent.parent / "shared" / "data"))
@@ -360,19 +361,6 @@ def _shared_words(args: argparse.Namespace) -> list[str]:
             "--bucket-elements", str(args.bucket_elements)]  # fmt: skip
 
 
-def _machine(accelerator: str) -> dict[str, str]:
-    import deepspeed
-    import lightning
-    import torch
-
-    import trainer
-
-    device = torch.cuda.get_device_name(0) if accelerator == "gpu" else f"cpu x{os.cpu_count()}"
-    return {"machine": platform.node(), "device": device, "python": platform.python_version(),
-            "torch": torch.__version__, "lightning": lightning.__version__, "deepspeed": deepspeed.__version__,
-            "trainer": getattr(trainer, "__version__", "dev")}  # fmt: skip
-
-
 def _mib(size: int) -> str:
     return f"{size / 2**20:,.1f} MiB"
 
@@ -436,7 +424,7 @@ def main() -> None:
                   f"{_mib(row['formula_bytes_per_rank'])} ({row['ratio']})", file=sys.stderr, flush=True)  # fmt: skip
     record = {
         "date": datetime.date.today().isoformat(),
-        **_machine(args.accelerator),
+        **machine(args.accelerator),
         "accelerator": args.accelerator,
         "recipe": args.recipe,
         "ranks": args.devices,

@@ -21,16 +21,15 @@ Writes benchmarks/results/<date>-mfu-<gpu|cpu>.{json,md} and prints the JSON's p
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from record import machine, run_child, write_results
 
 HERE = Path(__file__).resolve().parent
 DATA = Path(os.environ.get("TRAINER_SHARED_DATA", HERE.parent.parent / "shared" / "data"))
@@ -138,29 +137,21 @@ def main() -> None:
         words = ["--child", setting, "--size", args.size, "--micro-batch", str(args.micro_batch), "--steps",
                  str(args.steps), "--warmup", str(args.warmup), "--accelerator", args.accelerator, "--precision",
                  args.precision, *args.overrides]  # fmt: skip
-        run = subprocess.run([sys.executable, __file__, *words], capture_output=True, text=True)
-        if run.returncode != 0:
-            results[setting] = {"error": run.stderr.strip().splitlines()[-1] if run.stderr.strip() else "failed"}
-            print(f"{setting} failed:\n{run.stderr[-3000:]}", file=sys.stderr)
+        try:
+            results[setting] = run_child(__file__, words)
+        except SystemExit as failure:  # one setting failing (compile, say) leaves the others measured
+            results[setting] = {"error": str(failure).splitlines()[-1]}
+            print(failure, file=sys.stderr)
             continue
-        results[setting] = json.loads(run.stdout.strip().splitlines()[-1])
         print(f"{setting}: {results[setting]}", file=sys.stderr)
 
-    import torch
-
-    date = datetime.date.today().isoformat()
-    device = torch.cuda.get_device_name(0) if args.accelerator == "gpu" else f"cpu x{os.cpu_count()}"
-    record = {"date": date, "machine": platform.node(), "device": device, "python": platform.python_version(),
-              "torch": torch.__version__, "size": args.size, "micro_batch": args.micro_batch,
+    record = {**machine(args.accelerator), "size": args.size, "micro_batch": args.micro_batch,
               "precision": args.precision, "formula": "6N + 12*L*H*Q*T FLOPs per token", "target_mfu": 0.5,
               "results": results}  # fmt: skip
-    slug = "gpu" if args.accelerator == "gpu" else "cpu"
-    out = args.out / f"{date}-mfu-{slug}.json"
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    rows = [f"| {date} | {device} | {args.size} | {setting} | {r.get('tokens_per_second')} | {r.get('mfu')} | "
-            f"{r.get('mfu_counted')} | {r.get('step_ms')} |" for setting, r in results.items()]  # fmt: skip
-    header = "| date | device | size | setting | tokens/s | MFU (formula) | MFU (counted) | ms/step |"
-    out.with_suffix(".md").write_text("\n".join([header, "| --- " * 8 + "|", *rows]) + "\n")
+    header = ["date", "device", "size", "setting", "tokens/s", "MFU (formula)", "MFU (counted)", "ms/step"]
+    rows = [[record["date"], record["device"], args.size, setting, r.get("tokens_per_second"), r.get("mfu"),
+             r.get("mfu_counted"), r.get("step_ms")] for setting, r in results.items()]  # fmt: skip
+    out = write_results(args.out, "mfu", record, header, rows)
     print(out)
 
 

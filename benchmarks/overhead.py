@@ -25,18 +25,17 @@ Writes benchmarks/results/<date>-overhead-<device>.{json,md} and prints the JSON
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from record import machine, run_child, write_results
 
 HERE = Path(__file__).resolve().parent
 DATA = Path(os.environ.get("TRAINER_SHARED_DATA", HERE.parent.parent / "shared" / "data"))
@@ -157,11 +156,7 @@ def child(args: argparse.Namespace) -> None:
 def _measure(variant: str, family: str, args: argparse.Namespace, steps: int) -> dict[str, Any]:
     words = ["--child", variant, "--family", family, "--steps", str(steps), "--accelerator", args.accelerator,
              "--precision", args.precision]  # fmt: skip
-    env = {**os.environ, "TRAINER_CACHE": args.cache}
-    result = subprocess.run([sys.executable, __file__, *words], capture_output=True, text=True, env=env)
-    if result.returncode != 0:
-        raise SystemExit(f"{family} {variant} failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return run_child(__file__, words, {**os.environ, "TRAINER_CACHE": args.cache})
 
 
 def compare(family: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -188,16 +183,6 @@ def compare(family: str, args: argparse.Namespace) -> dict[str, Any]:
         "step_time_ratios": [round(r, 4) for r in time_ratios],
         "memory_ratios": [round(r, 4) for r in memory_ratios],
     }
-
-
-def _machine(accelerator: str) -> dict[str, str]:
-    import torch
-
-    import trainer
-
-    device = torch.cuda.get_device_name(0) if accelerator == "gpu" else f"cpu x{os.cpu_count()}"
-    return {"machine": platform.node(), "device": device, "python": platform.python_version(),
-            "torch": torch.__version__, "trainer": getattr(trainer, "__version__", "dev")}  # fmt: skip
 
 
 def main() -> None:
@@ -231,18 +216,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as cache:
         args.cache = cache  # one tokenised-data cache for every run: both sides read the same tensors
         results = {family: compare(family, args) for family in args.families.split(",")}
-    date = datetime.date.today().isoformat()
-    record = {"date": date, **_machine(args.accelerator), "steps": args.steps, "pairs": args.pairs,
+    record = {**machine(args.accelerator), "steps": args.steps, "pairs": args.pairs,
               "memory_pairs": args.memory_pairs, "precision": args.precision,
               "targets": {"median_step_time_ratio": 1.02, "peak_memory_ratio": 1.05},
               "results": results}  # fmt: skip
-    slug = "gpu" if args.accelerator == "gpu" else "cpu"
-    out = args.out / f"{date}-overhead-{slug}.json"
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    rows = [f"| {date} | {record['device']} | {family} | {r['median_step_time_ratio']} | {r['peak_memory_ratio']} | "
-            f"{r['loop_step_ms']} | {r['framework_step_ms']} |" for family, r in results.items()]  # fmt: skip
-    header = "| date | device | family | step-time ratio | peak-memory ratio | loop ms/step | framework ms/step |"
-    out.with_suffix(".md").write_text("\n".join([header, "| --- " * 7 + "|", *rows]) + "\n")
+    header = ["date", "device", "family", "step-time ratio", "peak-memory ratio", "loop ms/step", "framework ms/step"]
+    rows = [[record["date"], record["device"], family, r["median_step_time_ratio"], r["peak_memory_ratio"],
+             r["loop_step_ms"], r["framework_step_ms"]] for family, r in results.items()]  # fmt: skip
+    out = write_results(args.out, "overhead", record, header, rows)
     print(out)
 
 

@@ -17,17 +17,16 @@ benchmarks/results/<date>-time-to-accuracy-<cpu|gpu>.{json,md} and prints the JS
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from record import machine, run_child, write_results
 
 HERE = Path(__file__).resolve().parent
 DATA = Path(os.environ.get("TRAINER_SHARED_DATA", HERE.parent.parent / "shared" / "data"))
@@ -102,19 +101,7 @@ def _measure(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     words = ["--child", variant, "--accelerator", args.accelerator, "--precision", args.precision, "--target",
              str(args.target), "--eval-every", str(args.eval_every), "--max-epochs", str(args.max_epochs),
              *args.overrides]  # fmt: skip
-    env = {**os.environ, "TRAINER_CACHE": args.cache}
-    result = subprocess.run([sys.executable, __file__, *words], capture_output=True, text=True, env=env)
-    if result.returncode != 0:
-        raise SystemExit(f"{variant} failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def _machine(accelerator: str) -> dict[str, str]:
-    import torch
-
-    device = torch.cuda.get_device_name(0) if accelerator == "gpu" else f"cpu x{os.cpu_count()}"
-    return {"machine": platform.node(), "device": device, "python": platform.python_version(),
-            "torch": torch.__version__}  # fmt: skip
+    return run_child(__file__, words, {**os.environ, "TRAINER_CACHE": args.cache})
 
 
 def main() -> None:
@@ -151,24 +138,17 @@ def main() -> None:
                 print(f"{variant}: {runs[variant][-1]}", file=sys.stderr)
     median = {v: statistics.median(r["train_seconds"] for r in rs) for v, rs in runs.items()}
     reached = all(r["accuracy"] is not None for rs in runs.values() for r in rs)
-    date = datetime.date.today().isoformat()
-    record = {"date": date, **_machine(args.accelerator), "recipe": RECIPE, "target_accuracy": args.target,
+    record = {**machine(args.accelerator), "recipe": RECIPE, "target_accuracy": args.target,
               "precision": args.precision, "eval_every": args.eval_every, "overrides": args.overrides,
               "reached_target": reached, "loop_train_seconds": round(median["loop"], 3),
               "framework_train_seconds": round(median["framework"], 3),
               "time_ratio": round(median["framework"] / median["loop"], 4), "runs": runs}  # fmt: skip
-    slug = "gpu" if args.accelerator == "gpu" else "cpu"
-    out = args.out / f"{date}-time-to-accuracy-{slug}.json"
-    out.write_text(json.dumps(record, indent=2) + "\n")
     steps = {v: [r["steps"] for r in rs] for v, rs in runs.items()}
-    out.with_suffix(".md").write_text(
-        "| date | device | target | loop s | framework s | ratio | steps (loop / framework) | settings |\n"
-        + "| --- " * 8
-        + "|\n"
-        + f"| {date} | {record['device']} | {args.target} | {record['loop_train_seconds']} | "
-        f"{record['framework_train_seconds']} | {record['time_ratio']} | {steps['loop']} / {steps['framework']} | "
-        f"{args.precision} {' '.join(args.overrides)} |\n"
-    )
+    header = ["date", "device", "target", "loop s", "framework s", "ratio", "steps (loop / framework)", "settings"]
+    row = [record["date"], record["device"], args.target, record["loop_train_seconds"],
+           record["framework_train_seconds"], record["time_ratio"], f"{steps['loop']} / {steps['framework']}",
+           f"{args.precision} {' '.join(args.overrides)}"]  # fmt: skip
+    out = write_results(args.out, "time-to-accuracy", record, header, [row])
     print(out)
 
 
