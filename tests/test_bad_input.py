@@ -42,6 +42,14 @@ def test_bad_input_is_one_line_and_exit_2(cli, tmp_path: Path, words: list[str],
     assert not (tmp_path / "runs").exists()
 
 
+def test_compile_without_a_compiler_is_a_clear_error(cli, tmp_path: Path) -> None:
+    """torch.compile would fail at the first step, in a traceback; the check comes before anything is written."""
+    run_dir = tmp_path / "run"
+    result = cli("fit", "digits_cnn", "performance.compile=true", f"run_dir={run_dir}", env={"CXX": "/no/such/g++"})
+    assert "needs a C++ compiler" in _one_clean_line(result)
+    assert not run_dir.exists()
+
+
 def test_invalid_yaml_names_the_line(cli, tmp_path: Path) -> None:
     recipe = tmp_path / "broken.yaml"
     recipe.write_text("task: image_classification\nmodel:\n  family: cnn\n channels: [1\n")

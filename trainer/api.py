@@ -26,6 +26,7 @@ from trainer.build import (
     build_datamodule,
     build_task,
     build_trainer,
+    check_compile_toolchain,
     check_loop_settings,
     show_flops_in_the_model_summary,
 )
@@ -124,6 +125,7 @@ def _setup_fit(cfg: RunConfig, stop: StopRequest, extra_callbacks: list[L.Callba
     plan = plan_batches(cfg.data.global_batch_size, cfg.data.micro_batch_size, topology.world_size)
     check_strategy_settings(cfg)
     check_precision(cfg.trainer.precision, topology.accelerator)
+    check_compile_toolchain(cfg.performance.compile, topology.accelerator)
     check_source(cfg.data)
     init_process_group(topology.accelerator)
 

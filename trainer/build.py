@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +73,26 @@ def build_task(cfg: RunConfig, facts: dict[str, Any], plan: BatchPlan, num_train
     task.optimizer_factory = optimizer_factory(cfg)
     apply_performance_settings(cfg, task)
     return task
+
+
+def check_compile_toolchain(compile_model: bool, accelerator: str) -> None:
+    """torch.compile builds its kernels at the first step, with a C++ compiler on CPU and Triton (which needs a C
+    compiler) on a GPU; without them it fails there, deep in a traceback. Checked before anything is written."""
+    if not compile_model:
+        return
+    fix = "install one, or set performance.compile=false"
+    if accelerator == "cpu":
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        try:
+            get_cpp_compiler()
+        except Exception:  # torch's InvalidCxxCompiler, or whatever its search meets
+            raise UserError(f"performance.compile=true needs a C++ compiler on CPU (g++ or $CXX) and found none; {fix}") from None
+        return
+    if importlib.util.find_spec("triton") is None:
+        raise UserError("performance.compile=true needs Triton on a GPU; install it, or set performance.compile=false")
+    if not any(shutil.which(cc) for cc in (os.environ.get("CC"), "gcc", "clang") if cc):  # Triton's own search
+        raise UserError(f"performance.compile=true needs a C compiler for Triton (gcc, clang or $CC); {fix}")
 
 
 def apply_performance_settings(cfg: RunConfig, task: Task) -> None:
