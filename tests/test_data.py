@@ -50,6 +50,36 @@ def test_image_batches_are_normalised_tensors(shared_data: Path) -> None:
     assert module.facts() == {"num_classes": 10, "in_channels": 1}
 
 
+@pytest.mark.parametrize("recipe", ["digits_cnn", "mnist_cnn"])
+def test_images_decoded_into_memory_give_the_same_batches(recipe: str, shared_data: Path) -> None:
+    words = [f"data.path={shared_data / 'mnist'}", "data.train_split=train[:300]", "data.test_split=test[:40]"]
+    words = words if recipe == "mnist_cnn" else []
+    in_memory, per_batch = _datamodule(recipe, *words, "data.in_memory=true"), _datamodule(recipe, *words)
+    assert type(in_memory.train_set).__name__ == "DecodedImages"  # the default for sets this small
+    assert type(_datamodule(recipe, *words, "data.in_memory=false").train_set).__name__ == "Dataset"
+    for split in ("train_set", "val_set", "test_set"):
+        ours, theirs = getattr(in_memory, split), getattr(_datamodule(recipe, *words, "data.in_memory=false"), split)
+        assert len(ours) == len(theirs)
+        rows = [3, 0, len(ours) - 1]
+        for a, b in zip(ours.__getitems__(rows), theirs.__getitems__(rows), strict=True):
+            assert torch.equal(a["pixels"], b["pixels"]) and int(a["labels"]) == int(b["labels"])
+    assert in_memory.facts() == per_batch.facts()
+
+
+def test_images_of_several_sizes_stay_on_the_per_batch_path(tmp_path: Path) -> None:
+    from PIL import Image
+
+    for split, count in (("train", 40), ("test", 10)):
+        for i in range(count):
+            folder = tmp_path / "images" / split / str(i % 2)
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.new("L", (8 + i % 3, 8), color=i * 5).save(folder / f"{i}.png")
+    words = [f"data.path={tmp_path / 'images'}", "data.normalize_mean=0.5"]
+    assert type(_datamodule("mnist_cnn", *words).train_set).__name__ == "Dataset"
+    with pytest.raises(UserError, match="needs images of one size"):
+        _datamodule("mnist_cnn", *words, "data.in_memory=true")
+
+
 def test_text_batches_pad_to_the_longest_and_mask_padding(small_imdb: Path) -> None:
     module = _datamodule(
         "imdb_transformer", f"data.path={small_imdb}", "data.max_length=48", "data.tokenizer.vocab_size=1000"

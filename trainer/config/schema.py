@@ -111,6 +111,11 @@ class DataConfig(Section):
     micro_batch_size: PositiveInt | None = Field(
         default=None, description="Samples per forward pass on one rank; default global_batch_size / world size."
     )
+    in_memory: bool | None = Field(
+        default=None,
+        description="Images: decode each split once into memory (cached) instead of at every batch. "
+        "None: when the decoded images fit in 2 GiB and share one size.",
+    )
     num_workers: NonNegativeInt = 0
     pin_memory: bool = False
     persistent_workers: bool = False

@@ -210,7 +210,12 @@ class RecipeDataModule(L.LightningDataModule):
 
 
 def cached_map(
-    ds: datasets.Dataset, fn: Callable, cache_dir: Path, tag: str, remove_columns: list[str]
+    ds: datasets.Dataset,
+    fn: Callable,
+    cache_dir: Path,
+    tag: str,
+    remove_columns: list[str],
+    desc: str = "tokenising",
 ) -> datasets.Dataset:
     """`ds.map(fn, batched=True)` written to a cache file named by the input's fingerprint and `tag`.
 
@@ -230,7 +235,7 @@ def cached_map(
             cache_file_name=str(cache_file),
             new_fingerprint=fingerprint,
             load_from_cache_file=True,
-            desc="tokenising",
+            desc=desc,
         )
 
     try:

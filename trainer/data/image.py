@@ -1,4 +1,4 @@
-"""Image classification data: decoded and normalised per batch, on the fly."""
+"""Image classification data: decoded once into memory (trainer.data.decoded) or per batch, normalised per batch."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from trainer.data.base import RecipeDataModule, class_count
+from trainer.data.decoded import MAX_IN_MEMORY_BYTES, DecodedImages, decode
 from trainer.data.sources import Splits
 from trainer.errors import UserError
 
@@ -38,9 +39,26 @@ class ImageDataModule(RecipeDataModule):
         )
         self._num_classes = class_count(splits, cfg.label_column)
         self._sample = self._first_image(splits.train, transform)
-        return tuple(
-            s.with_transform(transform) if s is not None else None for s in (splits.train, splits.val, splits.test)
-        )
+        present = (splits.train, splits.val, splits.test)
+        if self._in_memory(present):
+            decoded = [self._decoded(s) if s is not None else None for s in present]
+            if all(d is not None for d, s in zip(decoded, present, strict=True) if s is not None):
+                return tuple(decoded)
+            if cfg.in_memory:
+                raise UserError("data.in_memory=true needs images of one size; resize them or set data.in_memory=false")
+        return tuple(s.with_transform(transform) if s is not None else None for s in present)
+
+    def _in_memory(self, splits: tuple[datasets.Dataset | None, ...]) -> bool:
+        if self.cfg.in_memory is not None:
+            return self.cfg.in_memory
+        if self._sample is None:
+            return False
+        images = sum(len(s) for s in splits if s is not None)
+        return images * self._sample[0].numel() <= MAX_IN_MEMORY_BYTES  # uint8: a byte per value
+
+    def _decoded(self, split: datasets.Dataset) -> DecodedImages | None:
+        cfg = self.cfg
+        return decode(split, cfg.image_column, cfg.label_column, self.cache_dir, cfg.normalize_mean, cfg.normalize_std)
 
     @staticmethod
     def collate_fn(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
