@@ -23,6 +23,7 @@ from trainer.cluster.signals import Interrupted
 from trainer.errors import TrainingDiverged, UserError, WriteFailed
 from trainer.extras import check_extras
 from trainer.quiet import print_on_a_line_of_its_own, silence_dependency_noise
+from trainer.report import commands as report_commands
 
 EXIT_USER_ERROR = 2
 EXIT_DIVERGED = 3
@@ -94,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="consolidate a run's checkpoint into RUN_DIR/export/model.safetensors")
     export.add_argument("run_dir", help="a run directory written by `trainer fit`")
     export.add_argument("overrides", nargs="*", help="ckpt=PATH to export another checkpoint than last.ckpt")
+    report_commands.add_parsers(commands)
     return parser
 
 
@@ -154,6 +156,8 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.command == "recipes":
         return _list_recipes(shipped_recipes())
+    if args.command in report_commands.COMMANDS:
+        return report_commands.run(args)
     if args.command == "config":
         print(to_yaml(load_config(args.recipe, args.overrides)), end="")
         return 0
