@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -95,3 +97,14 @@ def test_config_answers_fast_without_importing_torch(cli) -> None:
     probe = "import sys; from trainer.cli import main; main(['config', 'mnist_cnn']); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip().endswith("False")
+
+
+def test_a_reader_that_goes_away_is_no_traceback() -> None:
+    """`trainer recipes | head -1`: the pipe closes before the CLI writes; exit 141 (SIGPIPE) and no traceback."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "trainer", "recipes"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    process.stdout.close()  # before the CLI has even imported: its first write meets a closed pipe
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 141, stderr
+    assert stderr == ""
