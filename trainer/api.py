@@ -8,6 +8,7 @@ one broadcast from rank 0.
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import sys
 import time
@@ -43,15 +44,24 @@ from trainer.distributed.process_group import init_process_group, rank_zero_deci
 from trainer.distributed.strategy import check_precision, check_strategy_settings
 from trainer.distributed.topology import Topology, resolve_topology
 from trainer.errors import TrainingDiverged, UserError
-from trainer.export import EXPORT_DIR, export_model
-from trainer.lifecycle.checkpoints import plain_model_state, read_info, read_training_checkpoint, verify_checkpoint
+from trainer.export import EXPORT_DIRS, FORMATS, ExportSource, export_model
+from trainer.extras import check_onnx_extra
+from trainer.lifecycle.checkpoints import (
+    checkpoint_digest,
+    plain_model_state,
+    read_info,
+    read_training_checkpoint,
+    verify_checkpoint,
+)
 from trainer.lifecycle.claim import RunClaim
 from trainer.lifecycle.last_checkpoint import RunStopped
 from trainer.lifecycle.run_config import fit_config, resume_command
 from trainer.lifecycle.run_dir import (
     CHECKPOINTS,
     CONFIG_FILE,
+    INPUTS_FILE,
     LAST_CKPT,
+    SUMMARY_FILE,
     WANDB_ID_FILE,
     existing_checkpoint,
     newest_complete_checkpoint,
@@ -68,7 +78,9 @@ from trainer.lifecycle.summary import metrics_with_prefix, write_summary
 from trainer.lifecycle.throughput import Throughput, checkpoint_seconds
 from trainer.lifecycle.universal import convert_to_universal, needs_conversion
 from trainer.loggers import build_loggers, close_loggers
+from trainer.model_io import model_io
 from trainer.models.generate import sample
+from trainer.predict.inputs import prompt_ids
 from trainer.quiet import print_on_a_line_of_its_own, silence_dependency_noise
 from trainer.tasks import TASKS, Task
 
@@ -197,6 +209,8 @@ def _write_run(run: FitRun) -> None:
     tokenizer = getattr(run.datamodule, "tokenizer", None)
     if tokenizer is not None:
         tokenizer.save(str(run.start.run_dir / TOKENIZER_FILE))
+    facts = json.dumps(run.datamodule.inference_facts(), indent=2)
+    (run.start.run_dir / INPUTS_FILE).write_text(facts + "\n")
     for logger in run.trainer.loggers:
         logger.log_hyperparams(run.cfg.model_dump(mode="json"))
     print(f"trainer: run directory {run.start.run_dir}", file=sys.stderr, flush=True)
@@ -352,35 +366,66 @@ def generate(cfg: RunConfig) -> str:
     return tokenizer.decode(output[0].tolist())
 
 
-def export(run_dir: Path, ckpt: str | None = None) -> Path:
-    """Consolidate a run's checkpoint (last.ckpt unless `ckpt`) into run_dir/export/model.safetensors."""
+def export(run_dir: Path, ckpt: str | None = None, fmt: str = "safetensors", out_dir: Path | None = None) -> Path:
+    """A run's checkpoint (last.ckpt unless `ckpt`) as one self-contained folder: run_dir/export/ for
+    safetensors, run_dir/export-onnx/ and run_dir/export-torchscript/ for the graphs, unless `out_dir`."""
+    if fmt not in FORMATS:
+        raise UserError(f"format={fmt!r} is not an export format; use one of {', '.join(FORMATS)}")
+    if fmt == "onnx":
+        check_onnx_extra("format=onnx")
+    source = export_source(run_dir, ckpt)
+    return export_model(source, fmt, out_dir if out_dir is not None else run_dir / EXPORT_DIRS[fmt])
+
+
+def export_source(run_dir: Path, ckpt: str | None = None) -> ExportSource:
+    """A run's checkpoint, checked, with what its model takes and gives (for export and predict)."""
     if not (run_dir / CONFIG_FILE).is_file():
-        raise UserError(
-            f"{str(run_dir)!r} is not a run directory (no {CONFIG_FILE}); give one written by `trainer fit`"
-        )
+        what = "does not exist" if not run_dir.exists() else f"is not a run directory (no {CONFIG_FILE})"
+        raise UserError(f"{str(run_dir)!r} {what}; give a run directory written by `trainer fit`")
     ckpt_path = Path(ckpt).expanduser() if ckpt else run_dir / CHECKPOINTS / LAST_CKPT
     if not ckpt_path.exists():
         raise UserError(f"checkpoint {str(ckpt_path)!r} does not exist; train first or give ckpt=<path>")
     cfg = load_config_file(run_dir / CONFIG_FILE)
     verify_checkpoint(ckpt_path)
     check_checkpoint_fits(cfg, read_info(ckpt_path), ckpt_path)
-    return export_model(cfg.task, read_training_checkpoint(ckpt_path), run_dir, run_dir / EXPORT_DIR)
+    checkpoint = read_training_checkpoint(ckpt_path)
+    kwargs = checkpoint.hparams["model_kwargs"]
+    tokenizer_path = run_dir / TOKENIZER_FILE
+    suppress: list[int] = []
+    if tokenizer_path.is_file():
+        tokenizer = load_tokenizer(tokenizer_path)
+        suppress = [i for i in (tokenizer.token_to_id(PAD), tokenizer.token_to_id(UNK)) if i is not None]
+    io = model_io(cfg, kwargs, _inference_facts(cfg, run_dir), suppress)
+    return ExportSource(run_dir, ckpt_path, checkpoint_digest(ckpt_path), checkpoint, io, _final_metrics(run_dir))
+
+
+def _inference_facts(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
+    """The run's inputs.json; a run made before it existed gets its facts from its data, once."""
+    path = run_dir / INPUTS_FILE
+    if path.is_file():
+        return json.loads(path.read_text())
+    tokenizer = run_dir / TOKENIZER_FILE
+    plan = plan_batches(cfg.data.global_batch_size, cfg.data.micro_batch_size, 1)
+    datamodule = build_datamodule(cfg, plan, tokenizer_path=tokenizer if tokenizer.is_file() else None)
+    return datamodule.inference_facts()
+
+
+def _final_metrics(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / SUMMARY_FILE
+    if not path.is_file():
+        return {}
+    summary = json.loads(path.read_text())
+    return {**(summary.get("val") or {}), **(summary.get("test") or {})}
 
 
 # ----------------------------------------------------------------------------- helpers
 
 
 def _prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
-    """The prompt's token ids without those the model never saw (they would reach it as [UNK]), said on stderr."""
-    encoding = tokenizer.encode(prompt)
-    unknown_id = tokenizer.token_to_id(UNK)
-    unseen = sorted({prompt[start:end] for token, (start, end) in zip(encoding.ids, encoding.offsets, strict=True)
-                     if token == unknown_id})  # fmt: skip
-    ids = [token for token in encoding.ids if token != unknown_id]
-    if not ids:
-        raise UserError(f"prompt {prompt!r} holds nothing the model has seen; give a prompt in its alphabet")
-    if unseen:
-        print(f"trainer: left out of the prompt, never seen in training: {' '.join(map(repr, unseen))}",
+    """The prompt's token ids without those the model never saw, said on stderr."""
+    ids, dropped = prompt_ids(tokenizer, prompt)
+    if dropped:
+        print(f"trainer: left out of the prompt, never seen in training: {' '.join(map(repr, dropped))}",
               file=sys.stderr, flush=True)  # fmt: skip
     return ids
 

@@ -87,7 +87,7 @@ def check_compile_toolchain(compile_model: bool, accelerator: str) -> None:
         try:
             get_cpp_compiler()
         except Exception:  # torch's InvalidCxxCompiler, or whatever its search meets
-            raise UserError(f"performance.compile=true needs a C++ compiler on CPU (g++ or $CXX) and found none; {fix}") from None
+            raise UserError(f"performance.compile=true needs a C++ compiler on CPU (g++ or $CXX); {fix}") from None
         return
     if importlib.util.find_spec("triton") is None:
         raise UserError("performance.compile=true needs Triton on a GPU; install it, or set performance.compile=false")

@@ -47,6 +47,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):  # also nan
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of 0 or more")
+    return value
+
+
 def _port(text: str) -> int:
     value = int(text) if text.isdigit() else 0
     if not 1 <= value <= 65535:
@@ -92,9 +102,23 @@ def _parser() -> argparse.ArgumentParser:
     devices.add_argument("--expect", type=_positive, default=None, help="fail unless the recipe allows this many")
     devices.add_argument("recipe", help="shipped recipe name or path to a YAML file")
     devices.add_argument("overrides", nargs=argparse.REMAINDER, help="key.path=value words")
-    export = commands.add_parser("export", help="consolidate a run's checkpoint into RUN_DIR/export/model.safetensors")
+    export = commands.add_parser("export", help="a run's checkpoint as one folder: RUN_DIR/export[-onnx|-torchscript]/")
     export.add_argument("run_dir", help="a run directory written by `trainer fit`")
-    export.add_argument("overrides", nargs="*", help="ckpt=PATH to export another checkpoint than last.ckpt")
+    export.add_argument(
+        "overrides", nargs="*", help="ckpt=PATH (default last.ckpt), format=safetensors|onnx|torchscript, out=DIR"
+    )
+    predict = commands.add_parser(
+        "predict", help="run a model on new inputs: image files, texts (or text files), prompts"
+    )
+    predict.add_argument("model", help="an export folder (trainer export) or a run directory")
+    predict.add_argument("inputs", nargs="+", help="image files or folders; texts or text files; prompts")
+    predict.add_argument("--json", action="store_true", help="one JSON object per input")
+    predict.add_argument("--batch-size", type=_positive, default=32)
+    predict.add_argument("--top-k", type=_positive, default=None, help="the k best labels; or sample among k tokens")
+    predict.add_argument("--temperature", type=_non_negative, default=1.0, help="language models; 0: greedy")
+    predict.add_argument("--max-new-tokens", type=_positive, default=200, help="language models")
+    predict.add_argument("--seed", type=int, default=0, help="language models: the sampling seed")
+    predict.add_argument("--ckpt", default=None, help="a run directory's checkpoint (default last.ckpt)")
     report_commands.add_parsers(commands)
     return parser
 
@@ -158,6 +182,8 @@ def _run(args: argparse.Namespace) -> int:
         return _list_recipes(shipped_recipes())
     if args.command in report_commands.COMMANDS:
         return report_commands.run(args)
+    if args.command == "predict":
+        return _predict(args)
     if args.command == "config":
         print(to_yaml(load_config(args.recipe, args.overrides)), end="")
         return 0
@@ -168,6 +194,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "slurm":
         return _slurm(args, load_config(args.recipe, args.overrides))
     if args.command == "export":
+        _export_words(args.overrides)  # bad words answer before torch is imported
         return _in_process(args, None)
     if args.command == "generate":
         args.overrides = [_expand_generate_key(word) for word in args.overrides]
@@ -257,7 +284,9 @@ def _in_process(args: argparse.Namespace, cfg) -> int:
         progress_bars_follow_the_terminal()
 
         if args.command == "export":
-            result = str(api.export(Path(args.run_dir), _export_ckpt(args.overrides)))
+            words = _export_words(args.overrides)
+            out = Path(words["out"]).expanduser() if "out" in words else None
+            result = str(api.export(Path(args.run_dir), words.get("ckpt"), words.get("format", "safetensors"), out))
         elif args.command == "fit":
             summary = api.fit(cfg)
             result = json.dumps(summary, indent=2)
@@ -274,6 +303,18 @@ def _in_process(args: argparse.Namespace, cfg) -> int:
         # job that requeued itself exits 0: its work goes on in the requeued job (and torchrun, seeing a
         # failed worker, would restart the group here instead).
         return 128 + signal.Signals[summary["stopped_by"]].value
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    """Neither Lightning nor torch is imported for an ONNX export; for the rest their chatter goes to stderr."""
+    from trainer.predict.run import Options, predict, render
+
+    options = Options(args.batch_size, args.top_k, args.temperature, args.max_new_tokens, args.seed, args.ckpt)
+    with contextlib.redirect_stdout(sys.stderr):
+        results = predict(Path(args.model).expanduser(), args.inputs, options)
+    for result in results:
+        print(json.dumps(result) if args.json else render(result), flush=True)
     return 0
 
 
@@ -322,14 +363,24 @@ def _slurm(args: argparse.Namespace, cfg) -> int:
     return 0
 
 
-def _export_ckpt(words: list[str]) -> str | None:
-    ckpt = None
+EXPORT_WORDS = ("ckpt", "format", "out")
+
+
+def _export_words(words: list[str]) -> dict[str, str]:
+    """`ckpt=PATH format=onnx out=DIR`, each at most once; checked before torch is imported."""
+    given: dict[str, str] = {}
     for word in words:
         key, sep, value = word.partition("=")
-        if key != "ckpt" or not sep:
-            raise UserError(f"`trainer export` takes only ckpt=PATH, not {word!r}")
-        ckpt = value
-    return ckpt
+        if key not in EXPORT_WORDS or not sep or not value:
+            raise UserError(f"`trainer export` takes ckpt=PATH, format=safetensors|onnx|torchscript and out=DIR, "
+                            f"not {word!r}")  # fmt: skip
+        if key in given:
+            raise UserError(f"`trainer export` got {key}= twice; give it once")
+        given[key] = value
+    formats = ("safetensors", "onnx", "torchscript")  # trainer.export.FORMATS, without importing torch
+    if given.get("format", "safetensors") not in formats:
+        raise UserError(f"format={given['format']!r} is not an export format; use one of {', '.join(formats)}")
+    return given
 
 
 def _expand_generate_key(word: str) -> str:

@@ -24,3 +24,12 @@ def check_extras(cfg: RunConfig, command: str) -> None:
                 f"{setting} needs the {extra} package, which is not installed: pip install -e '.[{extra}]' "
                 f"(or pip install {extra})"
             )
+
+
+def check_onnx_extra(what: str) -> None:
+    """`trainer export format=onnx` and predicting from an ONNX export (`what` says which)."""
+    modules = ("onnxruntime",) if what.startswith("predict") else ("onnx", "onnxruntime", "onnxscript")
+    missing = [module for module in modules if importlib.util.find_spec(module) is None]
+    if missing:
+        raise UserError(f"{what} needs {', '.join(missing)}, which is not installed: pip install -e '.[export]' "
+                        f"(or pip install {' '.join(missing)})")  # fmt: skip

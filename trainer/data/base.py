@@ -44,6 +44,12 @@ def class_count(splits: Splits, column: str) -> int:
     return count
 
 
+def label_names(splits: Splits, column: str) -> list[str] | None:
+    """A ClassLabel column's names (IMDB's neg/pos); None where labels are bare integers."""
+    feature = splits.train.features[column]
+    return list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+
+
 class EvalShard(Dataset):
     """An evaluation set padded to a multiple of the world size.
 
@@ -153,6 +159,11 @@ class RecipeDataModule(L.LightningDataModule):
     def facts(self) -> dict[str, Any]:
         """Runtime facts the model is built from (classes, channels, vocabulary size)."""
         raise NotImplementedError
+
+    def inference_facts(self) -> dict[str, Any]:
+        """What a new input must look like and what the outputs mean, beyond the config: written into the run
+        directory (INPUTS_FILE) for `trainer export` and `trainer predict`, which have no data set at hand."""
+        return {}
 
     collate_fn: Callable | None = None
 

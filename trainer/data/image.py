@@ -9,7 +9,7 @@ import datasets
 import numpy as np
 import torch
 
-from trainer.data.base import RecipeDataModule, class_count
+from trainer.data.base import RecipeDataModule, class_count, label_names
 from trainer.data.decoded import MAX_IN_MEMORY_BYTES, DecodedImages, decode
 from trainer.data.sources import Splits
 from trainer.errors import UserError
@@ -38,6 +38,7 @@ class ImageDataModule(RecipeDataModule):
             std=cfg.normalize_std,
         )
         self._num_classes = class_count(splits, cfg.label_column)
+        self._label_names = label_names(splits, cfg.label_column)
         self._sample = self._first_image(splits.train, transform)
         present = (splits.train, splits.val, splits.test)
         if self._in_memory(present):
@@ -85,3 +86,8 @@ class ImageDataModule(RecipeDataModule):
         self.load()
         channels = int(self._sample.shape[1]) if self._sample is not None else 1
         return {"num_classes": self._num_classes, "in_channels": channels}
+
+    def inference_facts(self) -> dict[str, Any]:
+        self.load()
+        channels, height, width = (int(size) for size in self._sample.shape[1:])
+        return {"image_size": [height, width], "channels": channels, "label_names": self._label_names}

@@ -63,3 +63,6 @@ class LanguageModelingDataModule(TextClassificationDataModule):
     def facts(self) -> dict[str, Any]:
         self.load()
         return {"vocab_size": self.tokenizer.get_vocab_size()}
+
+    def inference_facts(self) -> dict[str, Any]:
+        return {}

@@ -9,7 +9,7 @@ import datasets
 import torch
 from tokenizers import Tokenizer
 
-from trainer.data.base import RecipeDataModule, cached_map, class_count
+from trainer.data.base import RecipeDataModule, cached_map, class_count, label_names
 from trainer.data.sources import Splits
 from trainer.data.tokenizer import PAD, build_tokenizer, load_tokenizer, tokenizer_hash
 from trainer.errors import UserError
@@ -51,6 +51,7 @@ class TextClassificationDataModule(RecipeDataModule):
         self._check_columns(splits, [cfg.text_column, cfg.label_column])
         self.tokenizer = self._tokenizer_for(splits.train)
         self._num_classes = class_count(splits, cfg.label_column)
+        self._label_names = label_names(splits, cfg.label_column)
         tokenizer = self.tokenizer
         tokenizer.no_padding()
         tokenizer.enable_truncation(cfg.max_length)
@@ -90,3 +91,7 @@ class TextClassificationDataModule(RecipeDataModule):
     def facts(self) -> dict[str, Any]:
         self.load()
         return {"vocab_size": self.tokenizer.get_vocab_size(), "num_classes": self._num_classes, "pad_id": self.pad_id}
+
+    def inference_facts(self) -> dict[str, Any]:
+        self.load()
+        return {"label_names": self._label_names}

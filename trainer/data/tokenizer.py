@@ -15,8 +15,8 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from trainer.config.schema import TokenizerConfig
 from trainer.data.sources import TOKENIZERS
 from trainer.errors import UserError
+from trainer.model_io import PAD, UNK
 
-PAD, UNK = "[PAD]", "[UNK]"
 TOKENIZER_FILE = "tokenizer.json"
 
 

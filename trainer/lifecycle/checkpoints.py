@@ -63,6 +63,15 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def checkpoint_digest(path: Path) -> str:
+    """sha256 of a checkpoint file; of a DeepSpeed checkpoint folder, sha256 over its files' names and digests."""
+    if path.is_file():
+        return file_digest(path)
+    members = [m for m in sorted(path.rglob("*")) if m.is_file() and m.name != DIRECTORY_RECORD]
+    listing = "".join(f"{file_digest(member)}  {member.relative_to(path)}\n" for member in members)
+    return hashlib.sha256(listing.encode()).hexdigest()
+
+
 def _record_of(path: Path) -> Path:
     return path / DIRECTORY_RECORD if path.is_dir() else path.with_name(path.name + ".sha256")
 

@@ -23,6 +23,7 @@ from trainer.lifecycle.run_config import run_yaml
 from trainer.lifecycle.run_dir import (
     CHECKPOINTS,
     CONFIG_FILE,
+    INPUTS_FILE,
     JOB_FILE,
     WANDB_ID_FILE,
     check_new_run_dir,
@@ -131,7 +132,7 @@ def write_run_files(cfg: RunConfig, start: RunStart, claim: RunClaim, wandb_id: 
     if start.replaces_old_run:
         claim.set_old_run_aside()
     elif not claim.made_the_directory:
-        claim.keep_a_copy(CONFIG_FILE, TOKENIZER_FILE, WANDB_ID_FILE, JOB_FILE)
+        claim.keep_a_copy(CONFIG_FILE, TOKENIZER_FILE, WANDB_ID_FILE, JOB_FILE, INPUTS_FILE)
     start.run_dir.mkdir(parents=True, exist_ok=True)
     (start.run_dir / CONFIG_FILE).write_text(run_yaml(cfg, start.run_dir))
     if wandb_id:

@@ -1,0 +1,177 @@
+"""Export a trained model into one self-contained folder that runs without the framework: the weights
+(safetensors, loaded into the plain `nn.Module`) or a graph (ONNX for onnxruntime, TorchScript for
+libtorch), the run's config and tokenizer, and `manifest.json` saying what goes in and comes out.
+
+Loading a safetensors export needs torch, safetensors and `trainer.models`; an ONNX export needs only
+onnxruntime (and `tokenizers` for text); neither needs Lightning or DeepSpeed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from trainer.errors import UserError, WriteFailed
+from trainer.export.graph import ATOL, RTOL, check_parity, write_onnx, write_torchscript
+from trainer.lifecycle.checkpoints import TrainingCheckpoint, plain_model_state
+from trainer.model_io import MANIFEST_FILE, ModelIO
+from trainer.models import build_model
+from trainer.writable import check_writable
+
+FORMATS = ("safetensors", "onnx", "torchscript")
+# safetensors keeps the folder it has always had; the graphs go beside it.
+EXPORT_DIRS = {"safetensors": "export", "onnx": "export-onnx", "torchscript": "export-torchscript"}
+EXPORT_DIR = EXPORT_DIRS["safetensors"]
+MODEL_FILES = {"safetensors": "model.safetensors", "onnx": "model.onnx", "torchscript": "model.pt"}
+WEIGHTS_FILE = MODEL_FILES["safetensors"]
+MODEL_FILE = "model.json"  # safetensors: the class and constructor arguments to build
+RUN_FILES = ("config.yaml", "tokenizer.json")
+
+
+@dataclass(frozen=True)
+class ExportSource:
+    """A checkpoint of a run, with what its model takes and gives."""
+
+    run_dir: Path
+    checkpoint_path: Path
+    checkpoint_sha256: str
+    checkpoint: TrainingCheckpoint
+    model_io: ModelIO
+    metrics: dict[str, Any]  # the run's final metrics (summary.json), {} before it has any
+
+    def model(self) -> nn.Module:
+        hparams = self.checkpoint.hparams
+        model = build_model(self.model_io.task, hparams["family"], **hparams["model_kwargs"])
+        model.load_state_dict(plain_model_state(self.checkpoint.state_dict))
+        return model.float().eval()
+
+
+def export_model(source: ExportSource, fmt: str, out_dir: Path) -> Path:
+    """Write the export into out_dir, replacing a previous one whole.
+
+    The folder is written beside it and swapped in, so a failed export (a full disk, a graph that does not
+    match PyTorch) leaves the previous one as it was and no half-written folder behind."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{str(out_dir)!r} is a file, not an export folder; move it away and export again")
+    check_writable(out_dir.parent, "the export folder")
+    partial = out_dir.with_name(f"{out_dir.name}.{os.getpid()}.partial")
+    try:
+        partial.mkdir(parents=True)
+        parity = _write_model(source, fmt, partial)
+        for name in RUN_FILES:
+            if (source.run_dir / name).is_file():
+                shutil.copy2(source.run_dir / name, partial / name)
+        manifest = _manifest(source, fmt, parity)
+        (partial / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+        _group_readable(partial)
+        previous = out_dir.with_name(f"{out_dir.name}.{os.getpid()}.previous")
+        if out_dir.exists():
+            out_dir.rename(previous)
+        partial.rename(out_dir)
+        shutil.rmtree(previous, ignore_errors=True)
+    except (OSError, SafetensorError) as err:
+        raise WriteFailed(f"cannot write the export {str(out_dir)!r}: {err}; the previous export, if any, "
+                                    "is unchanged: free space and export again") from None  # fmt: skip
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return out_dir
+
+
+def _write_model(source: ExportSource, fmt: str, folder: Path) -> float | None:
+    """The model file of the format; for a graph, the largest difference from PyTorch on sample inputs."""
+    model = source.model()
+    path = folder / MODEL_FILES[fmt]
+    if fmt == "safetensors":
+        save_model(model, str(path))  # handles tied weights (one copy stored)
+        hparams, step = source.checkpoint.hparams, source.checkpoint.global_step
+        description = {"task": source.model_io.task, "family": hparams["family"],
+                       "model_kwargs": hparams["model_kwargs"], "global_step": step}  # fmt: skip
+        (folder / MODEL_FILE).write_text(json.dumps(description, indent=2) + "\n")
+        return None
+    if fmt == "onnx":
+        import onnxruntime
+
+        write_onnx(model, source.model_io, path)
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        names = [spec.name for spec in source.model_io.inputs]
+
+        def run_onnx(*arrays: Any) -> Any:
+            return session.run(None, dict(zip(names, arrays, strict=True)))[0]
+
+        return check_parity(model, source.model_io, run_onnx, "ONNX")
+    write_torchscript(model, source.model_io, path)
+    graph = torch.jit.load(str(path))
+
+    def run_torchscript(*arrays: Any) -> Any:
+        with torch.no_grad():
+            return graph(*map(torch.from_numpy, arrays)).numpy()
+
+    return check_parity(model, source.model_io, run_torchscript, "TorchScript")
+
+
+def _manifest(source: ExportSource, fmt: str, parity: float | None) -> dict[str, Any]:
+    tokenizer = "tokenizer.json" if (source.run_dir / "tokenizer.json").is_file() else None
+    manifest: dict[str, Any] = {
+        "format": fmt,
+        "files": {"model": MODEL_FILES[fmt], "tokenizer": tokenizer, "config": "config.yaml"},
+        **source.model_io.to_json(),
+        "source": {
+            "run_dir": str(source.run_dir),
+            "checkpoint": str(source.checkpoint_path),
+            "checkpoint_sha256": source.checkpoint_sha256,
+            "global_step": source.checkpoint.global_step,
+        },
+        "metrics": source.metrics,
+        "versions": _versions(fmt),
+        "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if parity is not None:
+        manifest["parity"] = {"max_abs_difference": parity, "atol": ATOL, "rtol": RTOL, "against": "PyTorch float32"}
+    return manifest
+
+
+def _versions(fmt: str) -> dict[str, str]:
+    packages = ["trainer", "torch", "safetensors", "tokenizers"]
+    if fmt == "onnx":
+        packages += ["onnx", "onnxruntime", "onnxscript"]
+    found = {"python": platform.python_version()}
+    for package in packages:
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+def _group_readable(folder: Path) -> None:
+    """safetensors (and torch) write some files 0600; an export is shared like the rest of the run folder."""
+    mode = 0o666 & ~_umask()
+    for path in folder.iterdir():
+        os.chmod(path, mode)
+
+
+def load_exported(folder: str | Path) -> nn.Module:
+    """The plain `nn.Module` of a safetensors export: no Lightning, no DeepSpeed."""
+    folder = Path(folder)
+    description = json.loads((folder / MODEL_FILE).read_text())
+    model = build_model(description["task"], description["family"], **description["model_kwargs"])
+    load_model(model, str(folder / WEIGHTS_FILE))
+    return model.eval()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
