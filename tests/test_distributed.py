@@ -178,6 +178,14 @@ def test_export_consolidates_zero3_into_a_plain_model(cli, small_shakespeare: Pa
         loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), blocks[:, 1:].flatten()).item()
     assert loss == pytest.approx(expected, rel=1e-5)
 
+    # The sharded checkpoint exports as a graph too, and predicts what the run itself predicts.
+    onnx = cli("export", str(run_dir), "format=onnx")
+    assert onnx.returncode == 0, onnx.stderr[-3000:]
+    greedy = ("ROMEO:", "--temperature", "0", "--max-new-tokens", "8")
+    texts = [cli("predict", str(source), *greedy) for source in (Path(onnx.stdout.strip()), run_dir)]
+    assert all(t.returncode == 0 for t in texts), texts[0].stderr[-3000:] + texts[1].stderr[-3000:]
+    assert texts[0].stdout == texts[1].stdout and texts[0].stdout.startswith("ROMEO:")
+
 
 def _free_port() -> int:
     with socket.socket() as s:
