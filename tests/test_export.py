@@ -250,6 +250,29 @@ def test_a_manifest_of_another_kind_is_refused(cli, trained, tmp_path: Path) -> 
     folder.mkdir()
     (folder / "manifest.json").write_text(json.dumps({"format": "onnx"}))
     assert "is not a manifest written by `trainer export`" in one_error_line(cli("predict", str(folder), "x"))
-    os.rename(api.export(trained("gpt"), fmt="onnx") / "model.onnx", tmp_path / "moved.onnx")
-    line = one_error_line(cli("predict", str(trained("gpt") / "export-onnx"), "ROMEO:"))
-    assert "lacks its model file model.onnx" in line
+    (folder / "manifest.json").write_text(
+        (api.export(trained("gpt"), fmt="onnx") / "manifest.json").read_text().replace('"model.onnx"', '"../x.onnx"')
+    )
+    assert "is not a file name" in one_error_line(cli("predict", str(folder), "ROMEO:"))
+    export = trained("gpt") / "export-onnx"
+    os.rename(export / "model.onnx", tmp_path / "moved.onnx")
+    assert "lacks its model file model.onnx" in one_error_line(cli("predict", str(export), "ROMEO:"))
+    (export / "model.onnx").write_bytes(b"\x08\x07 not a protobuf")  # damaged
+    assert "cannot be loaded" in one_error_line(cli("predict", str(export), "ROMEO:"))
+
+
+def test_out_never_replaces_what_is_not_an_export(cli, trained, tmp_path: Path) -> None:
+    """out= naming the run itself, a folder above it, or any folder with other files is refused untouched."""
+    run_dir = trained("cnn")
+    keep = tmp_path / "notes"
+    keep.mkdir()
+    (keep / "thesis.tex").write_text("precious")
+    for out in (run_dir, run_dir.parent, keep):
+        before = sorted(p.name for p in out.iterdir())
+        assert "is not an earlier export" in one_error_line(cli("export", str(run_dir), f"out={out}"))
+        assert sorted(p.name for p in out.iterdir()) == before
+    fresh = cli("export", str(run_dir), f"out={tmp_path / 'models' / 'digits'}", "format=torchscript")
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    again = cli("export", str(run_dir), f"out={tmp_path / 'models' / 'digits'}")  # an earlier export: replaced
+    assert again.returncode == 0 and (tmp_path / "models" / "digits" / "model.safetensors").is_file()
+    assert not (tmp_path / "models" / "digits" / "model.pt").exists()

@@ -65,6 +65,11 @@ def export_model(source: ExportSource, fmt: str, out_dir: Path) -> Path:
     match PyTorch) leaves the previous one as it was and no half-written folder behind."""
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{str(out_dir)!r} is a file, not an export folder; move it away and export again")
+    # Only an earlier export is replaced: out= naming the run itself, a folder above it or any other folder
+    # with files in it would otherwise be swapped out and deleted.
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not _is_an_export(out_dir):
+        raise UserError(f"out={str(out_dir)!r} holds files and is not an earlier export, so it is not replaced; "
+                        "choose a new or empty folder")  # fmt: skip
     check_writable(out_dir.parent, "the export folder")
     partial = out_dir.with_name(f"{out_dir.name}.{os.getpid()}.partial")
     try:
@@ -87,6 +92,10 @@ def export_model(source: ExportSource, fmt: str, out_dir: Path) -> Path:
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return out_dir
+
+
+def _is_an_export(folder: Path) -> bool:
+    return (folder / MANIFEST_FILE).is_file() or (folder / MODEL_FILE).is_file()  # model.json: exports before manifests
 
 
 def _write_model(source: ExportSource, fmt: str, folder: Path) -> float | None:

@@ -18,6 +18,12 @@ from trainer.model_io import MANIFEST_FILE, ModelIO
 CONFIG_FILE = "config.yaml"
 TOKENIZER_FILE = "tokenizer.json"
 
+# What predicting reads from the manifest's preprocess section, by kind (trainer.model_io.model_io writes them).
+PREPROCESS_KEYS = {
+    "image": ("channels", "image_size", "mean", "std"),
+    "text": ("max_length", "pad_id"),
+    "prompt": ("context_length", "suppress_ids"),
+}
 Backend = Callable[[dict[str, np.ndarray]], np.ndarray]
 
 
@@ -39,6 +45,8 @@ def load(path: Path, ckpt: str | None = None) -> Loaded:
         return _from_export(path)
     if (path / CONFIG_FILE).is_file():
         return _from_run(path, ckpt)
+    if (path / "model.json").is_file():
+        raise UserError(f"{str(path)!r} is an export made before manifests existed; export the run again")
     raise UserError(f"{str(path)!r} is neither an export folder (no {MANIFEST_FILE}) nor a run directory (no "
                     f"{CONFIG_FILE}); give a folder written by `trainer export` or `trainer fit`")  # fmt: skip
 
@@ -48,7 +56,12 @@ def _from_export(folder: Path) -> Loaded:
         manifest = json.loads((folder / MANIFEST_FILE).read_text())
         model_io = ModelIO.from_json(manifest)
         fmt, model_file = manifest["format"], folder / manifest["files"]["model"]
-    except (ValueError, KeyError, TypeError) as err:
+        missing = [key for key in PREPROCESS_KEYS[model_io.preprocess["kind"]] if key not in model_io.preprocess]
+        if missing:
+            raise KeyError(f"preprocess.{missing[0]}")
+        if model_file.name != manifest["files"]["model"]:  # the model lives in the export folder, nowhere else
+            raise ValueError(f"files.model {manifest['files']['model']!r} is not a file name")
+    except (OSError, ValueError, KeyError, TypeError) as err:
         raise UserError(f"{str(folder / MANIFEST_FILE)!r} is not a manifest written by `trainer export` ({err}); "
                         "export the run again") from None  # fmt: skip
     if not model_file.is_file():
@@ -61,10 +74,21 @@ def _from_export(folder: Path) -> Loaded:
     if fmt == "torchscript":
         return Loaded(model_io, _torchscript(model_file, model_io), tokenizer_path, source)
     if fmt == "safetensors":
+        from safetensors import SafetensorError
+
         from trainer.export import load_exported
 
-        return Loaded(model_io, _module(load_exported(folder), model_io), tokenizer_path, source)
+        try:
+            model = load_exported(folder)
+        except (SafetensorError, RuntimeError, ValueError, KeyError, TypeError) as err:
+            raise _unloadable(model_file, err) from None
+        return Loaded(model_io, _module(model, model_io), tokenizer_path, source)
     raise UserError(f"the export {str(folder)!r} is in format {fmt!r}, which this version cannot run; export again")
+
+
+def _unloadable(path: Path, err: Exception) -> UserError:
+    reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+    return UserError(f"the model file {str(path)!r} cannot be loaded ({reason}); export the run again")
 
 
 def _from_run(run_dir: Path, ckpt: str | None) -> Loaded:
@@ -83,7 +107,10 @@ def _onnx(path: Path, model_io: ModelIO) -> Backend:
     check_onnx_extra("predicting from an ONNX export")
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    try:
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime's own types (InvalidProtobuf, Fail, ...), none public
+        raise _unloadable(path, err) from None
     output = model_io.outputs[0].name
     return lambda inputs: session.run([output], inputs)[0]
 
@@ -91,7 +118,10 @@ def _onnx(path: Path, model_io: ModelIO) -> Backend:
 def _torchscript(path: Path, model_io: ModelIO) -> Backend:
     import torch
 
-    graph = torch.jit.load(str(path), map_location="cpu")
+    try:
+        graph = torch.jit.load(str(path), map_location="cpu")
+    except (RuntimeError, ValueError) as err:
+        raise _unloadable(path, err) from None
     return _torch_call(graph, model_io)
 
 

@@ -49,8 +49,8 @@ def image_batch(paths: list[str], preprocess: dict[str, Any]) -> np.ndarray:
                 if image.size != (width, height):
                     image = image.resize((width, height), Image.Resampling.BILINEAR)
                 arrays.append(np.asarray(image, dtype=np.uint8))
-        except (UnidentifiedImageError, OSError) as err:
-            reason = "not an image Pillow can read" if isinstance(err, UnidentifiedImageError) else err.strerror or err
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
+            reason = "not an image Pillow can read" if isinstance(err, UnidentifiedImageError) else err
             raise UserError(f"cannot read image {path!r} ({reason}); give PNG or JPEG files") from None
     pixels = np.stack(arrays).astype(np.float32) / 255.0
     pixels = pixels[:, None] if pixels.ndim == 3 else pixels.transpose(0, 3, 1, 2)
