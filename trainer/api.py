@@ -319,11 +319,11 @@ def test(cfg: RunConfig) -> dict[str, float]:
     rank_zero_decides(lambda: verify_checkpoint(ckpt_path))
     info = read_info(ckpt_path)
     check_checkpoint_fits(cfg, info, ckpt_path)  # the model first: the data may not even be of its kind
-    datamodule = build_datamodule(cfg, plan, tokenizer_path=_saved_tokenizer(cfg, ckpt_path))
+    datamodule = build_datamodule(cfg, plan, tokenizer_path=saved_tokenizer(cfg, ckpt_path))
     with rank_zero_first(per_node=True):
         datamodule.prepare_data()
     check_checkpoint_fits(cfg, info, ckpt_path, model_kwargs(cfg, datamodule.facts()))
-    task = _task_from_checkpoint(cfg, ckpt_path)
+    task = task_from_checkpoint(cfg, ckpt_path)
     # Evaluation shards the data over ranks; DDP suffices whatever strategy trained the model.
     strategy = _ddp_for(topology) if topology.world_size > 1 else "auto"
     trainer = build_trainer(cfg, plan, topology, None, False, [], strategy=strategy)
@@ -342,8 +342,8 @@ def generate(cfg: RunConfig) -> str:
     ckpt_path = existing_checkpoint(cfg.ckpt, "generate")
     verify_checkpoint(ckpt_path)
     check_checkpoint_fits(cfg, read_info(ckpt_path), ckpt_path)
-    task = _task_from_checkpoint(cfg, ckpt_path)
-    tokenizer_path = _saved_tokenizer(cfg, ckpt_path)
+    task = task_from_checkpoint(cfg, ckpt_path)
+    tokenizer_path = saved_tokenizer(cfg, ckpt_path)
     assert tokenizer_path is not None
     tokenizer = load_tokenizer(tokenizer_path)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -447,7 +447,8 @@ def _best_checkpoint(trainer: L.Trainer) -> str | None:
     return str(callback.best_model_path) if callback and callback.best_model_path else None
 
 
-def _task_from_checkpoint(cfg: RunConfig, ckpt_path: Path) -> Task:
+def task_from_checkpoint(cfg: RunConfig, ckpt_path: Path) -> Task:
+    """The task module of a checkpoint (a file or a DeepSpeed folder), its weights loaded, for `cfg`'s recipe."""
     checkpoint = read_training_checkpoint(ckpt_path)
     try:
         task = TASKS[cfg.task](**checkpoint.hparams)
@@ -468,7 +469,8 @@ def _ddp_for(topology: Topology) -> DDPStrategy:
     return DDPStrategy(process_group_backend="gloo" if topology.accelerator == "cpu" else None)
 
 
-def _saved_tokenizer(cfg: RunConfig, ckpt_path: Path) -> Path | None:
+def saved_tokenizer(cfg: RunConfig, ckpt_path: Path) -> Path | None:
+    """The tokenizer.json of the run a checkpoint belongs to (None for images)."""
     if cfg.task == "image_classification":
         return None
     run_dir = run_dir_of(ckpt_path)

@@ -1,0 +1,132 @@
+"""`trainer compare RUN_DIR RUN_DIR...`: the runs' curves overlaid, one plot per metric they share, and one
+table of what each run reached. No torch: metrics.csv, summary.json and config.yaml hold it all."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from trainer.errors import UserError
+from trainer.report.output import duration, number, replace_folder, table
+from trainer.report.plots import curve_figure, save_png
+from trainer.report.run_files import MetricLog, RunFiles, best_monitored
+from trainer.report.runs import run_state
+
+DEFAULT_OUT = Path("compare")
+COMPARE_FILE = "compare.md"
+ALWAYS = ("train/loss", "val/loss")  # compared whenever every run logged them; then each run's monitor, val/acc
+
+
+def write_comparison(paths: list[str], out: Path | None = None) -> Path:
+    """Write the overlays (`<metric>.png`) and compare.md into `out` (default ./compare), replacing a previous
+    comparison there, and return the folder. Bad input is a UserError before anything is written."""
+    if len(paths) < 2:
+        given = f"got {len(paths)}"
+        raise UserError(f"`trainer compare` needs two or more run directories, {given}; give RUN_DIR RUN_DIR...")
+    runs = [RunFiles.open(path, "compare") for path in paths]
+    seen: dict[Path, str] = {}
+    for run, path in zip(runs, paths, strict=True):
+        if run.path.resolve() in seen:
+            raise UserError(f"{path!r} is the same run as {seen[run.path.resolve()]!r}; give each run once")
+        seen[run.path.resolve()] = path
+    logs = [run.metrics("compare") for run in runs]
+    target = out if out is not None else DEFAULT_OUT
+    _check_out(target)
+
+    labels = _labels([run.path for run in runs])
+    monitors = [run.monitor() for run in runs]
+    figures = overlay_figures(dict(zip(labels, logs, strict=True)), [monitor for monitor, _ in monitors])
+    rows = [_row(*four) for four in zip(labels, runs, logs, monitors, strict=True)]
+    text = _markdown(paths, rows, list(figures))
+
+    def fill(folder: Path) -> None:
+        for stem, figure in figures.items():
+            save_png(figure, folder / f"{stem}.png")
+        (folder / COMPARE_FILE).write_text(text)
+
+    replace_folder(target, fill)
+    return target
+
+
+def overlay_figures(logs: dict[str, MetricLog], monitors: list[str]) -> dict[str, Figure]:
+    """One figure per metric every run logged (train/loss, val/loss, the runs' monitors, val/acc), by file stem,
+    with a line per run."""
+    candidates = dict.fromkeys([*ALWAYS, *monitors, "val/acc"])
+    shared = [metric for metric in candidates if all(metric in log for log in logs.values())]
+    return {
+        metric.replace("/", "_"): curve_figure(metric, {label: log[metric] for label, log in logs.items()})
+        for metric in shared
+    }
+
+
+def _check_out(target: Path) -> None:
+    """The output folder is new, empty, or a previous comparison (which is replaced): never someone's files."""
+    if target.exists() and not target.is_dir():
+        raise UserError(f"--out {str(target)!r} is a file; give a folder (new, or a previous comparison)")
+    if target.is_dir() and any(target.iterdir()) and not (target / COMPARE_FILE).is_file():
+        raise UserError(
+            f"--out {str(target)!r} holds files but no {COMPARE_FILE} (not a previous comparison, which would be "
+            "replaced); give a new or empty folder"
+        )
+
+
+def _labels(paths: list[Path]) -> list[str]:
+    """The shortest tail of each run's path that tells the runs apart (`20260101-120000`, `digits_cnn/a`)."""
+    for depth in range(1, max(len(path.parts) for path in paths) + 1):
+        tails = ["/".join(path.parts[-depth:]) for path in paths]
+        if len(set(tails)) == len(tails):
+            return tails
+    return [str(path.resolve()) for path in paths]
+
+
+def _row(label: str, run: RunFiles, log: MetricLog, monitor: tuple[str, str]) -> dict[str, Any]:
+    summary = run.summary()
+    state, current = run_state(run, summary)
+    summary = summary if current else None
+    name, mode = monitor
+    if summary is not None:
+        final = dict(summary.get("val") or {})
+        steps = summary.get("global_step")
+    else:  # a run still training, or one that did not end: what it has logged
+        final = {key: log[key].last() for key in log if key.startswith("val/")}
+        last = log.last_step()
+        steps = last + 1 if last is not None else None
+    best = best_monitored(log, name, mode, run.best_checkpoint(summary))
+    return {
+        "label": label,
+        "recipe": str(run.config().get("name") or "-"),
+        "state": state,
+        "steps": steps,
+        "best": f"{name} {number(best)} ({mode})" if best is not None else "-",
+        "final": final,
+        "wall": (summary or {}).get("wall_seconds"),
+        "samples": (summary or {}).get("samples_per_second"),
+    }
+
+
+def _markdown(paths: list[str], rows: list[dict[str, Any]], stems: list[str]) -> str:
+    finals = list(dict.fromkeys(key for row in rows for key in sorted(row["final"])))
+    header = ["run", "recipe", "state", "steps", "best monitored", *finals, "wall time", "samples/s"]
+    cells = [
+        [
+            row["label"],
+            row["recipe"],
+            row["state"],
+            number(row["steps"]),
+            row["best"],
+            *(number(row["final"].get(key)) for key in finals),
+            duration(row["wall"]),
+            number(row["samples"]),
+        ]
+        for row in rows
+    ]
+    runs = "\n".join(f"- {row['label']}: `{path}`" for row, path in zip(rows, paths, strict=True))
+    plots = "".join(f"![{stem}]({stem}.png)\n" for stem in stems) or "No metric is logged by every run.\n"
+    return (
+        f"# Comparison of {len(rows)} runs\n\n{runs}\n\n"
+        "Final val metrics are the final weights' (summary.json; the last logged values for a run without one); "
+        "wall time and samples/s are the last session's.\n\n"
+        f"{table(header, cells)}\n## Curves\n\n{plots}"
+    )
