@@ -49,7 +49,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from record import machine, run_child
+from record import machine, result_path, run_child
 
 HERE = Path(__file__).resolve().parent
 DATA = Path(os.environ.get("TRAINER_SHARED_DATA", HERE.parent.parent / "shared" / "data"))
@@ -400,8 +400,7 @@ def main() -> None:
             record["dataloader_wait"] = {recipe: dataloader_wait(recipe, args) for recipe in args.recipes.split(",")}
     # The machine is shared: the load on either side of the measurement says how much to trust it.
     record["load_average_1min"] = {"start": load_at_start, "end": round(os.getloadavg()[0], 2)}
-    slug = "gpu" if args.accelerator == "gpu" else "cpu"
-    out = args.out / f"{date}-data-{slug}.json"
+    out = result_path(args.out, "data", record)
     out.write_text(json.dumps(record, indent=2) + "\n")
     out.with_suffix(".md").write_text(_markdown(record))
     print(out)

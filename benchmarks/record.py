@@ -39,10 +39,21 @@ def run_child(script: str, words: list[str], env: dict[str, str] | None = None) 
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def write_results(folder: Path, name: str, record: dict[str, Any], header: list[str], rows: list[list[Any]]) -> Path:
-    """`<date>-<name>-<cpu|gpu>.json` and the table beside it as `.md`; returns the JSON's path."""
+def result_path(folder: Path, name: str, record: dict[str, Any]) -> Path:
+    """`<date>-<name>-<cpu|gpu>.json`; a second run on the same day gets `...-2.json` and so on: no
+    measurement overwrites another."""
     slug = "cpu" if record["device"].startswith("cpu") else "gpu"
     out = folder / f"{record['date']}-{name}-{slug}.json"
+    count = 1
+    while out.exists():
+        count += 1
+        out = folder / f"{record['date']}-{name}-{slug}-{count}.json"
+    return out
+
+
+def write_results(folder: Path, name: str, record: dict[str, Any], header: list[str], rows: list[list[Any]]) -> Path:
+    """`<date>-<name>-<cpu|gpu>.json` and the table beside it as `.md`; returns the JSON's path."""
+    out = result_path(folder, name, record)
     out.write_text(json.dumps(record, indent=2) + "\n")
     lines = [header, ["---"] * len(header), *rows]
     out.with_suffix(".md").write_text("".join("| " + " | ".join(map(str, line)) + " |\n" for line in lines))
