@@ -21,7 +21,6 @@ from pathlib import Path
 from trainer.cluster.launch import report_failure
 from trainer.cluster.signals import Interrupted
 from trainer.errors import TrainingDiverged, UserError, WriteFailed
-from trainer.extras import check_extras
 from trainer.quiet import print_on_a_line_of_its_own, silence_dependency_noise
 from trainer.report import commands as report_commands
 
@@ -176,14 +175,16 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from trainer.config import load_config, shipped_recipes, to_yaml
-
-    if args.command == "recipes":
-        return _list_recipes(shipped_recipes())
+    # `runs` and `predict` never load a recipe: they answer without importing the config (omegaconf, pydantic).
     if args.command in report_commands.COMMANDS:
         return report_commands.run(args)
     if args.command == "predict":
         return _predict(args)
+    from trainer.config import load_config, shipped_recipes, to_yaml
+    from trainer.extras import check_extras
+
+    if args.command == "recipes":
+        return _list_recipes(shipped_recipes())
     if args.command == "config":
         print(to_yaml(load_config(args.recipe, args.overrides)), end="")
         return 0

@@ -4,9 +4,12 @@ config, before anything is imported or written: a missing one is one line naming
 from __future__ import annotations
 
 import importlib.util
+from typing import TYPE_CHECKING
 
-from trainer.config.schema import RunConfig
 from trainer.errors import UserError
+
+if TYPE_CHECKING:  # the config's import (pydantic, omegaconf) is not needed to check a module is installed
+    from trainer.config.schema import RunConfig
 
 
 def check_extras(cfg: RunConfig, command: str) -> None:
