@@ -22,6 +22,9 @@ if [[ -z "${RDZV_ID:-}" ]]; then
 fi
 # Also checks the recipe: a bad one stops here, with its one-line error and exit status 2.
 NPROC_PER_NODE="$("$PYTHON" -m trainer devices ${NPROC_PER_NODE:+--expect "$NPROC_PER_NODE"} "$@")"
+# The head node's name resolves here and, across nodes, this node's hostname to a reachable address: one
+# line now instead of a rendezvous traceback or a hang later.
+"$PYTHON" -m trainer nodecheck "$MASTER_ADDR" --nnodes "$NNODES"
 
 command=("$PYTHON" -m torch.distributed.run --nnodes="$NNODES" --nproc_per_node="$NPROC_PER_NODE"
   --rdzv_backend=c10d --rdzv_endpoint="$MASTER_ADDR:$MASTER_PORT" --rdzv_id="$RDZV_ID"

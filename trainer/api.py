@@ -13,7 +13,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ from trainer.data import RecipeDataModule
 from trainer.data.sources import check_source
 from trainer.data.tokenizer import PAD, TOKENIZER_FILE, UNK, load_tokenizer
 from trainer.distributed.batching import BatchPlan, plan_batches
-from trainer.distributed.process_group import init_process_group, rank_zero_decides, rank_zero_first
+from trainer.distributed.process_group import init_process_group, rank_hostnames, rank_zero_decides, rank_zero_first
 from trainer.distributed.strategy import check_precision, check_strategy_settings
 from trainer.distributed.topology import Topology, resolve_topology
 from trainer.errors import TrainingDiverged, UserError
@@ -101,6 +101,7 @@ class FitRun:
     claim: RunClaim  # rank 0's hold on the run directory (an empty one on other ranks)
     started: float
     wandb_id: str | None = None
+    hosts: list[str] = field(default_factory=list)  # each rank's hostname, by rank
     stopped_by: str | None = None
     val_metrics: dict[str, float] | None = None
 
@@ -150,7 +151,9 @@ def _setup_fit(cfg: RunConfig, stop: StopRequest, extra_callbacks: list[L.Callba
 
     start = rank_zero_decides(decide)
     try:
-        return _build_fit(cfg, start, topology, plan, stop, extra_callbacks, claim, started)
+        run = _build_fit(cfg, start, topology, plan, stop, extra_callbacks, claim, started)
+        run.hosts = rank_hostnames()
+        return run
     except BaseException:
         claim.roll_back()
         raise
@@ -263,6 +266,7 @@ def _finish_fit(run: FitRun) -> dict[str, Any]:
         "global_step": trainer.global_step,
         "epochs": trainer.current_epoch,
         "world_size": run.plan.world_size,
+        "hosts": run.hosts,  # each rank's hostname, by rank
         "global_batch_size": run.plan.global_batch_size,
         "micro_batch_size": run.plan.micro_batch_size,
         "grad_accum_steps": run.plan.grad_accum_steps,

@@ -101,6 +101,9 @@ def _parser() -> argparse.ArgumentParser:
     devices.add_argument("--expect", type=_positive, default=None, help="fail unless the recipe allows this many")
     devices.add_argument("recipe", help="shipped recipe name or path to a YAML file")
     devices.add_argument("overrides", nargs=argparse.REMAINDER, help="key.path=value words")
+    nodecheck = commands.add_parser("nodecheck", help="can this node join a multi-node job? (launch scripts)")
+    nodecheck.add_argument("master_addr", help="the head node's name or address (torchrun's rendezvous)")
+    nodecheck.add_argument("--nnodes", type=_positive, default=1)
     export = commands.add_parser("export", help="a run's checkpoint as one folder: RUN_DIR/export[-onnx|-torchscript]/")
     export.add_argument("run_dir", help="a run directory written by `trainer fit`")
     export.add_argument(
@@ -180,6 +183,8 @@ def _run(args: argparse.Namespace) -> int:
         return report_commands.run(args)
     if args.command == "predict":
         return _predict(args)
+    if args.command == "nodecheck":
+        return _nodecheck(args.master_addr, args.nnodes)
     from trainer.config import load_config, shipped_recipes, to_yaml
     from trainer.extras import check_extras
 
@@ -304,6 +309,17 @@ def _in_process(args: argparse.Namespace, cfg) -> int:
         # job that requeued itself exits 0: its work goes on in the requeued job (and torchrun, seeing a
         # failed worker, would restart the group here instead).
         return 128 + signal.Signals[summary["stopped_by"]].value
+    return 0
+
+
+def _nodecheck(master_addr: str, nnodes: int) -> int:
+    """Before torchrun starts on a node: the head node's name resolves here, and with several nodes this
+    node's hostname resolves to an address the others can reach. Prints nothing when all is well."""
+    from trainer.cluster.hosts import check_reachable_hostname, check_rendezvous_host
+
+    check_rendezvous_host(master_addr)
+    if nnodes > 1:
+        check_reachable_hostname()
     return 0
 
 

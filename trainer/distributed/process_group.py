@@ -8,6 +8,7 @@ checkpoint it resumes from) and every rank learn it by one broadcast, errors inc
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import TypeVar
@@ -15,6 +16,7 @@ from typing import TypeVar
 import torch
 
 from trainer.cluster.env import agent_store, elastic_restart_count, torchrun_world
+from trainer.cluster.hosts import check_reachable_hostname
 from trainer.errors import UserError
 
 T = TypeVar("T")
@@ -29,6 +31,8 @@ def init_process_group(accelerator: str) -> None:
     if world is None or world.world_size == 1 or torch.distributed.is_initialized():
         return
     backend = "gloo"
+    if world.world_size > world.local_world_size and accelerator == "cpu":
+        check_reachable_hostname()  # before gloo would bind to loopback and the others wait for it
     if accelerator == "gpu":
         torch.cuda.set_device(world.local_rank)
         backend = "nccl"
@@ -44,6 +48,16 @@ def init_process_group(accelerator: str) -> None:
     torch.distributed.init_process_group(
         backend=backend, store=prefixed, rank=world.rank, world_size=world.world_size, timeout=SETUP_TIMEOUT
     )
+
+
+def rank_hostnames() -> list[str]:
+    """Every rank's hostname, by rank (this one's alone without a process group)."""
+    name = socket.gethostname()
+    if not _active():
+        return [name]
+    names: list[str | None] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(names, name)
+    return [str(n) for n in names]
 
 
 def _active() -> bool:
