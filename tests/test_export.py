@@ -267,6 +267,7 @@ def test_out_never_replaces_what_is_not_an_export(cli, trained, tmp_path: Path) 
     keep = tmp_path / "notes"
     keep.mkdir()
     (keep / "thesis.tex").write_text("precious")
+    (keep / "model.json").write_text('{"name": "my web app"}')  # a file name exports use, among others
     for out in (run_dir, run_dir.parent, keep):
         before = sorted(p.name for p in out.iterdir())
         assert "is not an earlier export" in one_error_line(cli("export", str(run_dir), f"out={out}"))
@@ -276,3 +277,60 @@ def test_out_never_replaces_what_is_not_an_export(cli, trained, tmp_path: Path) 
     again = cli("export", str(run_dir), f"out={tmp_path / 'models' / 'digits'}")  # an earlier export: replaced
     assert again.returncode == 0 and (tmp_path / "models" / "digits" / "model.safetensors").is_file()
     assert not (tmp_path / "models" / "digits" / "model.pt").exists()
+    inside = one_error_line(cli("export", str(run_dir), f"out={tmp_path / 'models' / 'digits' / 'sub'}"))
+    assert "is inside the export" in inside  # the next export would sweep it away
+    here = tmp_path / "here"
+    here.mkdir()
+    dot = subprocess.run([sys.executable, "-m", "trainer", "export", str(run_dir), "out=."], cwd=here,
+                         capture_output=True, text=True)  # fmt: skip
+    assert dot.returncode == 0 and (here / "manifest.json").is_file(), dot.stderr[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        ({"preprocess.image_size": [8]}, "is not [height, width]"),
+        ({"preprocess.image_size": [100000, 100000]}, "is not a whole number from 1 to 8192"),
+        ({"preprocess.channels": 3}, "does not match input shape"),
+        ({"preprocess.mean": "x"}, "preprocess.mean='x' is not a number"),
+        ({"labels": []}, "labels are not 10 names"),
+        ({"preprocess": [1]}, "is not a manifest written by `trainer export`"),
+    ],
+)
+def test_a_manifest_edited_by_hand_is_checked(cli, trained, tmp_path: Path, edit: dict, expected: str) -> None:
+    folder = tmp_path / "edited"
+    source = api.export(trained("cnn"), fmt="onnx")
+    folder.mkdir()
+    for path in source.iterdir():
+        (folder / path.name).write_bytes(path.read_bytes())
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for key, value in edit.items():
+        section, _, field = key.partition(".")
+        if field:
+            manifest[section][field] = value
+        else:
+            manifest[section] = value
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    line = one_error_line(cli("predict", str(folder), _digit_pngs(tmp_path / "pngs", count=1)[0]))
+    assert "is not a manifest written by `trainer export`" in line and expected in line
+
+
+def test_odd_inputs_are_made_right_or_refused(cli, trained, tmp_path: Path) -> None:
+    """16-bit greyscale scaled, not clipped; a folder given to a text model, a negative seed, another run's
+    tokenizer: one line each."""
+    from sklearn.datasets import load_digits
+
+    export = api.export(trained("cnn"), fmt="onnx")
+    digit = load_digits().images[-1]
+    Image.fromarray(np.round(digit * (255 / 16)).astype(np.uint8)).save(tmp_path / "eight.png")
+    Image.fromarray(np.round(digit * (65535 / 16)).astype(np.uint16)).save(tmp_path / "sixteen.png")
+    assert Image.open(tmp_path / "sixteen.png").mode.startswith("I")
+    eight, sixteen = predict(export, [str(tmp_path / "eight.png"), str(tmp_path / "sixteen.png")], Options())
+    assert sixteen["index"] == eight["index"] and sixteen["probability"] == pytest.approx(eight["probability"], 1e-3)
+
+    classifier = trained("lstm_classifier")
+    assert "is a folder" in one_error_line(cli("predict", str(classifier), str(tmp_path)))
+    gpt = api.export(trained("gpt"), fmt="onnx")
+    assert "not a whole number of 0 or more" in one_error_line(cli("predict", str(gpt), "ROMEO:", "--seed", "-1"))
+    (gpt / "tokenizer.json").write_bytes((classifier / "tokenizer.json").read_bytes())
+    assert "it is another run's" in one_error_line(cli("predict", str(gpt), "ROMEO:"))

@@ -386,9 +386,11 @@ def export_source(run_dir: Path, ckpt: str | None = None) -> ExportSource:
     if not (run_dir / CONFIG_FILE).is_file():
         what = "does not exist" if not run_dir.exists() else f"is not a run directory (no {CONFIG_FILE})"
         raise UserError(f"{str(run_dir)!r} {what}; give a run directory written by `trainer fit`")
-    ckpt_path = Path(ckpt).expanduser() if ckpt else run_dir / CHECKPOINTS / LAST_CKPT
+    run_dir = run_dir.resolve()  # the manifest records where it came from, whatever the working directory
+    ckpt_path = Path(ckpt).expanduser().resolve() if ckpt else run_dir / CHECKPOINTS / LAST_CKPT
     if not ckpt_path.exists():
-        raise UserError(f"checkpoint {str(ckpt_path)!r} does not exist; train first or give ckpt=<path>")
+        hint = "give the path of one (relative to here, not to the run)" if ckpt else "train first or name another"
+        raise UserError(f"checkpoint {str(ckpt_path)!r} does not exist; {hint}")
     cfg = load_config_file(run_dir / CONFIG_FILE)
     verify_checkpoint(ckpt_path)
     check_checkpoint_fits(cfg, read_info(ckpt_path), ckpt_path)

@@ -46,6 +46,12 @@ def _positive(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 0 or more")
+    return int(text)
+
+
 def _non_negative(text: str) -> float:
     try:
         value = float(text)
@@ -104,22 +110,34 @@ def _parser() -> argparse.ArgumentParser:
     nodecheck = commands.add_parser("nodecheck", help="can this node join a multi-node job? (launch scripts)")
     nodecheck.add_argument("master_addr", help="the head node's name or address (torchrun's rendezvous)")
     nodecheck.add_argument("--nnodes", type=_positive, default=1)
-    export = commands.add_parser("export", help="a run's checkpoint as one folder: RUN_DIR/export[-onnx|-torchscript]/")
+    export = commands.add_parser(
+        "export",
+        help="a run's checkpoint as one folder: RUN_DIR/export[-onnx|-torchscript]/",
+        description="Export a checkpoint (default last.ckpt) as one self-contained folder with manifest.json: "
+        "format=safetensors (default, RUN_DIR/export/), onnx (RUN_DIR/export-onnx/, needs the export extra) or "
+        "torchscript (RUN_DIR/export-torchscript/); out=DIR writes elsewhere.",
+    )
     export.add_argument("run_dir", help="a run directory written by `trainer fit`")
     export.add_argument(
         "overrides", nargs="*", help="ckpt=PATH (default last.ckpt), format=safetensors|onnx|torchscript, out=DIR"
     )
     predict = commands.add_parser(
-        "predict", help="run a model on new inputs: image files, texts (or text files), prompts"
+        "predict",
+        help="run a model on new inputs: image files, texts (or text files), prompts",
+        description="Predict from an export folder (trainer export) or a run directory. Classifiers print "
+        "label<TAB>probability<TAB>input per input (with --top-k: label:p label:p ...<TAB>input); language "
+        "models print each continued prompt, the next after a line '---'. --json: one JSON object per input.",
     )
     predict.add_argument("model", help="an export folder (trainer export) or a run directory")
     predict.add_argument("inputs", nargs="+", help="image files or folders; texts or text files; prompts")
     predict.add_argument("--json", action="store_true", help="one JSON object per input")
-    predict.add_argument("--batch-size", type=_positive, default=32)
-    predict.add_argument("--top-k", type=_positive, default=None, help="the k best labels; or sample among k tokens")
-    predict.add_argument("--temperature", type=_non_negative, default=1.0, help="language models; 0: greedy")
-    predict.add_argument("--max-new-tokens", type=_positive, default=200, help="language models")
-    predict.add_argument("--seed", type=int, default=0, help="language models: the sampling seed")
+    predict.add_argument("--batch-size", type=_positive, default=32, help="inputs per forward pass (default 32)")
+    predict.add_argument("--top-k", type=_positive, default=None, help="classifiers: the k best labels (default 1); "
+                         "language models: sample among the k likeliest tokens (default all)")  # fmt: skip
+    predict.add_argument("--temperature", type=_non_negative, default=1.0,
+                         help="language models (default 1.0); 0: greedy")  # fmt: skip
+    predict.add_argument("--max-new-tokens", type=_positive, default=200, help="language models (default 200)")
+    predict.add_argument("--seed", type=_count, default=0, help="language models: the sampling seed (default 0)")
     predict.add_argument("--ckpt", default=None, help="a run directory's checkpoint (default last.ckpt)")
     report_commands.add_parsers(commands)
     return parser
@@ -330,7 +348,9 @@ def _predict(args: argparse.Namespace) -> int:
     options = Options(args.batch_size, args.top_k, args.temperature, args.max_new_tokens, args.seed, args.ckpt)
     with contextlib.redirect_stdout(sys.stderr):
         results = predict(Path(args.model).expanduser(), args.inputs, options)
-    for result in results:
+    for index, result in enumerate(results):
+        if index and "text" in result and not args.json:
+            print("---")  # continued prompts span lines: a line between them
         print(json.dumps(result) if args.json else render(result), flush=True)
     return 0
 

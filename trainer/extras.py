@@ -34,5 +34,6 @@ def check_onnx_extra(what: str) -> None:
     modules = ("onnxruntime",) if what.startswith("predict") else ("onnx", "onnxruntime", "onnxscript")
     missing = [module for module in modules if importlib.util.find_spec(module) is None]
     if missing:
-        raise UserError(f"{what} needs {', '.join(missing)}, which is not installed: pip install -e '.[export]' "
+        verb = "is" if len(missing) == 1 else "are"
+        raise UserError(f"{what} needs {', '.join(missing)}, which {verb} not installed: pip install -e '.[export]' "
                         f"(or pip install {' '.join(missing)})")  # fmt: skip

@@ -5,10 +5,13 @@ the framework's training code."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 BATCH, SEQUENCE = "batch", "sequence"  # the dynamic axes' names
+MAX_IMAGE_SIDE = 8192  # pixels: what predict resizes to, at most (a checked manifest never asks more)
+MAX_SEQUENCE = 10_000_000  # tokens, vocabulary entries
 MANIFEST_FILE = "manifest.json"  # an export folder's description of its model: a ModelIO, and where it came from
 PAD, UNK = "[PAD]", "[UNK]"  # the special tokens of every tokenizer the framework trains
 
@@ -32,6 +35,47 @@ class ModelIO:
     preprocess: dict[str, Any]
     labels: list[str] | None = None  # class names, by output index (classifiers)
     max_sequence: int | None = field(default=None)  # the longest sequence the model takes (None: any)
+
+    def check(self) -> None:
+        """ValueError unless every value predicting reads has its type and a sane range: a manifest edited by
+        hand must fail in one line, not deep in numpy or onnxruntime (or by allocating a 100000^2 image)."""
+        pre, kind = self.preprocess, self.preprocess.get("kind")
+        inputs = {"image": 1, "text": 2, "prompt": 1}.get(kind)
+        if inputs is None:
+            raise ValueError(f"preprocess.kind={kind!r} is none of image, text, prompt")
+        if len(self.inputs) != inputs or len(self.outputs) != 1:
+            raise ValueError(f"a {kind} model takes {inputs} input(s) and gives 1 output")
+        if kind == "image":
+            channels = _integer(pre, "channels", 1, 3)
+            size = pre.get("image_size")
+            if not (isinstance(size, list) and len(size) == 2):
+                raise ValueError(f"preprocess.image_size={size!r} is not [height, width]")
+            height, width = (_integer({"side": side}, "side", 1, MAX_IMAGE_SIDE) for side in size)
+            if self.inputs[0].shape[1:] != [channels, height, width]:
+                raise ValueError(f"preprocess (channels, image_size) does not match input shape {self.inputs[0].shape}")
+            for key in ("mean", "std"):
+                value = pre.get(key)
+                if not (isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)):
+                    raise ValueError(f"preprocess.{key}={value!r} is not a number")
+            if pre["std"] == 0:
+                raise ValueError("preprocess.std is 0")
+        else:
+            vocab = _integer(pre, "vocab_size", 1, MAX_SEQUENCE)
+            if kind == "text":
+                _integer(pre, "max_length", 1, MAX_SEQUENCE)
+                _integer(pre, "pad_id", 0, vocab - 1)
+            else:
+                _integer(pre, "context_length", 1, MAX_SEQUENCE)
+                ids = pre.get("suppress_ids")
+                if not isinstance(ids, list):
+                    raise ValueError("preprocess.suppress_ids is not a list")
+                for index in range(len(ids)):
+                    _integer(dict(enumerate(ids)), index, 0, vocab - 1)
+        if kind != "prompt":
+            classes = self.outputs[0].shape[-1]
+            labels = self.labels
+            if not (isinstance(labels, list) and len(labels) == classes and all(isinstance(n, str) for n in labels)):
+                raise ValueError(f"labels are not {classes} names, one per output")
 
     def dynamic_axes(self) -> dict[str, dict[int, str]]:
         specs = [*self.inputs, *self.outputs]
@@ -75,6 +119,13 @@ def model_io(cfg: Any, model_kwargs: dict[str, Any], facts: dict[str, Any], supp
     preprocess = {"kind": "prompt", "context_length": context, "suppress_ids": suppress_ids,
                   "vocab_size": model_kwargs["vocab_size"]}  # fmt: skip
     return ModelIO(task, family, [ids], [logits], preprocess, None, context)
+
+
+def _integer(values: dict, key: Any, low: int, high: int) -> int:
+    value = values.get(key)
+    if not (isinstance(value, int) and not isinstance(value, bool) and low <= value <= high):
+        raise ValueError(f"{key}={value!r} is not a whole number from {low} to {high}")
+    return value
 
 
 def _labels(facts: dict[str, Any], num_classes: int) -> list[str]:

@@ -8,11 +8,14 @@ onnxruntime (and `tokenizers` for text); neither needs Lightning or DeepSpeed.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import platform
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -61,19 +64,17 @@ class ExportSource:
 def export_model(source: ExportSource, fmt: str, out_dir: Path) -> Path:
     """Write the export into out_dir, replacing a previous one whole.
 
-    The folder is written beside it and swapped in, so a failed export (a full disk, a graph that does not
-    match PyTorch) leaves the previous one as it was and no half-written folder behind."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"{str(out_dir)!r} is a file, not an export folder; move it away and export again")
-    # Only an earlier export is replaced: out= naming the run itself, a folder above it or any other folder
-    # with files in it would otherwise be swapped out and deleted.
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not _is_an_export(out_dir):
-        raise UserError(f"out={str(out_dir)!r} holds files and is not an earlier export, so it is not replaced; "
-                        "choose a new or empty folder")  # fmt: skip
-    check_writable(out_dir.parent, "the export folder")
+    The folder is written beside it and swapped in, under a lock on the folder above (one export into a
+    place at a time), so a failed export (a full disk, a graph that does not match PyTorch) leaves the
+    previous one as it was and no half-written folder behind."""
+    out_dir = out_dir.expanduser().resolve()  # `out=.`, a symlink: the real place, never the link replaced
+    check_replaceable(out_dir)
+    check_writable(out_dir.parent, "export folder")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
     partial = out_dir.with_name(f"{out_dir.name}.{os.getpid()}.partial")
+    previous = out_dir.with_name(f"{out_dir.name}.{os.getpid()}.previous")
     try:
-        partial.mkdir(parents=True)
+        partial.mkdir()
         parity = _write_model(source, fmt, partial)
         for name in RUN_FILES:
             if (source.run_dir / name).is_file():
@@ -81,21 +82,67 @@ def export_model(source: ExportSource, fmt: str, out_dir: Path) -> Path:
         manifest = _manifest(source, fmt, parity)
         (partial / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
         _group_readable(partial)
-        previous = out_dir.with_name(f"{out_dir.name}.{os.getpid()}.previous")
-        if out_dir.exists():
-            out_dir.rename(previous)
-        partial.rename(out_dir)
+        with _exclusive(out_dir):
+            check_replaceable(out_dir)  # again: another export may have put something there meanwhile
+            if out_dir.exists():
+                out_dir.rename(previous)
+            try:
+                partial.rename(out_dir)
+            except OSError:
+                if previous.exists():
+                    previous.rename(out_dir)  # the previous export back in its place
+                raise
         shutil.rmtree(previous, ignore_errors=True)
     except (OSError, SafetensorError) as err:
         raise WriteFailed(f"cannot write the export {str(out_dir)!r}: {err}; the previous export, if any, "
-                                    "is unchanged: free space and export again") from None  # fmt: skip
+                          "is unchanged: free space or fix permissions and export again") from None  # fmt: skip
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return out_dir
 
 
+def check_replaceable(out_dir: Path) -> None:
+    """Only an earlier export is replaced, and nothing inside one is written: out= naming the run itself, a
+    folder above it, a folder of other files (a `model.json` of another program among them) or a folder
+    inside an export (which the next export would sweep away) is refused."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{str(out_dir)!r} is a file, not an export folder; move it away or choose another out=")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not _is_an_export(out_dir):
+        raise UserError(f"out={str(out_dir)!r} holds files and is not an earlier export, so it is not replaced; "
+                        "choose a new or empty folder")  # fmt: skip
+    for parent in out_dir.parents:
+        if _is_an_export(parent):
+            raise UserError(f"out={str(out_dir)!r} is inside the export {str(parent)!r}, which the next export "
+                            "replaces whole; choose a folder outside it")  # fmt: skip
+
+
+# Everything an export folder holds: a folder with anything else in it is not one.
+EXPORT_ENTRIES = {*MODEL_FILES.values(), MODEL_FILE, MANIFEST_FILE, *RUN_FILES}
+
+
 def _is_an_export(folder: Path) -> bool:
-    return (folder / MANIFEST_FILE).is_file() or (folder / MODEL_FILE).is_file()  # model.json: exports before manifests
+    try:
+        names = {entry.name for entry in folder.iterdir()}
+    except OSError:
+        return False
+    marked = (folder / MANIFEST_FILE).is_file() or (folder / MODEL_FILE).is_file()  # model.json: older exports
+    return marked and names <= EXPORT_ENTRIES
+
+
+@contextlib.contextmanager
+def _exclusive(out_dir: Path) -> Iterator[None]:
+    """An flock on the folder above out_dir while the export is swapped in: two exports into one place at
+    once would otherwise move each other's folders. The second is told, not made to wait."""
+    descriptor = os.open(out_dir.parent, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"another export into {str(out_dir.parent)!r} is being written; wait for it and "
+                            "export again") from None  # fmt: skip
+        yield
+    finally:
+        os.close(descriptor)
 
 
 def _write_model(source: ExportSource, fmt: str, folder: Path) -> float | None:
@@ -143,6 +190,8 @@ def _manifest(source: ExportSource, fmt: str, parity: float | None) -> dict[str,
             "global_step": source.checkpoint.global_step,
         },
         "metrics": source.metrics,
+        # The run's summary, not an evaluation of this checkpoint (`trainer test` gives that).
+        "metrics_from": "the run's summary.json: val/* after its last step, test/* of its best checkpoint",
         "versions": _versions(fmt),
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

@@ -18,12 +18,6 @@ from trainer.model_io import MANIFEST_FILE, ModelIO
 CONFIG_FILE = "config.yaml"
 TOKENIZER_FILE = "tokenizer.json"
 
-# What predicting reads from the manifest's preprocess section, by kind (trainer.model_io.model_io writes them).
-PREPROCESS_KEYS = {
-    "image": ("channels", "image_size", "mean", "std"),
-    "text": ("max_length", "pad_id"),
-    "prompt": ("context_length", "suppress_ids"),
-}
 Backend = Callable[[dict[str, np.ndarray]], np.ndarray]
 
 
@@ -56,12 +50,10 @@ def _from_export(folder: Path) -> Loaded:
         manifest = json.loads((folder / MANIFEST_FILE).read_text())
         model_io = ModelIO.from_json(manifest)
         fmt, model_file = manifest["format"], folder / manifest["files"]["model"]
-        missing = [key for key in PREPROCESS_KEYS[model_io.preprocess["kind"]] if key not in model_io.preprocess]
-        if missing:
-            raise KeyError(f"preprocess.{missing[0]}")
+        model_io.check()
         if model_file.name != manifest["files"]["model"]:  # the model lives in the export folder, nowhere else
             raise ValueError(f"files.model {manifest['files']['model']!r} is not a file name")
-    except (OSError, ValueError, KeyError, TypeError) as err:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise UserError(f"{str(folder / MANIFEST_FILE)!r} is not a manifest written by `trainer export` ({err}); "
                         "export the run again") from None  # fmt: skip
     if not model_file.is_file():

@@ -4,6 +4,7 @@ as in training (trainer.data.image), texts tokenised with the run's tokenizer an
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ def expand_images(words: list[str]) -> list[str]:
     paths: list[str] = []
     for word in words:
         path = Path(word).expanduser()
+        if not word.strip():  # Path("") is the working directory
+            raise UserError("an input is empty; give image files or folders of them")
         if path.is_dir():
             found = sorted(str(p) for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             if not found:
@@ -44,8 +47,9 @@ def image_batch(paths: list[str], preprocess: dict[str, Any]) -> np.ndarray:
     arrays = []
     for path in paths:
         try:
-            with Image.open(path) as image:
-                image = image.convert(mode)
+            with warnings.catch_warnings(), Image.open(path) as image:
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # a big photo, resized anyway
+                image = _eight_bit(image).convert(mode)
                 if image.size != (width, height):
                     image = image.resize((width, height), Image.Resampling.BILINEAR)
                 arrays.append(np.asarray(image, dtype=np.uint8))
@@ -57,11 +61,24 @@ def image_batch(paths: list[str], preprocess: dict[str, Any]) -> np.ndarray:
     return ((pixels - preprocess["mean"]) / preprocess["std"]).astype(np.float32)
 
 
+def _eight_bit(image: Any) -> Any:
+    """16- and 32-bit greyscale scaled to 8 bits: Pillow's convert("L") clips them (40000 becomes 255)."""
+    from PIL import Image
+
+    if image.mode not in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        return image
+    pixels = np.asarray(image, dtype=np.float64)
+    top = 65535.0 if image.mode.startswith("I;16") or pixels.max() > 255 else 255.0
+    return Image.fromarray(np.clip(np.round(pixels * (255.0 / top)), 0, 255).astype(np.uint8), mode="L")
+
+
 def expand_texts(words: list[str]) -> list[str]:
     """Each word is a text, or the path of a text file with one text per line (blank lines skipped)."""
     texts: list[str] = []
     for word in words:
         path = Path(word).expanduser()
+        if not word.strip():  # before the path tests: Path("") is the working directory
+            raise UserError("an input text is empty; give some text (or a file with one example per line)")
         if path.is_file():
             try:
                 lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -70,8 +87,8 @@ def expand_texts(words: list[str]) -> list[str]:
             if not lines:
                 raise UserError(f"text file {word!r} holds no text; give one example per line")
             texts += lines
-        elif not word.strip():
-            raise UserError("an input text is empty; give some text (or a file with one example per line)")
+        elif path.is_dir():
+            raise UserError(f"{word!r} is a folder; give texts, or text files with one example per line")
         else:
             texts.append(word)
     return texts

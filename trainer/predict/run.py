@@ -45,7 +45,7 @@ def _classify(loaded: Loaded, items: list[str], options: Options) -> list[dict[s
     model_io = loaded.model_io
     labels = model_io.labels or []
     k = min(options.top_k or 1, len(labels))
-    tokenizer = inputs.load_tokenizer(loaded.tokenizer_path) if model_io.preprocess["kind"] == "text" else None
+    tokenizer = _tokenizer(loaded) if model_io.preprocess["kind"] == "text" else None
     results = []
     for start in range(0, len(items), options.batch_size):
         chunk = items[start : start + options.batch_size]
@@ -63,7 +63,7 @@ def _classify(loaded: Loaded, items: list[str], options: Options) -> list[dict[s
 
 def _continue(loaded: Loaded, prompt: str, options: Options) -> dict[str, Any]:
     pre = loaded.model_io.preprocess
-    tokenizer = inputs.load_tokenizer(loaded.tokenizer_path)
+    tokenizer = _tokenizer(loaded)
     ids, dropped = inputs.prompt_ids(tokenizer, prompt)
     if dropped:
         print(f"trainer: left out of the prompt, never seen in training: {' '.join(map(repr, dropped))}",
@@ -76,6 +76,16 @@ def _continue(loaded: Loaded, prompt: str, options: Options) -> dict[str, Any]:
         new.append(_next_token(logits, pre["suppress_ids"], options, generator))
     return {"prompt": prompt, "text": tokenizer.decode(ids + new), "generated": tokenizer.decode(new),
             "dropped": dropped}  # fmt: skip
+
+
+def _tokenizer(loaded: Loaded) -> Any:
+    """The export's tokenizer, which must be the model's: ids beyond its vocabulary would fail in the graph."""
+    tokenizer = inputs.load_tokenizer(loaded.tokenizer_path)
+    expected = loaded.model_io.preprocess.get("vocab_size")
+    if expected is not None and tokenizer.get_vocab_size() != expected:
+        raise UserError(f"{loaded.source}'s tokenizer.json has {tokenizer.get_vocab_size()} tokens but the model "
+                        f"{expected}: it is another run's; export the run again")  # fmt: skip
+    return tokenizer
 
 
 def _next_token(logits: np.ndarray, suppress: list[int], options: Options, generator: np.random.Generator) -> int:
@@ -95,10 +105,12 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def render(result: dict[str, Any]) -> str:
-    """A result as text: `label<TAB>probability<TAB>input` (more labels with --top-k), or the continued text."""
+    """A result as text: `label<TAB>probability<TAB>input` (`label:p label:p ...<TAB>input` with --top-k; tabs
+    and line breaks in the input written as \\t and \\n, so one input stays one line), or the continued text."""
     if "text" in result:
         return result["text"]
+    shown = result["input"].replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
     if len(result["top_k"]) == 1:
-        return f"{result['label']}\t{result['probability']:.4f}\t{result['input']}"
+        return f"{result['label']}\t{result['probability']:.4f}\t{shown}"
     top = " ".join(f"{entry['label']}:{entry['probability']:.4f}" for entry in result["top_k"])
-    return f"{top}\t{result['input']}"
+    return f"{top}\t{shown}"
