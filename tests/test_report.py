@@ -239,7 +239,7 @@ def test_runs_lists_each_run_with_its_state(cli, runs_root: Path, tmp_path: Path
 def _columns(table: str) -> list[dict[str, str]]:
     """`trainer runs`' lines as {column: cell}, cut where the header's columns begin."""
     header, *lines = table.splitlines()
-    names = [name for name in header.split("  ") if name]
+    names = [name.strip() for name in header.split("  ") if name.strip()]
     starts = [header.index(name) for name in names]
     return [
         {name: line[start:end].strip() for name, start, end in zip(names, starts, [*starts[1:], None], strict=True)}
@@ -291,12 +291,21 @@ def test_runs_under_an_empty_or_missing_root(cli, tmp_path: Path) -> None:
         (["report", "not_a_run"], "'not_a_run' is not a run directory (no config.yaml)"),
         (["report", "no_metrics"], "has no metrics yet"),
         (["report", "header_only"], "has no metrics yet"),
-        (["compare"], "needs two or more run directories, got 0"),
+        (["compare"], "the following arguments are required: run_dir"),
         (["compare", "RUN"], "needs two or more run directories, got 1"),
         (["compare", "RUN", "nowhere"], "run directory 'nowhere' does not exist"),
         (["compare", "RUN", "no_metrics"], "has no metrics yet"),
         (["compare", "RUN", "RUN"], "is the same run as"),
-        (["compare", "RUN", "RUN_COPY", "--out", "not_a_run"], "holds files but no compare.md"),
+        (["compare", "RUN", "RUN_COPY", "--out", "not_a_run"], "holds files compare did not write (notes.txt)"),
+        (["compare", "RUN", "RUN_COPY", "--out", "notes"], "holds files compare did not write (thesis.txt)"),
+        (["compare", "RUN", "RUN_COPY", "--out", "my_compare"], "holds files but no compare.md written by compare"),
+        (["compare", "RUN", "export"], "'export' is an export folder (it has manifest.json), not a run directory"),
+        (["compare", "RUN", "no_step"], "has no 'step' column"),
+        (["report", "no_step"], "has no 'step' column"),
+        (["report", "long_field"], "metrics.csv' is damaged and cannot be read as CSV (field larger than"),
+        (["compare", "RUN", "long_field"], "metrics.csv' is damaged and cannot be read as CSV"),
+        (["report", "bad_config"], "the run's saved config.yaml"),
+        (["report", "foreign_report"], "holds files `trainer report` did not write (notes.txt)"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(
@@ -310,7 +319,103 @@ def test_bad_input_is_one_line_and_writes_nothing(
         (tmp_path / name).mkdir()
         shutil.copy(run_dir / "config.yaml", tmp_path / name)
     (tmp_path / "header_only" / "metrics.csv").write_text("step,train/loss\n")
+    # A folder of someone's notes with a compare.md among them, and one whose compare.md alone is theirs.
+    for name, files in (("notes", ("compare.md", "thesis.txt")), ("my_compare", ("compare.md",))):
+        (tmp_path / name).mkdir()
+        for file in files:
+            (tmp_path / name / file).write_text("# my notes\n")
+    (tmp_path / "export").mkdir()
+    shutil.copy(run_dir / "config.yaml", tmp_path / "export")
+    (tmp_path / "export" / "manifest.json").write_text("{}")
+    for name in ("no_step", "long_field", "bad_config", "foreign_report"):
+        _copy(run_dir, tmp_path, name)
+    (tmp_path / "no_step" / "metrics.csv").write_text("epoch,train/loss\n0,1.5\n")
+    with open(tmp_path / "long_field" / "metrics.csv", "a") as file:
+        file.write("1," + "9" * 200_000 + "\n")
+    (tmp_path / "bad_config" / "config.yaml").write_text("data: [unclosed\n")
+    (tmp_path / "foreign_report" / "report").mkdir()
+    (tmp_path / "foreign_report" / "report" / "report.md").write_text("old report")
+    (tmp_path / "foreign_report" / "report" / "notes.txt").write_text("mine")
     before = snapshot(tmp_path)
     words = [{"RUN": "run", "RUN_COPY": "run_copy"}.get(word, word) for word in words]
     assert expected in one_error_line(cli(*words))
     assert snapshot(tmp_path) == before
+
+
+# ----------------------------------------------------------------------------- damaged and unusual input
+
+
+def test_compare_into_the_current_folder_and_through_a_link(cli, runs_root: Path, tmp_path: Path) -> None:
+    plain, evals = str(runs_root / "digits_cnn" / "plain"), str(runs_root / "digits_cnn" / "evals")
+    here = tmp_path / "here"
+    here.mkdir()
+    for _ in range(2):  # new (empty), then a previous comparison, replaced in place: the shell's folder stays
+        result = cli("compare", plain, evals, "--out", ".", cwd=here)
+        assert result.returncode == 0 and result.stdout == ".\n", result.stderr[-3000:]
+        assert {path.name for path in here.iterdir()} == {"compare.md", "train_loss.png", "val_loss.png", "val_acc.png"}
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    assert cli("compare", plain, evals, "--out", str(tmp_path / "link")).returncode == 0
+    assert (tmp_path / "link").is_symlink() and (real / "compare.md").is_file()
+
+
+def test_damaged_files_never_stop_runs_nor_lose_a_run(cli, runs_root: Path, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    plain = runs_root / "digits_cnn" / "plain"
+    bad = {
+        "undecodable": ("metrics.csv", None),
+        "long_field": ("metrics.csv", None),
+        "step_text": ("summary.json", {"global_step": "abc", "val": [1, 2], "wall_seconds": "x"}),
+        "step_null": ("summary.json", {"global_step": None, "best_checkpoint": 5, "stopped_by": "SIGTERM"}),
+        "summary_list": ("summary.json", [1, 2]),
+        "checkpoint_foo": ("config.yaml", "checkpoint: foo\nname: [1]\n"),
+        "20241399-999999": (None, None),
+    }
+    for name, (file, content) in bad.items():
+        run_dir = shutil.copytree(plain, root / "digits_cnn" / name)
+        if file == "summary.json":
+            (run_dir / file).write_text(json.dumps(content))
+        elif file == "config.yaml":
+            (run_dir / file).write_text(content)
+    with open(root / "digits_cnn" / "undecodable" / "metrics.csv", "ab") as file:
+        file.write(b"\xff\xfe\n")
+    with open(root / "digits_cnn" / "long_field" / "metrics.csv", "a") as file:
+        file.write("1," + "9" * 200_000 + "\n")
+
+    result = cli("runs", "--root", str(root))
+    assert result.returncode == 0 and not result.stderr, result.stderr[-3000:]
+    found = {Path(line["run"]).name: line for line in _columns(result.stdout)}
+    assert set(found) == set(bad)
+    assert found["long_field"]["state"] == "finished, damaged (metrics.csv unreadable)"
+    assert found["undecodable"]["state"] == "finished" and found["undecodable"]["best"].startswith("val/acc=")
+    assert found["step_text"]["state"] == "finished" and found["step_text"]["steps"] == "-"
+    assert found["step_text"]["wall time"] == "-"
+    assert found["step_null"]["state"] == "stopped"
+    assert found["summary_list"]["state"] == "failed"  # summary.json is no summary: as if none was written
+    assert found["checkpoint_foo"]["recipe"] == "digits_cnn" and found["checkpoint_foo"]["best"].startswith("val/loss=")
+
+    # compare reads the same files: undecodable bytes and wrong types leave out what they would have told.
+    runs = root / "digits_cnn"
+    result = cli("compare", str(runs / "undecodable"), str(runs / "step_text"), "--out", str(tmp_path / "cmp"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| step_text | digits_cnn | finished | - |" in (tmp_path / "cmp" / "compare.md").read_text()
+
+
+def test_report_reads_a_summary_of_the_wrong_types(runs_root: Path, tmp_path: Path, monkeypatch) -> None:
+    from trainer.report import report
+
+    monkeypatch.setattr(report, "_confusion", lambda run, cfg, summary: (None, None))  # the slow part, not tested
+    run_dir = _copy(runs_root / "digits_cnn" / "plain", tmp_path)
+    (run_dir / "summary.json").write_text(json.dumps({"global_step": "abc", "val": [1, 2], "epochs": 1, "mfu": "x"}))
+    text = (write_report(run_dir) / "report.md").read_text()
+    assert "State: **finished**" in text and "(1 epoch)" in text and "test: the best checkpoint" not in text
+    assert "=None" not in text and "test: split 'test' (with the best checkpoint)" in text  # metrics.csv has them
+    assert "train: split 'train'; val: the data set's 'validation' split, or a held-out 10% of train" in text
+    # A finished run without test metrics (Tiny Shakespeare has no test split) says so, not "test: test".
+    cfg = report.load_config_file(run_dir / "config.yaml")
+    (data,) = [value for setting, value in report._highlights(cfg, None, False, True) if setting == "data"]
+    assert data.endswith("test: none (the data set has no 'test' split)")
+    assert report._final_metrics({"val": {"val/loss": 1.0}, "test": {}}, read_metrics(run_dir / "metrics.csv"))[0] == (
+        "val: the final weights (summary.json).\n"
+    )

@@ -20,7 +20,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     report = commands.add_parser("report", help="plots and report.md of a run, in RUN_DIR/report/")
     report.add_argument("run_dir", help="a run directory written by `trainer fit`")
     compare = commands.add_parser("compare", help="overlay the curves of runs and tabulate them, in ./compare/")
-    compare.add_argument("run_dirs", nargs="*", metavar="run_dir", help="two or more run directories")
+    compare.add_argument("run_dirs", nargs="+", metavar="run_dir", help="two or more run directories")
     compare.add_argument("--out", type=Path, default=None, help="folder to write into (default ./compare)")
     runs = commands.add_parser("runs", help="one line per run under runs/: state, steps, best metric, wall time")
     runs.add_argument("recipe", nargs="?", default=None, help="only this recipe's runs")

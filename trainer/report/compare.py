@@ -9,13 +9,14 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from trainer.errors import UserError
-from trainer.report.output import duration, number, replace_folder, table
+from trainer.report.output import duration, foreign_entries, number, replace_folder, table
 from trainer.report.plots import curve_figure, save_png
 from trainer.report.run_files import MetricLog, RunFiles, best_monitored
 from trainer.report.runs import run_state
 
 DEFAULT_OUT = Path("compare")
 COMPARE_FILE = "compare.md"
+TITLE = "# Comparison of "  # compare.md's first line: `# Comparison of 3 runs`
 ALWAYS = ("train/loss", "val/loss")  # compared whenever every run logged them; then each run's monitor, val/acc
 
 
@@ -32,8 +33,8 @@ def write_comparison(paths: list[str], out: Path | None = None) -> Path:
             raise UserError(f"{path!r} is the same run as {seen[run.path.resolve()]!r}; give each run once")
         seen[run.path.resolve()] = path
     logs = [run.metrics("compare") for run in runs]
-    target = out if out is not None else DEFAULT_OUT
-    _check_out(target)
+    given = out if out is not None else DEFAULT_OUT
+    target = _check_out(given)
 
     labels = _labels([run.path for run in runs])
     monitors = [run.monitor() for run in runs]
@@ -47,7 +48,7 @@ def write_comparison(paths: list[str], out: Path | None = None) -> Path:
         (folder / COMPARE_FILE).write_text(text)
 
     replace_folder(target, fill)
-    return target
+    return given
 
 
 def overlay_figures(logs: dict[str, MetricLog], monitors: list[str]) -> dict[str, Figure]:
@@ -61,15 +62,46 @@ def overlay_figures(logs: dict[str, MetricLog], monitors: list[str]) -> dict[str
     }
 
 
-def _check_out(target: Path) -> None:
-    """The output folder is new, empty, or a previous comparison (which is replaced): never someone's files."""
+def _check_out(given: Path) -> Path:
+    """The output folder, resolved (`.`, links: the folder they lead to), checked to be new, empty, or a previous
+    comparison (which is replaced): never someone's files. A previous comparison holds compare.md, whose first
+    line is compare's title, and .png files, and nothing else (no folder, no link, no other name)."""
+    try:
+        target = given.expanduser().resolve()
+    except (OSError, RuntimeError) as err:  # a loop of links
+        problem = f"--out {str(given)!r} cannot be resolved ({err})"
+        raise UserError(f"{problem}; give a folder (new, or a previous comparison)") from None
     if target.exists() and not target.is_dir():
-        raise UserError(f"--out {str(target)!r} is a file; give a folder (new, or a previous comparison)")
-    if target.is_dir() and any(target.iterdir()) and not (target / COMPARE_FILE).is_file():
+        raise UserError(f"--out {str(given)!r} is a file; give a folder (new, or a previous comparison)")
+    if not target.is_dir():
+        return target
+    foreign = foreign_entries(target, _written_by_compare)
+    if foreign or (any(target.iterdir()) and not _is_comparison(target / COMPARE_FILE)):
+        what = f"holds files compare did not write ({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''})"
+        if not foreign:
+            what = f"holds files but no {COMPARE_FILE} written by compare"
         raise UserError(
-            f"--out {str(target)!r} holds files but no {COMPARE_FILE} (not a previous comparison, which would be "
-            "replaced); give a new or empty folder"
+            f"--out {str(given)!r} {what}; it is not a previous comparison, which alone is replaced: give a new or "
+            "empty folder"
         )
+    return target
+
+
+def _written_by_compare(path: Path) -> bool:
+    """A file name compare writes: compare.md (checked to be compare's by _is_comparison) or a `<metric>.png`."""
+    return path.name == COMPARE_FILE or path.suffix == ".png"
+
+
+def _is_comparison(path: Path) -> bool:
+    """compare.md as compare writes it: a plain file whose first line is `# Comparison of N runs`."""
+    if not path.is_file() or path.is_symlink():
+        return False
+    try:
+        with open(path, encoding="utf-8", errors="replace") as file:
+            first = file.readline(200)
+    except OSError:
+        return False
+    return first.startswith(TITLE)
 
 
 def _labels(paths: list[Path]) -> list[str]:
@@ -96,7 +128,7 @@ def _row(label: str, run: RunFiles, log: MetricLog, monitor: tuple[str, str]) ->
     best = best_monitored(log, name, mode, run.best_checkpoint(summary))
     return {
         "label": label,
-        "recipe": str(run.config().get("name") or "-"),
+        "recipe": run.recipe() or "-",
         "state": state,
         "steps": steps,
         "best": f"{name} {number(best)} ({mode})" if best is not None else "-",
@@ -125,7 +157,7 @@ def _markdown(paths: list[str], rows: list[dict[str, Any]], stems: list[str]) ->
     runs = "\n".join(f"- {row['label']}: `{path}`" for row, path in zip(rows, paths, strict=True))
     plots = "".join(f"![{stem}]({stem}.png)\n" for stem in stems) or "No metric is logged by every run.\n"
     return (
-        f"# Comparison of {len(rows)} runs\n\n{runs}\n\n"
+        f"{TITLE}{len(rows)} runs\n\n{runs}\n\n"
         "Final val metrics are the final weights' (summary.json; the last logged values for a run without one); "
         "wall time and samples/s are the last session's.\n\n"
         f"{table(header, cells)}\n## Curves\n\n{plots}"

@@ -2,34 +2,67 @@
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 
-def replace_folder(target: Path, fill: Callable[[Path], None]) -> None:
-    """Fill a new folder beside `target`, then swap it in for the old one.
+def foreign_entries(folder: Path, ours: Callable[[Path], bool]) -> list[str]:
+    """The names in `folder` that are not plain files `ours` accepts (nor our own staging leftovers): what
+    replacing the folder would destroy. An entry that is a folder or a link is never ours."""
+    return sorted(
+        entry.name
+        for entry in folder.iterdir()
+        if not (_STAGING.match(entry.name) and entry.is_dir() and not entry.is_symlink())
+        and not (entry.is_file() and not entry.is_symlink() and ours(entry))
+    )
 
-    Until the swap the old folder is untouched, so a failure (or Ctrl-C) while filling leaves it as it was,
-    and the half-filled folder is removed. The two renames of the swap are not one atomic step; a crash
-    between them leaves the old folder under its `.tmp` name (names ending `.tmp` belong to a run directory,
-    see trainer.lifecycle.run_dir).
+
+def replace_folder(target: Path, fill: Callable[[Path], None]) -> None:
+    """Fill a staging folder, then swap its files in for the old ones of `target` (a path resolved by the caller,
+    whose entries it checked are all the command's own: see foreign_entries).
+
+    Until the swap the old files are untouched, so a failure (or Ctrl-C) while filling leaves them as they were,
+    and the half-filled folder is removed. An existing `target` stays the same folder (its files are swapped,
+    not the folder): a shell sitting in it (`--out .`) and links to it still find the new files. The moves of
+    the swap are not one atomic step; a crash between them leaves hidden `.staging.PID.tmp` / `.old.PID.tmp`
+    folders, which the next run removes.
     """
-    staging = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-    previous = target.with_name(f"{target.name}.{os.getpid()}.old.tmp")
-    for leftover in (staging, previous):
-        shutil.rmtree(leftover, ignore_errors=True)
-    staging.mkdir(parents=True)
+    if not target.is_dir():
+        staging = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        _fill(staging, fill)
+        staging.rename(target)
+        return
+    for leftover in target.iterdir():
+        if _STAGING.match(leftover.name) and leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
+    staging, previous = target / f".staging.{os.getpid()}.tmp", target / f".old.{os.getpid()}.tmp"
+    staging.mkdir()
+    _fill(staging, fill)
+    previous.mkdir()
+    for entry in list(target.iterdir()):
+        if entry not in (staging, previous):
+            entry.rename(previous / entry.name)
+    for entry in list(staging.iterdir()):
+        entry.rename(target / entry.name)
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+def _fill(staging: Path, fill: Callable[[Path], None]) -> None:
     try:
         fill(staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    if target.exists():
-        target.rename(previous)
-    staging.rename(target)
-    shutil.rmtree(previous, ignore_errors=True)
+
+
+_STAGING = re.compile(r"^\.(staging|old)\.\d+\.tmp$")  # replace_folder's own, inside the folder it replaces
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
@@ -40,7 +73,7 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 
 def number(value: float | int | None) -> str:
     """A metric as a person reads it: 4 significant digits, thousands for large values, '-' when unknown."""
-    if value is None:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
         return "-"
     if isinstance(value, int) or (abs(value) >= 1000 and float(value).is_integer()):
         return f"{int(value):,}"
@@ -51,7 +84,7 @@ def number(value: float | int | None) -> str:
 
 def duration(seconds: float | None) -> str:
     """12.3 s, 4 min 05 s, 2 h 07 min."""
-    if seconds is None:
+    if not isinstance(seconds, int | float) or isinstance(seconds, bool) or not math.isfinite(seconds):
         return "-"
     if seconds < 60:
         return f"{seconds:.1f} s"

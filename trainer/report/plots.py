@@ -65,7 +65,7 @@ def curve_figure(title: str, series: dict[str, Series]) -> Figure:
     axes.set(title=title, xlabel="step", ylabel=title)
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.grid(alpha=0.3)
-    axes.legend()
+    axes.legend(loc="best")  # where it covers the fewest points (the last ones are the ones read)
     return figure
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from trainer.config import RunConfig, load_config_file
 from trainer.errors import UserError
 from trainer.lifecycle.run_dir import CONFIG_FILE, newest_complete_checkpoint
-from trainer.report.output import duration, number, replace_folder, table
+from trainer.report.output import duration, foreign_entries, number, replace_folder, table
 from trainer.report.plots import confusion_figure, curve_figures, save_png
 from trainer.report.run_files import MetricLog, RunFiles, best_monitored
 from trainer.report.runs import run_state
@@ -38,10 +38,19 @@ def write_report(path: str | Path) -> Path:
     """
     run = RunFiles.open(path, "report")
     log = run.metrics("report")
-    cfg = load_config_file(run.path / CONFIG_FILE)
-    target = run.path / REPORT_DIR
+    cfg = _saved_config(run.path / CONFIG_FILE)
+    given = run.path / REPORT_DIR
+    target = given.resolve()  # a link: the folder it leads to, whose files are replaced (never the link)
     if target.exists() and not target.is_dir():
-        raise UserError(f"{str(target)!r} is a file where the report goes; move it away, then run `trainer report`")
+        raise UserError(f"{str(given)!r} is a file where the report goes; move it away, then run `trainer report`")
+    if target.is_dir():
+        foreign = foreign_entries(target, _written_by_report)
+        if foreign:
+            listed = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+            raise UserError(
+                f"{str(given)!r} holds files `trainer report` did not write ({listed}), which a new report would "
+                "replace; move them out of it, then run `trainer report` again"
+            )
     summary = run.summary()
     figures = curve_figures(log)
     confusion, no_confusion = _confusion(run, cfg, summary)
@@ -60,7 +69,24 @@ def write_report(path: str | Path) -> Path:
         (folder / REPORT_FILE).write_text(text)
 
     replace_folder(target, fill)
-    return target
+    return given
+
+
+def _saved_config(path: Path) -> RunConfig:
+    """The run's saved config.yaml, validated; a UserError saying it is the run's copy that is damaged."""
+    try:
+        return load_config_file(path)
+    except UserError as err:
+        problem = str(err).removesuffix("; fix the recipe file").replace("; fix the recipe file", "")
+        raise UserError(
+            f"the run's saved {CONFIG_FILE} ({str(path)!r}) is damaged: {problem}; it is not a recipe to edit but the "
+            "run's record: restore it from a copy of the run (or `trainer config RECIPE` with the run's overrides)"
+        ) from None
+
+
+def _written_by_report(path: Path) -> bool:
+    """A file name `trainer report` writes: report.md, a curve or the confusion matrix (.png), its counts (.csv)."""
+    return path.name in (REPORT_FILE, f"{CONFUSION_STEM}.csv") or path.suffix == ".png"
 
 
 def _confusion(run: RunFiles, cfg: RunConfig, summary: dict[str, Any] | None) -> tuple[Confusion | None, str | None]:
@@ -95,7 +121,9 @@ def _markdown(
     parts = [f"# {cfg.name or 'run'}: `{run.path}`\n", f"State: **{state}**.\n"]
     parts += ["## Final metrics\n", *_final_metrics(summary if current else None, log)]
     parts += ["## Run\n", _facts(run, cfg, summary if current else None, log)]
-    parts += ["## Config\n", table(["setting", "value"], _highlights(cfg, summary))]
+    tested = bool((summary or {}).get("test")) or any(key.startswith("test/") for key in log)
+    ended = state == "finished"
+    parts += ["## Config\n", table(["setting", "value"], _highlights(cfg, summary, tested, ended))]
     parts += ["## Curves\n", *(f"![{stem}]({stem}.png)\n" for stem in stems)]
     if confusion is not None:
         where = f"`{confusion.checkpoint.relative_to(run.path)}`"
@@ -113,7 +141,8 @@ def _markdown(
 def _final_metrics(summary: dict[str, Any] | None, log: MetricLog) -> list[str]:
     if summary is not None:
         rows = [[key, number(value)] for stage in ("val", "test") for key, value in (summary.get(stage) or {}).items()]
-        note = "val: the final weights; test: the best checkpoint (summary.json)."
+        tested = "; test: the best checkpoint" if summary.get("test") else ""
+        note = f"val: the final weights{tested} (summary.json)."
     else:
         keys = [key for key in log if key.startswith(("train/loss", "val/", "test/"))]
         rows = [[key, f"{number(log[key].last())} (step {log[key].steps[-1]})"] for key in keys]
@@ -132,7 +161,9 @@ def _facts(run: RunFiles, cfg: RunConfig, summary: dict[str, Any] | None, log: M
         best_logged = f"; best {monitor} logged: {number(value)}" if value is not None else ""
         lines.append(f"- best checkpoint: not recorded (no summary.json){best_logged}")
     if summary is not None:
-        lines.append(f"- steps: {number(summary.get('global_step'))} ({number(summary.get('epochs'))} epochs)")
+        epochs = summary.get("epochs")
+        plural = "" if epochs == 1 else "s"
+        lines.append(f"- steps: {number(summary.get('global_step'))} ({number(epochs)} epoch{plural})")
         parts = (("training", "train_seconds"), ("validation", "val_seconds"), ("checkpoints", "checkpoint_seconds"))
         timing = ", ".join(f"{what} {duration(summary[key])}" for what, key in parts if summary.get(key) is not None)
         lines.append(f"- wall time: {duration(summary.get('wall_seconds'))} (the last session; {timing})")
@@ -150,14 +181,28 @@ def _facts(run: RunFiles, cfg: RunConfig, summary: dict[str, Any] | None, log: M
     return "\n".join(lines) + "\n"
 
 
-def _highlights(cfg: RunConfig, summary: dict[str, Any] | None) -> list[list[str]]:
-    """The settings that say what the run was: task, model, data, batches, optimisation, precision, scale."""
-    model = ", ".join(f"{key}={value}" for key, value in cfg.model.model_dump(exclude={"family"}).items())
+def _highlights(cfg: RunConfig, summary: dict[str, Any] | None, tested: bool, ended: bool) -> list[list[str]]:
+    """The settings that say what the run was: task, model, data, batches, optimisation, precision, scale.
+    `tested`: the run has test metrics; `ended`: it finished (so a test split it has none of was never there)."""
+    settings = cfg.model.model_dump(exclude={"family"}).items()
+    model = ", ".join(f"{key}={value}" for key, value in settings if value is not None)
     data = cfg.data
-    val = data.val_split or f"the data set's validation split, else {data.val_fraction:.0%} of train"
-    data_rows = [
-        ["data", f"{data.path or data.name} (train={data.train_split}, val={val}, test={data.test_split or '-'})"],
-    ]
+    if data.val_split:
+        val = f"split {data.val_split!r} (data.val_split)"
+    else:
+        val = (
+            f"the data set's 'validation' split, or a held-out {data.val_fraction:.0%} of train where it has none "
+            "(data.val_split unset, data.val_fraction)"
+        )
+    if tested:
+        test = f"split {data.test_split!r} (with the best checkpoint)"
+    elif not data.test_split:
+        test = "none (data.test_split unset)"
+    elif ended:
+        test = f"none (the data set has no {data.test_split!r} split)"
+    else:
+        test = f"split {data.test_split!r} when the run finishes (none yet)"
+    data_rows = [["data", f"{data.path or data.name}: train: split {data.train_split!r}; val: {val}; test: {test}"]]
     limits = [f"{key}={getattr(data, key)}" for key in ("max_train_samples", "max_eval_samples") if getattr(data, key)]
     if limits:
         data_rows.append(["data limits", ", ".join(limits)])
@@ -173,6 +218,7 @@ def _highlights(cfg: RunConfig, summary: dict[str, Any] | None) -> list[list[str
         f"grad accumulation {batch.get('grad_accum_steps', '-')}, world size {batch.get('world_size', '-')}"
     )
     optim, scheduler, t, ckpt = cfg.optim, cfg.scheduler, cfg.trainer, cfg.checkpoint
+    stops = ("max_steps", "max_epochs", "val_check_interval")
     return [
         ["task", cfg.task],
         ["model", f"{cfg.model.family}: {model}"],
@@ -182,7 +228,7 @@ def _highlights(cfg: RunConfig, summary: dict[str, Any] | None) -> list[list[str
         ["schedule", f"{scheduler.name}, warmup_steps={scheduler.warmup_steps}, min_lr_ratio={scheduler.min_lr_ratio}"],
         ["precision", t.precision],
         ["strategy", f"{t.strategy} (accelerator={t.accelerator}, devices={t.devices}, num_nodes={t.num_nodes})"],
-        ["steps", f"max_steps={t.max_steps}, max_epochs={t.max_epochs}, val_check_interval={t.val_check_interval}"],
+        ["steps", ", ".join(f"{key}={getattr(t, key)}" for key in stops if getattr(t, key) is not None) or "-"],
         ["checkpoints", f"monitor={ckpt.monitor} ({ckpt.mode}), save_top_k={ckpt.save_top_k}"],
         ["seed", str(cfg.seed)],
     ]

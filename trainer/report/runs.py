@@ -55,20 +55,33 @@ def list_runs(root: Path | None = None, recipe: str | None = None) -> list[RunLi
         raise UserError(f"--root {str(root)!r} {what}; give the folder that holds <recipe>/<run> run directories")
     recipes = [folder / recipe] if recipe is not None else _folders(folder)
     runs = [RunFiles(path) for recipe_dir in recipes for path in _folders(recipe_dir) if _is_a_run(path)]
-    return sorted((describe(run) for run in runs), key=lambda line: (line.started, str(line.path)))
+    return sorted((_line(run) for run in runs), key=lambda line: (line.started, str(line.path)))
+
+
+def _line(run: RunFiles) -> RunLine:
+    """describe(run); a run whose files cannot be read at all (permissions, say) is one line saying so."""
+    try:
+        return describe(run)
+    except (OSError, ValueError, TypeError, AttributeError, KeyError, UserError) as err:
+        why = f"{type(err).__name__}: {err.strerror}" if isinstance(err, OSError) else type(err).__name__
+        state = f"damaged (unreadable: {why})"
+        return RunLine(run.path.parent.name, run.path, state, None, "val/loss", None, None, _mtime(run.path))
 
 
 def describe(run: RunFiles) -> RunLine:
+    """The run's line; a damaged file leaves out what it would have told, never the line (nor the others)."""
     summary = run.summary()
     state, from_summary = run_state(run, summary)
     try:
-        config = run.config()
-        recipe = str(config.get("name") or run.path.parent.name)
+        recipe = run.recipe() or run.path.parent.name
         monitor, mode = run.monitor()
     except UserError:  # a damaged config.yaml: the line still says what the other files say
         recipe, (monitor, mode) = run.path.parent.name, ("val/loss", "min")
     metrics = run.path / METRICS_FILE
-    log = read_metrics(metrics, only={monitor}) if metrics.is_file() else MetricLog()
+    try:
+        log = read_metrics(metrics, only={monitor}) if metrics.is_file() else MetricLog()
+    except UserError:
+        log, state = MetricLog(), f"{state}, damaged ({METRICS_FILE} unreadable)"
     best = best_monitored(log, monitor, mode, run.best_checkpoint(summary) if from_summary else None)
     if from_summary:
         assert summary is not None
@@ -89,10 +102,11 @@ def run_state(run: RunFiles, summary: dict | None) -> tuple[str, bool]:
     if summary is None:
         return "failed", False
     last = _last_logged_step(run.path / METRICS_FILE)
-    if last is not None and last > summary.get("global_step", last):  # test metrics are logged at the last step
+    step = summary.get("global_step")  # an int (RunFiles.summary drops a value of another type) or None
+    if last is not None and step is not None and last > step:  # test metrics are logged at the last step
         return "failed", False
     if summary.get("stopped_by"):
-        stopped = f"stopped at step {summary.get('global_step')}"
+        stopped = f"stopped at step {step}" if step is not None else "stopped"
         return (f"{stopped}, requeued" if summary.get("requeued") else stopped), True
     return "finished", True
 
@@ -126,9 +140,10 @@ def _is_a_run(path: Path) -> bool:
 
 
 def _folders(folder: Path) -> list[Path]:
-    if not folder.is_dir():
+    try:
+        return sorted(entry for entry in folder.iterdir() if entry.is_dir() and not entry.name.startswith("."))
+    except OSError:  # not a folder, or one that cannot be listed
         return []
-    return sorted(entry for entry in folder.iterdir() if entry.is_dir() and not entry.name.startswith("."))
 
 
 def _started(run: RunFiles) -> float:
@@ -136,14 +151,17 @@ def _started(run: RunFiles) -> float:
     written (by its latest session: a resumed run with a name of its own sorts by its resume)."""
     stamped = _STAMPED.match(run.path.name)
     if stamped:
-        return time.mktime(time.strptime(stamped.group(1), "%Y%m%d-%H%M%S"))
+        try:
+            return time.mktime(time.strptime(stamped.group(1), "%Y%m%d-%H%M%S"))
+        except (ValueError, OverflowError):  # a name like a time that is none (20241399-999999)
+            pass
     return _mtime(run.path / CONFIG_FILE)
 
 
 def _mtime(path: Path) -> float:
     try:
         return path.stat().st_mtime
-    except FileNotFoundError:
+    except OSError:
         return 0.0
 
 
@@ -151,10 +169,14 @@ def _last_logged_step(metrics: Path) -> int | None:
     """The step of metrics.csv's last whole row, read from the file's end (a long run's file is large)."""
     if not metrics.is_file():
         return None
-    with open(metrics, "rb") as file:
-        start = max(0, file.seek(0, 2) - 4096)
-        file.seek(start)
-        tail = file.read().decode(errors="replace")
+    try:
+        with open(metrics, "rb") as file:
+            start = max(0, file.seek(0, 2) - 4096)
+            file.seek(start)
+            tail = file.read().decode(errors="replace")
+    except OSError:
+        return None
     lines = tail.split("\n")[1 if start else 0 : -1]  # whole lines: not one cut by the seek, nor one half-written
-    steps = [int(first) for first in (line.split(",", 1)[0] for line in lines) if first.isdigit()]
+    firsts = (line.split(",", 1)[0] for line in lines)
+    steps = [int(first) for first in firsts if first.isascii() and first.isdigit()]
     return steps[-1] if steps else None
