@@ -9,8 +9,11 @@ EXIT_BROKEN_PIPE = 128 + 13  # SIGPIPE, as a shell tool stopped by `| head` woul
 def run() -> int:
     # Ctrl-C while the CLI's own modules import (pydantic builds the config schema then) is one line too.
     try:
-        from trainer.cli import main
-    except KeyboardInterrupt:
+        from trainer.cluster.signals import ctrl_c_exits_at_once
+
+        with ctrl_c_exits_at_once():
+            from trainer.cli import main
+    except KeyboardInterrupt:  # before the handler was in place
         print("error: interrupted (Ctrl-C); nothing was saved", file=sys.stderr)
         return 130
     try:

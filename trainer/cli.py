@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from trainer.cluster.launch import report_failure
-from trainer.cluster.signals import Interrupted
+from trainer.cluster.signals import Interrupted, ctrl_c_exits_at_once
 from trainer.errors import TrainingDiverged, UserError, WriteFailed
 from trainer.quiet import print_on_a_line_of_its_own, silence_dependency_noise
 from trainer.report import commands as report_commands
@@ -203,8 +203,9 @@ def _run(args: argparse.Namespace) -> int:
         return _predict(args)
     if args.command == "nodecheck":
         return _nodecheck(args.master_addr, args.nnodes)
-    from trainer.config import load_config, shipped_recipes, to_yaml
-    from trainer.extras import check_extras
+    with ctrl_c_exits_at_once():  # imports only: see there why
+        from trainer.config import load_config, shipped_recipes, to_yaml
+        from trainer.extras import check_extras
 
     if args.command == "recipes":
         return _list_recipes(shipped_recipes())
@@ -222,8 +223,9 @@ def _run(args: argparse.Namespace) -> int:
         return _in_process(args, None)
     if args.command == "generate":
         args.overrides = [_expand_generate_key(word) for word in args.overrides]
-    cfg = _command_config(args)
-    check_extras(cfg, args.command)
+    with ctrl_c_exits_at_once():  # the config is read and checked; nothing is written yet
+        cfg = _command_config(args)
+        check_extras(cfg, args.command)
     if args.command == "devices":
         return _devices(cfg, args.expect)
     if args.command in ("fit", "test"):
@@ -302,8 +304,9 @@ def _in_process(args: argparse.Namespace, cfg) -> int:
     # Progress bars and library chatter (DeepSpeed logs to stdout) go to stderr; stdout carries only the
     # result, so that `trainer test ... > metrics.json` and `trainer generate ... > sample.txt` work.
     with contextlib.redirect_stdout(sys.stderr):
-        from trainer import api
-        from trainer.quiet import progress_bars_follow_the_terminal
+        with ctrl_c_exits_at_once():  # torch, Lightning, numpy import; fit and test then install their own
+            from trainer import api
+            from trainer.quiet import progress_bars_follow_the_terminal
 
         progress_bars_follow_the_terminal()
 
@@ -343,11 +346,12 @@ def _nodecheck(master_addr: str, nnodes: int) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     """Neither Lightning nor torch is imported for an ONNX export; for the rest their chatter goes to stderr."""
-    from trainer.predict.run import Options, predict, render
+    with ctrl_c_exits_at_once():  # predicting writes nothing: Ctrl-C may end it anywhere
+        from trainer.predict.run import Options, predict, render
 
-    options = Options(args.batch_size, args.top_k, args.temperature, args.max_new_tokens, args.seed, args.ckpt)
-    with contextlib.redirect_stdout(sys.stderr):
-        results = predict(Path(args.model).expanduser(), args.inputs, options)
+        options = Options(args.batch_size, args.top_k, args.temperature, args.max_new_tokens, args.seed, args.ckpt)
+        with contextlib.redirect_stdout(sys.stderr):
+            results = predict(Path(args.model).expanduser(), args.inputs, options)
     for index, result in enumerate(results):
         if index and "text" in result and not args.json:
             print("---")  # continued prompts span lines: a line between them

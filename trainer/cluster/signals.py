@@ -10,6 +10,7 @@ during set-up ends in a checkpoint at the first step and a requeue.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -70,3 +71,26 @@ class StopRequest:
     @property
     def signal_name(self) -> str | None:
         return signal.Signals(self.signum).name if self.signum is not None else None
+
+
+@contextlib.contextmanager
+def ctrl_c_exits_at_once() -> Iterator[None]:
+    """Ctrl-C while libraries import (or while nothing is being written): one line, exit 130, at once.
+
+    A KeyboardInterrupt raised inside an import leaves that module half-made; numpy's then recurses without
+    end at its next import (RecursionError, seen when Ctrl-C reached `import torchmetrics`). Nothing exists
+    yet to clean up, so the process ends from the handler. Where SIGINT is ignored (a backgrounded shell's
+    job) it stays ignored."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def exit_at_once(signum: int, frame: Any) -> None:
+        os.write(2, b"error: interrupted (Ctrl-C); nothing was saved\n")
+        os._exit(128 + signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, exit_at_once)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
