@@ -47,10 +47,10 @@ from trainer.errors import TrainingDiverged, UserError
 from trainer.export import EXPORT_DIRS, FORMATS, ExportSource, export_model
 from trainer.extras import check_onnx_extra
 from trainer.lifecycle.checkpoints import (
-    checkpoint_digest,
     plain_model_state,
     read_info,
     read_training_checkpoint,
+    verified_digest,
     verify_checkpoint,
 )
 from trainer.lifecycle.claim import RunClaim
@@ -392,7 +392,7 @@ def export_source(run_dir: Path, ckpt: str | None = None) -> ExportSource:
         hint = "give the path of one (relative to here, not to the run)" if ckpt else "train first or name another"
         raise UserError(f"checkpoint {str(ckpt_path)!r} does not exist; {hint}")
     cfg = load_config_file(run_dir / CONFIG_FILE)
-    verify_checkpoint(ckpt_path)
+    digest = verified_digest(ckpt_path)
     check_checkpoint_fits(cfg, read_info(ckpt_path), ckpt_path)
     checkpoint = read_training_checkpoint(ckpt_path)
     kwargs = checkpoint.hparams["model_kwargs"]
@@ -402,7 +402,7 @@ def export_source(run_dir: Path, ckpt: str | None = None) -> ExportSource:
         tokenizer = load_tokenizer(tokenizer_path)
         suppress = [i for i in (tokenizer.token_to_id(PAD), tokenizer.token_to_id(UNK)) if i is not None]
     io = model_io(cfg, kwargs, _inference_facts(cfg, run_dir), suppress)
-    return ExportSource(run_dir, ckpt_path, checkpoint_digest(ckpt_path), checkpoint, io, _final_metrics(run_dir))
+    return ExportSource(run_dir, ckpt_path, digest, checkpoint, io, _final_metrics(run_dir))
 
 
 def _inference_facts(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
@@ -429,11 +429,7 @@ def _final_metrics(run_dir: Path) -> dict[str, Any]:
 
 def _prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
     """The prompt's token ids without those the model never saw, said on stderr."""
-    ids, dropped = prompt_ids(tokenizer, prompt)
-    if dropped:
-        print(f"trainer: left out of the prompt, never seen in training: {' '.join(map(repr, dropped))}",
-              file=sys.stderr, flush=True)  # fmt: skip
-    return ids
+    return prompt_ids(tokenizer, prompt)[0]
 
 
 def _is_rank_zero() -> bool:

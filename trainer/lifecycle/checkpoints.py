@@ -72,6 +72,19 @@ def checkpoint_digest(path: Path) -> str:
     return hashlib.sha256(listing.encode()).hexdigest()
 
 
+def verified_digest(path: Path) -> str:
+    """`verify_checkpoint` and `checkpoint_digest` together: a checkpoint file is read and hashed once, not
+    twice (an export's manifest records the digest of what it verified)."""
+    if path.is_file():
+        digest = file_digest(path)
+        recorded = recorded_file_digests(path)
+        if recorded and digest not in recorded:
+            verify_checkpoint(path)  # raises, naming the newest good checkpoint
+        return digest
+    verify_checkpoint(path)
+    return checkpoint_digest(path)
+
+
 def _record_of(path: Path) -> Path:
     return path / DIRECTORY_RECORD if path.is_dir() else path.with_name(path.name + ".sha256")
 

@@ -4,6 +4,7 @@ as in training (trainer.data.image), texts tokenised with the run's tokenizer an
 
 from __future__ import annotations
 
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -121,7 +122,7 @@ def text_batch(tokenizer: Any, texts: list[str], preprocess: dict[str, Any]) -> 
 
 def prompt_ids(tokenizer: Any, prompt: str) -> tuple[list[int], list[str]]:
     """The prompt's token ids without those the model never saw (they would reach it as [UNK]), and what was
-    dropped; a prompt with nothing left is an error."""
+    dropped (also said on stderr); a prompt with nothing left is an error."""
     tokenizer.no_padding()
     tokenizer.no_truncation()
     if not prompt:
@@ -133,4 +134,7 @@ def prompt_ids(tokenizer: Any, prompt: str) -> tuple[list[int], list[str]]:
     ids = [token for token in encoding.ids if token != unknown]
     if not ids:
         raise UserError(f"prompt {prompt!r} holds nothing the model has seen; give a prompt in its alphabet")
+    if dropped:
+        print(f"trainer: left out of the prompt, never seen in training: {' '.join(map(repr, dropped))}",
+              file=sys.stderr, flush=True)  # fmt: skip
     return ids, dropped

@@ -4,7 +4,6 @@ checkpoint it came from give the same text for the same seed."""
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,8 @@ from trainer.errors import UserError
 from trainer.predict import inputs
 from trainer.predict.backends import Loaded, load
 
-MIN_TEMPERATURE = 1e-6  # trainer.models.generate's floor: below it, scaled logits overflow
+# trainer.models.generate's floor, kept apart: models/ is torch, and predicting from ONNX imports no torch.
+MIN_TEMPERATURE = 1e-6
 
 
 @dataclass(frozen=True)
@@ -65,9 +65,6 @@ def _continue(loaded: Loaded, prompt: str, options: Options) -> dict[str, Any]:
     pre = loaded.model_io.preprocess
     tokenizer = _tokenizer(loaded)
     ids, dropped = inputs.prompt_ids(tokenizer, prompt)
-    if dropped:
-        print(f"trainer: left out of the prompt, never seen in training: {' '.join(map(repr, dropped))}",
-              file=sys.stderr, flush=True)  # fmt: skip
     generator = np.random.default_rng(options.seed)
     new: list[int] = []
     for _ in range(options.max_new_tokens):
