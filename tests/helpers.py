@@ -6,10 +6,12 @@ import csv
 import hashlib
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import pytest
 
 from trainer import api
 
@@ -41,6 +43,17 @@ def snapshot(folder: Path) -> dict[str, tuple[str, int]]:
         digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "dir"
         state[str(path.relative_to(folder))] = (digest, path.stat().st_mtime_ns)
     return state
+
+
+def start_or_skip(start: Callable[[], None], unavailable: type[Exception], required_by: str, what: str) -> None:
+    """Start what a test tier runs on (a SLURM cluster, namespaced nodes). Where it cannot be made the tier
+    skips with the reason, unless the variable `required_by` is set (.ci/run sets it): there that fails."""
+    try:
+        start()
+    except unavailable as err:
+        if os.environ.get(required_by):
+            pytest.fail(f"{what} could not be started: {err}")
+        pytest.skip(f"no {what} here: {err}")
 
 
 FAST = ("trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1")

@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from helpers import start_or_skip
 from netns_nodes import Nodes, NodesUnavailable
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,12 +24,7 @@ TIMEOUT = 240  # seconds for a 2-node job; a hang fails the test instead of the 
 @pytest.fixture(scope="module")
 def nodes(tmp_path_factory: pytest.TempPathFactory):
     made = Nodes(tmp_path_factory.mktemp("nodes"))
-    try:
-        made.start()
-    except NodesUnavailable as err:
-        if os.environ.get("TRAINER_REQUIRE_MULTINODE"):  # CI runs as root: there, not starting is a failure
-            pytest.fail(f"the test nodes could not be made: {err}")
-        pytest.skip(f"no network namespaces here: {err}")
+    start_or_skip(made.start, NodesUnavailable, "TRAINER_REQUIRE_MULTINODE", "pair of namespaced nodes")  # CI: root
     yield made
     made.stop()
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import REPO
+from helpers import start_or_skip
 from slurm_cluster import ClusterUnavailable, SlurmCluster
 
 pytestmark = pytest.mark.slurm
@@ -29,12 +29,7 @@ SCRIPT = REPO / "slurm" / "train.sbatch"
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory):
     cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"))
-    try:
-        cluster.start()
-    except ClusterUnavailable as err:
-        if os.environ.get("TRAINER_REQUIRE_SLURM"):  # CI installs SLURM: there, not starting is a failure
-            pytest.fail(f"SLURM cluster did not start: {err}")
-        pytest.skip(f"no SLURM cluster: {err}")
+    start_or_skip(cluster.start, ClusterUnavailable, "TRAINER_REQUIRE_SLURM", "SLURM cluster")  # CI installs SLURM
     yield cluster
     cluster.stop()
 
