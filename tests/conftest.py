@@ -34,14 +34,22 @@ def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def isolated(tmp_path: Path, session_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Run in tmp_path (runs/ lands there), never reach a hub, keep caches out of the home directory."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("TRAINER_CACHE", str(session_cache / "trainer"))
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(session_cache / "hf"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    monkeypatch.setenv("WANDB_SILENT", "true")
+    for name, value in offline_environment(tmp_path, session_cache).items():
+        monkeypatch.setenv(name, value)
     return tmp_path
+
+
+def offline_environment(folder: Path, session_cache: Path) -> dict[str, str]:
+    """What every test's runs see: no hub, offline W&B writing under `folder`, the session's caches."""
+    return {
+        "TRAINER_CACHE": str(session_cache / "trainer"),
+        "HF_DATASETS_CACHE": str(session_cache / "hf"),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "WANDB_MODE": "offline",
+        "WANDB_DIR": str(folder),
+        "WANDB_SILENT": "true",
+    }
 
 
 @pytest.fixture(scope="session")

@@ -1,15 +1,23 @@
-"""A real one-node SLURM cluster for the tests: munged, slurmctld and slurmd started as plain processes.
+"""A real SLURM cluster for the tests: munged, slurmctld and slurmd started as plain processes.
 
-Each cluster lives in its own folder (config, state, spool, logs) and listens on free ports, so it
-never touches a system SLURM, and job ids start again at 1 in every test session. The daemons'
-processes are kept here and stopped by PID (their process groups), jobs first.
+Each cluster lives in its own folder (config, state, spool, logs, munge's socket) and listens on free
+ports, so it never touches a system SLURM or another test cluster, and job ids start again at 1 in every
+test session. Two shapes:
 
-Manual use (as root, SLURM installed):  python tests/slurm_cluster.py /tmp/cluster
+- one node, `localhost`, on the host (tests/test_slurm.py);
+- one slurmd in each node of a `Nodes` (network namespaces, tests/netns_nodes.py), with slurmctld on the
+  host under the name `controller`, reached at the host's address on the nodes' bridge
+  (tests/test_multinode.py).
+
+The daemons' processes are kept here and stopped by PID (their process groups), jobs first.
+
+Manual use (as root, SLURM installed):  python tests/slurm_cluster.py /tmp/cluster [--nodes 2]
 then `export SLURM_CONF=/tmp/cluster/slurm.conf` in another shell; Ctrl-C or kill stops it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -19,26 +27,29 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PROGRAMS = ("munged", "slurmctld", "slurmd", "sbatch", "scontrol", "squeue", "scancel", "sinfo")
-MUNGE_SOCKET = Path("/run/munge/munge.socket.2")
-MUNGE_KEY = Path("/etc/munge/munge.key")
+from netns_nodes import Nodes
 
+PROGRAMS = ("munge", "munged", "slurmctld", "slurmd", "sbatch", "scontrol", "squeue", "scancel", "sinfo")
+MUNGE_KEY = Path("/etc/munge/munge.key")
+CONTROLLER = "controller"  # slurmctld's hostname among namespaced nodes (it must match SlurmctldHost)
+
+# %n: the node's name, so that slurmds sharing the file system keep their spool, pid and log apart.
 SLURM_CONF = """\
 ClusterName=trainer-tests
-SlurmctldHost=localhost(127.0.0.1)
+SlurmctldHost={controller}
 SlurmctldPort={ctld_port}
 SlurmdPort={slurmd_port}
 SlurmUser=root
 SlurmdUser=root
 StateSaveLocation={root}/state
-SlurmdSpoolDir={root}/spool
+SlurmdSpoolDir={root}/spool-%n
 SlurmctldPidFile={root}/slurmctld.pid
-SlurmdPidFile={root}/slurmd.pid
+SlurmdPidFile={root}/slurmd-%n.pid
 SlurmctldLogFile={root}/slurmctld.log
-SlurmdLogFile={root}/slurmd.log
+SlurmdLogFile={root}/slurmd-%n.log
 AuthType=auth/munge
-# Short credential lifetime: a requeued job may start again after ~15 s instead of ~120 s.
-AuthInfo=cred_expire=10
+# This cluster's own munged. Short credential lifetime: a requeued job may start again after ~15 s, not ~120 s.
+AuthInfo=socket={munge_socket},cred_expire=10
 SchedulerParameters=bf_interval=5,sched_interval=2
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
@@ -50,8 +61,8 @@ JobCompType=jobcomp/none
 MpiDefault=none
 ReturnToService=2
 KillWait=30
-NodeName=localhost NodeAddr=127.0.0.1 CPUs={cpus} State=UNKNOWN
-PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+{node_lines}
+PartitionName=debug Nodes={node_names} Default=YES MaxTime=INFINITE State=UP
 """
 
 
@@ -62,13 +73,23 @@ class ClusterUnavailable(Exception):
 @dataclass
 class SlurmCluster:
     root: Path
-    cpus: int = 2
+    cpus: int = 2  # per node
+    nodes: Nodes | None = None  # started namespaced nodes, one slurmd each; None: one node on the host
     daemons: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     @property
     def env(self) -> dict[str, str]:
         """Variables a client (sbatch, squeue, ...) needs to talk to this cluster."""
         return {"SLURM_CONF": str(self.root / "slurm.conf")}
+
+    @property
+    def munge_socket(self) -> Path:
+        # A path on the shared file system: reachable from every node, whatever its network namespace.
+        return self.root / "munge" / "munge.socket"
+
+    @property
+    def node_names(self) -> list[str]:
+        return [node.hostname for node in self.nodes.nodes] if self.nodes else ["localhost"]
 
     def start(self, timeout: float = 60) -> None:
         missing = [name for name in PROGRAMS if shutil.which(name) is None and not Path("/usr/sbin", name).exists()]
@@ -78,41 +99,68 @@ class SlurmCluster:
             )
         if os.geteuid() != 0:
             raise ClusterUnavailable("starting slurmd needs root")
-        for name in ("state", "spool"):
+        if not MUNGE_KEY.is_file():
+            raise ClusterUnavailable(f"no munge key at {MUNGE_KEY}; run mungekey as root")
+        for name in ("state", "munge"):
             (self.root / name).mkdir(parents=True, exist_ok=True)
-        conf = SLURM_CONF.format(root=self.root, ctld_port=_free_port(), slurmd_port=_free_port(), cpus=self.cpus)
-        (self.root / "slurm.conf").write_text(conf)
+        (self.root / "slurm.conf").write_text(self._config())
         self._start_munge()
         env = {**os.environ, **self.env}
         # -D: stay in the foreground (the PID is the daemon's); -i: ignore state left by an earlier cluster.
-        self._spawn("slurmctld", ["slurmctld", "-D", "-i"], env)
-        self._spawn("slurmd", ["slurmd", "-D", "-N", "localhost"], env)
+        if self.nodes is None:
+            self._spawn("slurmctld", ["slurmctld", "-D", "-i"], env)
+            self._spawn("slurmd-localhost", ["slurmd", "-D", "-N", "localhost"], env)
+        else:  # the host's network, its own hostname (a private UTS namespace: the host's name is untouched)
+            ctld = ["unshare", "--uts", "sh", "-c", f"hostname {CONTROLLER} && exec slurmctld -D -i"]
+            self._spawn("slurmctld", ctld, env)
+            for node in self.nodes.nodes:
+                self._spawn(f"slurmd-{node.hostname}", node.command(["slurmd", "-D", "-N", node.hostname]), env)
+        self._wait_idle(timeout)
+
+    def _config(self) -> str:
+        if self.nodes is None:
+            controller = "localhost(127.0.0.1)"
+            node_lines = f"NodeName=localhost NodeAddr=127.0.0.1 CPUs={self.cpus} State=UNKNOWN"
+        else:
+            controller = f"{CONTROLLER}({self.nodes.host_address})"
+            node_lines = "\n".join(
+                f"NodeName={node.hostname} NodeHostname={node.hostname} NodeAddr={node.address} "
+                f"CPUs={self.cpus} State=UNKNOWN"
+                for node in self.nodes.nodes
+            )
+        return SLURM_CONF.format(
+            root=self.root, controller=controller, ctld_port=_free_port(), slurmd_port=_free_port(),
+            munge_socket=self.munge_socket, node_lines=node_lines, node_names=",".join(self.node_names),
+        )  # fmt: skip
+
+    def _start_munge(self) -> None:
+        # As root (--force: munged only warns), so that the socket may live in a folder only root can enter.
+        folder = self.munge_socket.parent
+        command = ["munged", "--foreground", "--force", f"--socket={self.munge_socket}",
+                   f"--pid-file={folder / 'munged.pid'}", f"--log-file={folder / 'munged.log'}",
+                   f"--seed-file={folder / 'munged.seed'}", f"--key-file={MUNGE_KEY}"]  # fmt: skip
+        self._spawn("munged", command, dict(os.environ))
+        probe = f"munge -n --socket={self.munge_socket} | unmunge --socket={self.munge_socket}"
+        for _ in range(50):
+            if subprocess.run(probe, shell=True, capture_output=True).returncode == 0:
+                return
+            time.sleep(0.1)
+        self.stop()
+        raise ClusterUnavailable(f"munged did not start; see {self.root / 'munged.out'}")
+
+    def _wait_idle(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            state = self.run(["sinfo", "-h", "-n", "localhost", "-o", "%t"], check=False).stdout.strip()
-            if state in ("idle", "mix", "alloc"):
+            states = self.run(["sinfo", "-h", "-N", "-o", "%t"], check=False).stdout.split()
+            if len(states) == len(self.node_names) and all(s in ("idle", "mix", "alloc") for s in states):
                 return
             for name, daemon in self.daemons.items():
                 if daemon.poll() is not None:
-                    raise ClusterUnavailable(f"{name} exited at start; see {self.root / (name + '.log')}")
+                    self.stop()
+                    raise ClusterUnavailable(f"{name} exited at start; see {self.root / (name + '.out')}")
             time.sleep(0.5)
         self.stop()
-        raise ClusterUnavailable(f"the SLURM node did not become idle in {timeout:.0f} s; see {self.root}/*.log")
-
-    def _start_munge(self) -> None:
-        if subprocess.run("munge -n | unmunge", shell=True, capture_output=True).returncode == 0:
-            return  # a munged is already serving the default socket
-        if not MUNGE_KEY.is_file():
-            raise ClusterUnavailable(f"no munge key at {MUNGE_KEY}; run mungekey as root")
-        MUNGE_SOCKET.parent.mkdir(parents=True, exist_ok=True)
-        shutil.chown(MUNGE_SOCKET.parent, "munge", "munge")
-        command = ["runuser", "-u", "munge", "--", "munged", "-F", "--force"]
-        self._spawn("munged", command, dict(os.environ))
-        for _ in range(50):
-            if subprocess.run("munge -n | unmunge", shell=True, capture_output=True).returncode == 0:
-                return
-            time.sleep(0.1)
-        raise ClusterUnavailable("munged did not start; see " + str(self.root / "munged.log"))
+        raise ClusterUnavailable(f"the SLURM nodes did not become idle in {timeout:.0f} s; see {self.root}/*.log")
 
     def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> None:
         with open(self.root / f"{name}.out", "ab") as log:
@@ -120,10 +168,12 @@ class SlurmCluster:
                 command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
 
-    def run(self, command: list[str], check: bool = True, **kwargs) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            command, env={**os.environ, **self.env}, capture_output=True, text=True, check=check, **kwargs
-        )
+    def run(
+        self, command: list[str], check: bool = True, env: dict[str, str] | None = None, **kwargs
+    ) -> subprocess.CompletedProcess:
+        """A client command against this cluster; `env` adds variables (a job inherits sbatch's)."""
+        environment = {**os.environ, **self.env, **(env or {})}
+        return subprocess.run(command, env=environment, capture_output=True, text=True, check=check, **kwargs)
 
     # ------------------------------------------------------------------ jobs
 
@@ -154,13 +204,11 @@ class SlurmCluster:
             time.sleep(0.5)
 
     def stop(self) -> None:
-        """Jobs first (their processes die with them), then the daemons by PID."""
+        """Jobs first (their processes die with them), then every daemon at once, by PID."""
         if "slurmctld" in self.daemons and self.daemons["slurmctld"].poll() is None:
             self.cancel_all()
-        for name in ("slurmd", "slurmctld", "munged"):
-            daemon = self.daemons.pop(name, None)
-            if daemon is not None:
-                _terminate(daemon)
+        _terminate(list(self.daemons.values()))
+        self.daemons.clear()
 
 
 def _free_port() -> int:
@@ -169,30 +217,41 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _terminate(daemon: subprocess.Popen) -> None:
-    """SIGTERM to the daemon's process group (runuser and munged, say), SIGKILL if it lingers."""
+def _terminate(daemons: list[subprocess.Popen]) -> None:
+    """SIGTERM to each daemon's process group, all at once (one by one takes seconds each), then SIGKILL
+    to those that linger."""
     for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(daemon.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            daemon.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+        alive = [daemon for daemon in daemons if daemon.poll() is None]
+        for daemon in alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(daemon.pid, sig)
+        deadline = time.monotonic() + wait
+        for daemon in alive:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                daemon.wait(timeout=max(0.1, deadline - time.monotonic()))
 
 
 if __name__ == "__main__":
+    import argparse
     import sys
 
-    cluster = SlurmCluster(Path(sys.argv[1]).resolve())
-    cluster.start()
-    print(f"export SLURM_CONF={cluster.root / 'slurm.conf'}", flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill` stops it as cleanly as Ctrl-C
+    parser = argparse.ArgumentParser(description="a test SLURM cluster, until Ctrl-C")
+    parser.add_argument("root", type=Path)
+    parser.add_argument("--nodes", type=int, default=0, help="namespaced nodes (0: one node on the host)")
+    args = parser.parse_args()
+    root = args.root.resolve()
+    nodes = Nodes(root / "nodes", count=args.nodes) if args.nodes else None
+    cluster = SlurmCluster(root, nodes=nodes, cpus=1 if nodes else 2)
     try:
+        if nodes:
+            nodes.start()
+        cluster.start()
+        print(f"export SLURM_CONF={cluster.root / 'slurm.conf'}", flush=True)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill` stops it as cleanly as Ctrl-C
         signal.pause()
     except KeyboardInterrupt:
         pass
     finally:
         cluster.stop()
+        if nodes:
+            nodes.stop()

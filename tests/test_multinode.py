@@ -1,5 +1,7 @@
 """Two nodes for real: network namespaces with their own addresses, hostnames and hosts files on a private
-bridge, the file system shared (tests/netns_nodes.py). torchrun runs on each node, as on a cluster."""
+bridge, the file system shared (tests/netns_nodes.py). torchrun runs on each node, as on a cluster, started
+by hand (launch/torchrun.sh) or by SLURM: one slurmd in each node, slurmctld on the host
+(tests/slurm_cluster.py)."""
 
 from __future__ import annotations
 
@@ -7,12 +9,19 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import start_or_skip
+import torch
+from conftest import offline_environment, run_cli
+from helpers import metric_series, start_or_skip
 from netns_nodes import Nodes, NodesUnavailable
+from slurm_cluster import ClusterUnavailable, SlurmCluster
+
+from trainer.lifecycle.checkpoints import read_info, read_training_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.multinode
@@ -102,3 +111,131 @@ def test_a_recipe_asking_for_more_nodes_than_launched_is_one_line(nodes: Nodes, 
         assert result.returncode != 0
         errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
         assert errors and "trainer.num_nodes=3 but the launcher started 2 node(s)" in errors[0], result.stderr[-3000:]
+
+
+# ---------------------------------------------------------------------------------------------- SLURM
+
+# ZeRO-2, so that each node writes its own shard of every checkpoint. 1,293 training digits / (2 ranks x 16)
+# = 41 steps an epoch.
+SLURM_RUN = ("digits_cnn", "trainer.strategy=deepspeed_stage_2", "trainer.max_epochs=4",
+             "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1")  # fmt: skip
+SLURM_STEPS = 164
+SCRIPT = REPO / "slurm" / "train.sbatch"
+
+
+@pytest.fixture(scope="module")
+def two_node_slurm(nodes: Nodes, tmp_path_factory: pytest.TempPathFactory):
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"), cpus=1, nodes=nodes)  # 2 cores: one for each node
+    start_or_skip(cluster.start, ClusterUnavailable, "TRAINER_REQUIRE_MULTINODE", "two-node SLURM cluster")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def slurm(two_node_slurm: SlurmCluster) -> SlurmCluster:
+    yield two_node_slurm
+    two_node_slurm.cancel_all()  # a failed test leaves no job behind for the next one
+
+
+@dataclass(frozen=True)
+class FinishedJob:
+    job: str
+    script: str  # the batch script SLURM ran, as it kept it
+    rendered: str  # what `trainer slurm --dry-run` printed
+    state: dict[str, str]
+    log: str
+    run_dir: Path
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(two_node_slurm: SlurmCluster, session_cache: Path, tmp_path_factory: pytest.TempPathFactory):
+    """`trainer slurm SLURM_RUN --nodes 2 --dry-run`, submitted as printed and run to its end: the job the
+    tests check and the one a preempted job must end equal to."""
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    env = {**offline_environment(folder, session_cache), "PYTHON": sys.executable}
+    words = ("--nodes", "2", "--ntasks-per-node", "1", "--output", str(folder / "job.out"), "--dry-run")
+    rendered = run_cli("slurm", *SLURM_RUN, *words, cwd=folder, env=env)
+    assert rendered.returncode == 0, rendered.stderr
+    (folder / "job.sbatch").write_text(rendered.stdout)
+    job = two_node_slurm.run(["sbatch", "--parsable", "job.sbatch"], cwd=folder, env=env).stdout.strip()
+    state = _wait_done(two_node_slurm, job)
+    script = two_node_slurm.run(["scontrol", "write", "batch_script", job, "-"]).stdout
+    log = (folder / "job.out").read_text()
+    return FinishedJob(job, script, rendered.stdout, state, log, folder / "runs" / "digits_cnn" / f"slurm-{job}")
+
+
+def test_trainer_slurm_script_runs_one_rank_on_each_of_two_nodes(uninterrupted: FinishedJob) -> None:
+    assert uninterrupted.state["JobState"] == "COMPLETED", uninterrupted.log[-3000:]
+    assert uninterrupted.script == uninterrupted.rendered  # what --dry-run shows is what SLURM ran
+    assert uninterrupted.state["NodeList"] == "node[1-2]"
+    summary = json.loads((uninterrupted.run_dir / "summary.json").read_text())
+    assert summary["world_size"] == 2 and sorted(summary["hosts"]) == ["node1", "node2"]
+    assert summary["global_step"] == SLURM_STEPS and summary["test"]["test/acc"] > 0.9
+    assert "Traceback" not in uninterrupted.log
+
+
+def test_preempted_two_node_job_checkpoints_on_both_nodes_and_resumes_to_the_uninterrupted_weights(
+    slurm: SlurmCluster, uninterrupted: FinishedJob, tmp_path: Path
+) -> None:
+    log = tmp_path / "job.out"
+    submit = ["sbatch", "--parsable", "--nodes=2", "--ntasks-per-node=1", f"--output={log}", str(SCRIPT)]
+    job = slurm.run([*submit, *SLURM_RUN], cwd=tmp_path, env={"PYTHON": sys.executable}).stdout.strip()
+    run_dir = tmp_path / "runs" / "digits_cnn" / f"slurm-{job}"
+    _wait_for_steps(slurm, job, run_dir, 40)
+    # The time-limit warning as `--signal=B:USR1` sends it: to the batch shell alone, which passes it on to
+    # the job's processes on both nodes.
+    slurm.run(["scancel", "--signal=USR1", "--batch", job])
+    slurm.wait_for(job, ("PENDING",), timeout=120)  # requeued by the job itself
+    stopped = read_info(run_dir / "checkpoints" / "last.ckpt")
+    shards = sorted(p.name for p in (run_dir / "checkpoints" / "last.ckpt" / "checkpoint").glob("*optim_states.pt"))
+    assert 40 <= stopped.global_step < SLURM_STEPS
+    assert shards == [f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt" for rank in (0, 1)]  # one per node
+    state = _wait_done(slurm, job)
+
+    text = log.read_text()
+    assert state["JobState"] == "COMPLETED" and state["Restarts"] == "1", text[-3000:]
+    assert f"SLURM job {job} stopped by SIGUSR1: requeued (1 of 20)" in text
+    assert "Traceback" not in text  # the requeue's SIGTERM ends each node's torchrun in one line
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["global_step"] == SLURM_STEPS and sorted(summary["hosts"]) == ["node1", "node2"]
+    # Every step trained once, and on the same batches: the loss curve and the weights of the job that ran
+    # straight through (bitwise here: DeepSpeed's own shards, the RNG restored on both ranks).
+    losses, expected = metric_series(run_dir, "train/loss"), metric_series(uninterrupted.run_dir, "train/loss")
+    assert len(losses) == len(expected) == SLURM_STEPS
+    torch.testing.assert_close(torch.tensor(losses), torch.tensor(expected), rtol=1e-5, atol=1e-6)
+    weights = read_training_checkpoint(run_dir / "checkpoints" / "last.ckpt").state_dict
+    expected_weights = read_training_checkpoint(uninterrupted.run_dir / "checkpoints" / "last.ckpt").state_dict
+    assert weights.keys() == expected_weights.keys()
+    for name, value in weights.items():
+        torch.testing.assert_close(value, expected_weights[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_a_recipe_asking_for_more_nodes_than_the_allocation_is_one_line(slurm: SlurmCluster, tmp_path: Path) -> None:
+    log = tmp_path / "job.out"
+    submit = ["sbatch", "--parsable", "--nodes=2", "--ntasks-per-node=1", f"--output={log}", str(SCRIPT)]
+    words = ["digits_cnn", "trainer.num_nodes=3", *TINY]
+    job = slurm.run([*submit, *words], cwd=tmp_path, env={"PYTHON": sys.executable}).stdout.strip()
+    state = _wait_done(slurm, job, timeout=TIMEOUT)
+
+    assert state["JobState"] == "FAILED"
+    errors = [line for line in log.read_text().splitlines() if line.startswith("error: ")]
+    assert errors and "trainer.num_nodes=3 but the launcher started 2 node(s)" in errors[0], log.read_text()[-3000:]
+
+
+def _wait_done(slurm: SlurmCluster, job: str, timeout: float = 300) -> dict[str, str]:
+    return slurm.wait_for(job, ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"), timeout)
+
+
+def _wait_for_steps(slurm: SlurmCluster, job: str, run_dir: Path, steps: int) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while len(_logged_losses(run_dir)) < steps:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"job {job} did not reach step {steps}: {slurm.job_state(job)}")
+        time.sleep(0.2)
+
+
+def _logged_losses(run_dir: Path) -> list[float]:
+    try:
+        return metric_series(run_dir, "train/loss")
+    except (FileNotFoundError, KeyError):
+        return []

@@ -117,6 +117,7 @@ def test_preempted_job_checkpoints_requeues_and_resumes_to_the_uninterrupted_wei
     log = job_log()
     assert state["JobState"] == "COMPLETED" and state["Restarts"] == "1", log
     assert f"SLURM job {job} stopped by SIGUSR1: requeued" in log
+    assert "Traceback" not in log  # the requeue's SIGTERM ends torchrun in one line
     summary = _summary(run_dir)
     assert summary["global_step"] == STEPS and summary["requeued"] is False
     # Same run directory and W&B run; every step trained exactly once (no sample repeated or skipped).
