@@ -164,7 +164,7 @@ def test_job_over_its_retry_cap_stops_with_a_clear_message(slurm: SlurmCluster, 
     log = job_log()
     assert state["Restarts"] == "0" and state["JobState"] != "COMPLETED", log
     assert "not requeued: it was requeued 0 times, the retry cap (slurm.max_requeues=0)" in log
-    assert f"resume={run_dir.relative_to(tmp_path)}" in log  # how to go on
+    assert f"`trainer slurm digits_cnn resume={run_dir.relative_to(tmp_path)}` with this job's --nodes" in log
     summary = _summary(run_dir)
     assert summary["stopped_by"] == "SIGUSR1" and summary["requeued"] is False
     assert summary["global_step"] < STEPS and (run_dir / "checkpoints" / "last.ckpt").is_file()
@@ -182,6 +182,7 @@ def test_cancelled_job_saves_a_checkpoint_and_stays_cancelled(slurm: SlurmCluste
     # The job decided, before its processes ended, not to requeue (the line below); SLURM does not requeue a
     # cancelled job by itself. So no waiting for a requeue that cannot come: the state now is final.
     assert f"SLURM job {job} stopped by SIGTERM, checkpoint saved; not requeued" in job_log()
+    assert f"continue with `trainer slurm digits_cnn resume={run_dir.relative_to(tmp_path)}`" in job_log()
     assert slurm.job_state(job)["JobState"] == "CANCELLED"
 
 

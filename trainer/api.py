@@ -55,7 +55,7 @@ from trainer.lifecycle.checkpoints import (
 )
 from trainer.lifecycle.claim import RunClaim
 from trainer.lifecycle.last_checkpoint import RunStopped
-from trainer.lifecycle.run_config import fit_config, resume_command
+from trainer.lifecycle.run_config import fit_config, resume_command, slurm_resume_command
 from trainer.lifecycle.run_dir import (
     CHECKPOINTS,
     CONFIG_FILE,
@@ -280,7 +280,9 @@ def _finish_fit(run: FitRun) -> dict[str, Any]:
         "stopped_by": run.stopped_by,
     }
     continue_with = f"`{resume_command(cfg.name, run.start.run_dir)}`"
-    decision = decide_requeue(cfg.slurm, run.stopped_by, continue_with)
+    slurm_continue_with = (f"`{slurm_resume_command(cfg.name, run.start.run_dir)}` with this job's --nodes and "
+                           "--gpus-per-node or --ntasks-per-node")  # fmt: skip
+    decision = decide_requeue(cfg.slurm, run.stopped_by, slurm_continue_with)
     summary["requeued"] = bool(decision and decision.requeue)
     if trainer.is_global_zero:
         write_summary(run.start.run_dir, summary)

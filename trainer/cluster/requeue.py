@@ -38,7 +38,9 @@ def decide_requeue(settings: SlurmConfig, stopped_by: str | None, resume_hint: s
     if not settings.requeue or stopped_by not in settings.requeue_on:
         why = "slurm.requeue=false" if not settings.requeue else f"slurm.requeue_on={settings.requeue_on}"
         return RequeueDecision(
-            False, f"SLURM job {job} stopped by {stopped_by}, checkpoint saved; not requeued ({why})"
+            False,
+            f"SLURM job {job} stopped by {stopped_by}, checkpoint saved; not requeued ({why}); continue with "
+            f"{resume_hint}",
         )
     if restarts >= settings.max_requeues:
         return RequeueDecision(

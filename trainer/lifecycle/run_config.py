@@ -84,6 +84,11 @@ def resume_command(name: str | None, run_dir: Path) -> str:
     return shlex.join(["trainer", "fit", recipe_word(name, run_dir), f"resume={run_dir}"])
 
 
+def slurm_resume_command(name: str | None, run_dir: Path) -> str:
+    """What continues a SLURM job's run as a new job, in its run directory (the resources are the user's)."""
+    return shlex.join(["trainer", "slurm", recipe_word(name, run_dir), f"resume={run_dir}"])
+
+
 def _check_same_recipe(
     saved: RunConfig, asked: RunConfig, what: str, run_dir: Path, words: str, command: str = "fit"
 ) -> None:
