@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import lightning as L
@@ -74,6 +75,33 @@ def test_a_stop_during_the_final_test_is_honoured(tmp_path: Path) -> None:
     assert summary["stopped_by"] == "SIGTERM" and summary["test"] == {}
     assert summary["global_step"] == 5  # training was over: its checkpoint is on disk
     assert torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 5
+
+
+def test_the_stop_line_starts_a_line_of_its_own_in_a_log_file_after_progress_bars(tmp_path: Path) -> None:
+    """A SLURM job's log: Lightning's bar ends its redraws with a carriage return, never a newline."""
+    run_dir = tmp_path / "run"
+    log = tmp_path / "job.log"
+    command = [
+        sys.executable,
+        "-m",
+        "trainer",
+        "fit",
+        "digits_cnn",
+        "trainer.max_steps=100000",
+        f"run_dir={run_dir}",
+        "trainer.log_every_n_steps=1",
+    ]  # fmt: skip  (progress bars on, as by default)
+    with open(log, "w") as stderr:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+        while not (run_dir / "metrics.csv").is_file() or not metric_series(run_dir, "train/loss"):
+            assert process.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=300) == 128 + signal.SIGTERM, log.read_text()[-3000:]
+    text = log.read_bytes().decode()  # as written: read_text() would turn each carriage return into a newline
+    assert "\r" in text  # the bars were there
+    lines = text.split("\n")  # lines as a log viewer or grep shows them (Lightning redraws its bar after it)
+    assert any(line.startswith("trainer: stopped by SIGTERM at step ") for line in lines), text[-1000:]
 
 
 def test_a_run_says_where_it_is_and_a_stop_says_how_to_resume(tmp_path: Path) -> None:

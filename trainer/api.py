@@ -290,7 +290,8 @@ def _finish_fit(run: FitRun) -> dict[str, Any]:
         if run.stopped_by and decision is None:
             last = run.start.run_dir / CHECKPOINTS / LAST_CKPT
             print_on_a_line_of_its_own(f"trainer: stopped by {run.stopped_by} at step {trainer.global_step}; "
-                                       f"checkpoint {last}; continue with {continue_with}")  # fmt: skip
+                                       f"checkpoint {last}; continue with {continue_with}",
+                                       after_bars=trainer.progress_bar_callback is not None)  # fmt: skip
     if decision is not None:
         _requeue(trainer, decision, summary, run.start.run_dir)
     return summary
@@ -299,7 +300,7 @@ def _finish_fit(run: FitRun) -> dict[str, Any]:
 def _requeue(trainer: L.Trainer, decision: RequeueDecision, summary: dict[str, Any], run_dir: Path) -> None:
     """Rank 0 requeues the SLURM job once every rank is done: SLURM ends this attempt at once."""
     if trainer.is_global_zero:
-        print(f"trainer: {decision.message}", file=sys.stderr, flush=True)
+        print_on_a_line_of_its_own(f"trainer: {decision.message}", after_bars=trainer.progress_bar_callback is not None)
     if not decision.requeue:
         return
     trainer.strategy.barrier("requeue")

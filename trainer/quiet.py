@@ -59,11 +59,13 @@ def progress_bars_follow_the_terminal() -> None:
         datasets.disable_progress_bars()
 
 
-def print_on_a_line_of_its_own(line: str) -> None:
-    """On a terminal a progress bar may hold the cursor mid-line: the message starts a line of its own."""
+def print_on_a_line_of_its_own(line: str, after_bars: bool = False) -> None:
+    """On a terminal a progress bar may hold the cursor mid-line, and in a log file (a SLURM job's) a bar's
+    last redraw ends in a carriage return, not a newline: the message starts a line of its own. `after_bars`:
+    progress bars were on, so a log file needs that new line too."""
     import sys
 
-    if sys.stderr.isatty():
+    if after_bars or sys.stderr.isatty():
         print(file=sys.stderr)
     print(line, file=sys.stderr, flush=True)
 
