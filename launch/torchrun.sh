@@ -9,10 +9,16 @@
 set -euo pipefail
 
 NNODES="${NNODES:-1}"
+if [[ "$NNODES" -gt 1 && -z "${MASTER_ADDR:-}" ]]; then
+  echo "error: set MASTER_ADDR to the head node's hostname or address on every node (NNODES=$NNODES)" >&2
+  exit 2
+fi
 MASTER_ADDR="${MASTER_ADDR:-127.0.0.1}"
 MASTER_PORT="${MASTER_PORT:-29500}"
 PYTHON="${PYTHON:-python}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"  # what torchrun sets for several workers, without its banner
+# After SIGTERM torchrun gives its workers this long to save a checkpoint before SIGKILL (its default: 30 s).
+export TORCH_ELASTIC_SHUTDOWN_TIMEOUT="${TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-120}"
 if [[ -z "${RDZV_ID:-}" ]]; then
   if [[ "$NNODES" -gt 1 ]]; then
     echo "error: set RDZV_ID to the same new name on every node (it names the job and its run directory)" >&2

@@ -101,9 +101,17 @@ class SlurmCluster:
             raise ClusterUnavailable("starting slurmd needs root")
         if not MUNGE_KEY.is_file():
             raise ClusterUnavailable(f"no munge key at {MUNGE_KEY}; run mungekey as root")
-        for name in ("state", "munge"):
-            (self.root / name).mkdir(parents=True, exist_ok=True)
+        (self.root / "state").mkdir(parents=True, exist_ok=True)
+        self.munge_socket.parent.mkdir(mode=0o700, exist_ok=True)  # munge's socket: root's alone
         (self.root / "slurm.conf").write_text(self._config())
+        try:
+            self._start_daemons()
+        except BaseException:
+            self.stop()  # nothing left running when a start fails half-way
+            raise
+        self._wait_idle(timeout)
+
+    def _start_daemons(self) -> None:
         self._start_munge()
         env = {**os.environ, **self.env}
         # -D: stay in the foreground (the PID is the daemon's); -i: ignore state left by an earlier cluster.
@@ -115,7 +123,6 @@ class SlurmCluster:
             self._spawn("slurmctld", ctld, env)
             for node in self.nodes.nodes:
                 self._spawn(f"slurmd-{node.hostname}", node.command(["slurmd", "-D", "-N", node.hostname]), env)
-        self._wait_idle(timeout)
 
     def _config(self) -> str:
         if self.nodes is None:
@@ -145,7 +152,6 @@ class SlurmCluster:
             if subprocess.run(probe, shell=True, capture_output=True).returncode == 0:
                 return
             time.sleep(0.1)
-        self.stop()
         raise ClusterUnavailable(f"munged did not start; see {self.root / 'munged.out'}")
 
     def _wait_idle(self, timeout: float) -> None:

@@ -38,15 +38,16 @@ def nodes(tmp_path_factory: pytest.TempPathFactory):
     made.stop()
 
 
-def _torchrun_on_each_node(nodes: Nodes, cwd: Path, words: list[str], env: dict[str, str] | None = None):
-    """launch/torchrun.sh on node1 and node2 at once, rendezvous on node1; both results, in node order."""
+def _torchrun_on_each_node(nodes: Nodes, cwd: Path, words: list[str], env: dict[str, str | None] | None = None):
+    """launch/torchrun.sh on node1 and node2 at once, rendezvous on node1; both results, in node order.
+    `env` changes the environment (None: a variable removed)."""
     environment = {**os.environ, "NNODES": "2", "MASTER_ADDR": "node1", "MASTER_PORT": "29400",
                    "RDZV_ID": f"mn-{uuid.uuid4().hex[:8]}", "PYTHON": sys.executable, **(env or {})}  # fmt: skip
     launched = [
         subprocess.Popen(
             node.command(["bash", str(REPO / "launch" / "torchrun.sh"), *words]),
             cwd=cwd,
-            env=environment,
+            env={name: value for name, value in environment.items() if value is not None},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -103,6 +104,24 @@ def test_a_head_node_that_does_not_resolve_is_one_line_at_start(nodes: Nodes, tm
         assert result.returncode == 2, result.stderr[-3000:]
         assert "Traceback" not in result.stderr
         assert f"'node9' does not resolve on node '{node.hostname}'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("master_addr", "expected"),
+    [
+        # torchrun.sh's one-node default: each node would hold a rendezvous of its own and wait 10 minutes
+        ("localhost", "the head node 'localhost' resolves to 127.0.0.1 (loopback), but a job of 2 nodes needs"),
+        (None, "error: set MASTER_ADDR to the head node's hostname or address on every node (NNODES=2)"),
+    ],
+)
+def test_a_loopback_or_missing_head_address_across_nodes_is_one_line(
+    nodes: Nodes, tmp_path: Path, master_addr: str | None, expected: str
+) -> None:
+    results = _torchrun_on_each_node(nodes, tmp_path, ["digits_cnn", *TINY], env={"MASTER_ADDR": master_addr})
+    for result in results:
+        assert result.returncode == 2 and expected in result.stderr, result.stderr[-3000:]
+        assert "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists()
 
 
 def test_a_recipe_asking_for_more_nodes_than_launched_is_one_line(nodes: Nodes, tmp_path: Path) -> None:
@@ -220,6 +239,7 @@ def test_a_recipe_asking_for_more_nodes_than_the_allocation_is_one_line(slurm: S
     assert state["JobState"] == "FAILED"
     errors = [line for line in log.read_text().splitlines() if line.startswith("error: ")]
     assert errors and "trainer.num_nodes=3 but the launcher started 2 node(s)" in errors[0], log.read_text()[-3000:]
+    assert "Traceback" not in log.read_text()  # torchrun ends with the worker's status, not ChildFailedError's
 
 
 def _wait_done(slurm: SlurmCluster, job: str, timeout: float = 300) -> dict[str, str]:

@@ -192,6 +192,7 @@ def test_recipe_asking_more_devices_than_the_allocation_fails_at_start(slurm: Sl
 
     assert state["JobState"] == "FAILED"
     assert "error: trainer.devices=4 but the launcher started 2 processes per node" in job_log()
+    assert "Traceback" not in job_log()
 
 
 def _summary(run_dir: Path) -> dict:

@@ -9,7 +9,7 @@ import pytest
 from conftest import REPO
 
 from trainer.cluster.requeue import decide_requeue
-from trainer.cluster.sbatch import BODY_MARKER
+from trainer.cluster.sbatch import BODY_MARKER, TEMPLATE_SIGNAL_GRACE_S
 from trainer.config import load_config
 
 SCRIPT = REPO / "slurm" / "train.sbatch"
@@ -74,6 +74,10 @@ def test_cpu_workers_are_tasks_and_the_grace_is_one_setting(cli) -> None:
         (("--nodes", "2", "trainer.num_nodes=3"), "trainer.num_nodes=3 but the job asks for --nodes 2"),
         (("--signal-grace", "999999"), "more than SLURM allows"),
         (("--time", "1:99:00"), "is not a SLURM time"),
+        # The warning would come at once: every attempt requeued until the retry cap.
+        (("--time", "2"), "--time=2 (120 s) is not longer than the warning before it (--signal-grace 120 s)"),
+        (("--time", "0:30", "--signal-grace", "60"), "--time=0:30 (30 s) is not longer than the warning"),
+        (("--time", "0-01", "--signal-grace", "3600"), "--time=0-01 (3600 s) is not longer"),
         (("generate.prompt=a\rb",), "holds a control character"),
         (("optim.lrr=1",), "optim.lr"),  # the usual recipe errors, with the closest key
     ],
@@ -104,3 +108,7 @@ def test_requeue_decision(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not capped.requeue
     assert "requeued 2 times, the retry cap (slurm.max_requeues=2)" in capped.message
     assert "resume=runs/x" in capped.message
+
+
+def test_the_grace_checked_against_time_is_the_templates() -> None:
+    assert f"#SBATCH --signal=B:USR1@{TEMPLATE_SIGNAL_GRACE_S}\n" in SCRIPT.read_text()

@@ -338,7 +338,7 @@ def _nodecheck(master_addr: str, nnodes: int) -> int:
     node's hostname resolves to an address the others can reach. Prints nothing when all is well."""
     from trainer.cluster.hosts import check_reachable_hostname, check_rendezvous_host
 
-    check_rendezvous_host(master_addr)
+    check_rendezvous_host(master_addr, nnodes)
     if nnodes > 1:
         check_reachable_hostname()
     return 0

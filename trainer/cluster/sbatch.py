@@ -20,6 +20,7 @@ from trainer.errors import UserError
 SCRIPT_NAME = "train.sbatch"
 BODY_MARKER = "# ---- body:"
 MAX_SIGNAL_TIME_S = 65535  # sbatch --signal=<sig>@<sig_time>: sig_time is 16 bits
+TEMPLATE_SIGNAL_GRACE_S = 120  # the template's `#SBATCH --signal=B:USR1@120`
 # sbatch --time: minutes, minutes:seconds, hours:minutes:seconds, days-hours, days-hours:minutes,
 # days-hours:minutes:seconds, or no limit.
 _TIME = re.compile(r"\d+(:[0-5]?\d){0,2}|\d+-\d+(:[0-5]?\d){0,2}|INFINITE|UNLIMITED")
@@ -66,6 +67,14 @@ class Resources:
         if self.time is not None and not _TIME.fullmatch(self.time):
             raise UserError(
                 f"--time={self.time!r} is not a SLURM time; write minutes, HH:MM:SS or D-HH:MM:SS (e.g. 24:00:00)"
+            )
+        limit = None if self.time is None else time_limit_seconds(self.time)
+        grace = TEMPLATE_SIGNAL_GRACE_S if self.signal_grace_s is None else self.signal_grace_s
+        if limit is not None and grace >= limit:
+            # The warning would come at the start of every attempt: a requeue each time, until the retry cap.
+            raise UserError(
+                f"--time={self.time} ({limit} s) is not longer than the warning before it (--signal-grace {grace} "
+                "s); give a longer --time or a shorter --signal-grace"
             )
 
     @property
@@ -150,3 +159,17 @@ def submit(script: str) -> str:
         reason = (result.stderr.strip().splitlines() or ["no output"])[-1]
         raise UserError(f"sbatch refused the job: {reason}")
     return result.stdout.strip().split(";")[0]
+
+
+def time_limit_seconds(time: str) -> int | None:
+    """An sbatch --time (checked against _TIME) in seconds; None for no limit."""
+    if time in ("INFINITE", "UNLIMITED"):
+        return None
+    days, _, clock = time.rpartition("-")
+    parts = [int(part) for part in clock.split(":")]
+    if days:  # days-hours[:minutes[:seconds]]
+        hours, minutes, seconds = (parts + [0, 0])[:3]
+        return ((int(days) * 24 + hours) * 60 + minutes) * 60 + seconds
+    # minutes, minutes:seconds or hours:minutes:seconds
+    hours, minutes, seconds = {1: (0, parts[0], 0), 2: (0, *parts), 3: tuple(parts)}[len(parts)]
+    return (hours * 60 + minutes) * 60 + seconds

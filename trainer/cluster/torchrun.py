@@ -1,19 +1,28 @@
-"""torchrun as the SLURM script starts it: `torch.distributed.run`, unchanged but for how a signal ends it.
+"""torchrun as the SLURM script starts it: `torch.distributed.run`, unchanged but for how it ends badly.
 
-A job that requeues itself (`scontrol requeue`) or is cancelled gets SIGTERM from SLURM on every process,
-torchrun's agent included, once the workers have saved. The agent then stops its workers and raises
-SignalException, which torchrun prints as a traceback: in the job's log, from every node, at every requeue,
-where nothing failed. Here that end is one line and the status a signal gives (128 + its number).
+- A job that requeues itself (`scontrol requeue`) or is cancelled gets SIGTERM from SLURM on every process,
+  torchrun's agent included, once the workers have saved. The agent stops its workers and raises
+  SignalException, which torchrun prints as a traceback: in the job's log, from every node, at every
+  requeue, where nothing failed. Here it is one line and the status a signal gives (128 + its number).
+- A worker that fails (bad input: its one `error:` line is already in the job's log) makes torchrun raise
+  ChildFailedError, printed as another traceback per node, and exit 1. Here the exit status is the
+  worker's own (2 for bad input, 3 for a diverged run), as under `trainer fit`, with no traceback.
 
     python -m trainer.cluster.torchrun TORCHRUN_ARGS...
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 
 from torch.distributed.elastic.multiprocessing.api import SignalException
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.run import main
+
+from trainer.cluster.launch import STATUS_KEY
+
+EXIT_FAILED = 1
 
 
 def run() -> None:
@@ -22,6 +31,19 @@ def run() -> None:
     except SignalException as stop:  # the agent has stopped its workers before raising this
         print(f"torchrun: stopped by {stop.sigval.name}, its workers with it", file=sys.stderr)
         sys.exit(128 + stop.sigval)
+    except ChildFailedError as failed:
+        sys.exit(_first_failure_status(failed))
+
+
+def _first_failure_status(failed: ChildFailedError) -> int:
+    rank, failure = failed.get_first_failure()
+    reported = (failure.error_file_data or {}).get(STATUS_KEY)
+    if reported is not None:  # the worker's own status; its line is in the log
+        return int(reported)
+    if failure.exitcode < 0:
+        print(f"torchrun: rank {rank} was killed by {signal.Signals(-failure.exitcode).name}", file=sys.stderr)
+        return 128 - failure.exitcode
+    return failure.exitcode or EXIT_FAILED  # a crash: its traceback is in the log
 
 
 if __name__ == "__main__":
