@@ -20,9 +20,7 @@ from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.run import main
 
-from trainer.cluster.launch import STATUS_KEY
-
-EXIT_FAILED = 1
+from trainer.cluster.launch import EXIT_FAILED, STATUS_KEY
 
 
 def run() -> None:
