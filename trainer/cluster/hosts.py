@@ -29,9 +29,12 @@ def resolve(name: str) -> list[str]:
 def check_rendezvous_host(master_addr: str, nnodes: int = 1) -> None:
     """The head node's name, as every node's torchrun dials it for the rendezvous. Across nodes it must not
     be a loopback address (127.0.0.1, localhost, the default of a one-node launch): each node would then
-    hold a rendezvous of its own and wait for the others until torchrun's timeout (10 minutes)."""
+    hold a rendezvous of its own and wait for the others until torchrun's timeout (10 minutes). On the head
+    node its own hostname may resolve to loopback as far as the rendezvous goes (its store listens on every
+    address); whether gloo can use it is check_reachable_hostname's question."""
     addresses = resolve(master_addr)
-    if nnodes > 1 and all(ipaddress.ip_address(address).is_loopback for address in addresses):
+    own_name = master_addr in {socket.gethostname(), socket.gethostname().split(".")[0]}
+    if nnodes > 1 and not own_name and all(ipaddress.ip_address(address).is_loopback for address in addresses):
         raise UserError(
             f"the head node {master_addr!r} resolves to {', '.join(addresses)} (loopback), but a job of {nnodes} "
             "nodes needs an address every node reaches; set MASTER_ADDR to the head node's hostname or address"
