@@ -355,8 +355,8 @@ def generate(cfg: RunConfig) -> str:
     tokenizer = load_tokenizer(tokenizer_path)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = task.model.to(device).eval()
-    prompt_ids = _prompt_ids(tokenizer, cfg.generate.prompt)
-    input_ids = torch.tensor([prompt_ids], device=device)
+    ids, _ = prompt_ids(tokenizer, cfg.generate.prompt)  # what the model never saw left out, and said
+    input_ids = torch.tensor([ids], device=device)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     # The context the model was trained on: a Transformer has no positions beyond it.
     context_len = task.hparams.model_kwargs.get("max_len", cfg.data.block_size)
@@ -428,11 +428,6 @@ def _final_metrics(run_dir: Path) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def _prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
-    """The prompt's token ids without those the model never saw, said on stderr."""
-    return prompt_ids(tokenizer, prompt)[0]
 
 
 def _is_rank_zero() -> bool:
