@@ -26,6 +26,14 @@ def metric_series(run_dir: Path, key: str) -> list[float]:
         return [float(row[key]) for row in csv.DictReader(f) if row.get(key)]
 
 
+def logged_losses(run_dir: Path) -> list[float]:
+    """The training losses a run has logged so far; none before its metrics.csv exists."""
+    try:
+        return metric_series(run_dir, "train/loss")
+    except FileNotFoundError:
+        return []
+
+
 def one_error_line(result, status: int = 2) -> str:
     """The single line a failed command prints on stderr (no traceback, nothing else), checked."""
     assert result.returncode == status, result.stderr[-3000:]

@@ -24,6 +24,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,10 +107,10 @@ class SlurmCluster:
         (self.root / "slurm.conf").write_text(self._config())
         try:
             self._start_daemons()
+            self._wait_idle(timeout)
         except BaseException:
             self.stop()  # nothing left running when a start fails half-way
             raise
-        self._wait_idle(timeout)
 
     def _start_daemons(self) -> None:
         self._start_munge()
@@ -162,10 +163,8 @@ class SlurmCluster:
                 return
             for name, daemon in self.daemons.items():
                 if daemon.poll() is not None:
-                    self.stop()
                     raise ClusterUnavailable(f"{name} exited at start; see {self.root / (name + '.out')}")
             time.sleep(0.5)
-        self.stop()
         raise ClusterUnavailable(f"the SLURM nodes did not become idle in {timeout:.0f} s; see {self.root}/*.log")
 
     def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> None:
@@ -201,6 +200,18 @@ class SlurmCluster:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} not in {states} after {timeout:.0f} s: {fields}")
             time.sleep(0.5)
+
+    def wait_done(self, job_id: str, timeout: float = 300) -> dict[str, str]:
+        """The job's fields once it has ended, whichever way."""
+        return self.wait_for(job_id, ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"), timeout)
+
+    def wait_until_logged(self, job_id: str, losses: Callable[[], list[float]], steps: int, timeout: float) -> None:
+        """Until the job's run has logged `steps` training losses (`losses` reads them)."""
+        deadline = time.monotonic() + timeout
+        while len(losses()) < steps:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} did not reach step {steps}: {self.job_state(job_id)}")
+            time.sleep(0.2)
 
     def cancel_all(self) -> None:
         self.run(["scancel", "--full", "--signal=KILL", "--user=root"], check=False)

@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import offline_environment, run_cli
-from helpers import metric_series, start_or_skip
+from helpers import logged_losses, metric_series, start_or_skip
 from netns_nodes import Nodes, NodesUnavailable
 from slurm_cluster import ClusterUnavailable, SlurmCluster
 
@@ -177,7 +176,7 @@ def uninterrupted(two_node_slurm: SlurmCluster, session_cache: Path, tmp_path_fa
     assert rendered.returncode == 0, rendered.stderr
     (folder / "job.sbatch").write_text(rendered.stdout)
     job = two_node_slurm.run(["sbatch", "--parsable", "job.sbatch"], cwd=folder, env=env).stdout.strip()
-    state = _wait_done(two_node_slurm, job)
+    state = two_node_slurm.wait_done(job)
     script = two_node_slurm.run(["scontrol", "write", "batch_script", job, "-"]).stdout
     log = (folder / "job.out").read_text()
     return FinishedJob(job, script, rendered.stdout, state, log, folder / "runs" / "digits_cnn" / f"slurm-{job}")
@@ -200,7 +199,7 @@ def test_preempted_two_node_job_checkpoints_on_both_nodes_and_resumes_to_the_uni
     submit = ["sbatch", "--parsable", "--nodes=2", "--ntasks-per-node=1", f"--output={log}", str(SCRIPT)]
     job = slurm.run([*submit, *SLURM_RUN], cwd=tmp_path, env={"PYTHON": sys.executable}).stdout.strip()
     run_dir = tmp_path / "runs" / "digits_cnn" / f"slurm-{job}"
-    _wait_for_steps(slurm, job, run_dir, 40)
+    slurm.wait_until_logged(job, lambda: logged_losses(run_dir), 40, timeout=TIMEOUT)
     # The time-limit warning as `--signal=B:USR1` sends it: to the batch shell alone, which passes it on to
     # the job's processes on both nodes.
     slurm.run(["scancel", "--signal=USR1", "--batch", job])
@@ -209,7 +208,7 @@ def test_preempted_two_node_job_checkpoints_on_both_nodes_and_resumes_to_the_uni
     shards = sorted(p.name for p in (run_dir / "checkpoints" / "last.ckpt" / "checkpoint").glob("*optim_states.pt"))
     assert 40 <= stopped.global_step < SLURM_STEPS
     assert shards == [f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt" for rank in (0, 1)]  # one per node
-    state = _wait_done(slurm, job)
+    state = slurm.wait_done(job)
 
     text = log.read_text()
     assert state["JobState"] == "COMPLETED" and state["Restarts"] == "1", text[-3000:]
@@ -234,28 +233,9 @@ def test_a_recipe_asking_for_more_nodes_than_the_allocation_is_one_line(slurm: S
     submit = ["sbatch", "--parsable", "--nodes=2", "--ntasks-per-node=1", f"--output={log}", str(SCRIPT)]
     words = ["digits_cnn", "trainer.num_nodes=3", *TINY]
     job = slurm.run([*submit, *words], cwd=tmp_path, env={"PYTHON": sys.executable}).stdout.strip()
-    state = _wait_done(slurm, job, timeout=TIMEOUT)
+    state = slurm.wait_done(job, timeout=TIMEOUT)
 
     assert state["JobState"] == "FAILED"
     errors = [line for line in log.read_text().splitlines() if line.startswith("error: ")]
     assert errors and "trainer.num_nodes=3 but the launcher started 2 node(s)" in errors[0], log.read_text()[-3000:]
     assert "Traceback" not in log.read_text()  # torchrun ends with the worker's status, not ChildFailedError's
-
-
-def _wait_done(slurm: SlurmCluster, job: str, timeout: float = 300) -> dict[str, str]:
-    return slurm.wait_for(job, ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"), timeout)
-
-
-def _wait_for_steps(slurm: SlurmCluster, job: str, run_dir: Path, steps: int) -> None:
-    deadline = time.monotonic() + TIMEOUT
-    while len(_logged_losses(run_dir)) < steps:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"job {job} did not reach step {steps}: {slurm.job_state(job)}")
-        time.sleep(0.2)
-
-
-def _logged_losses(run_dir: Path) -> list[float]:
-    try:
-        return metric_series(run_dir, "train/loss")
-    except (FileNotFoundError, KeyError):
-        return []

@@ -6,16 +6,14 @@ The job script is slurm/train.sbatch (or what `trainer slurm` renders from it); 
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import REPO
-from helpers import start_or_skip
+from helpers import logged_losses, start_or_skip
 from slurm_cluster import ClusterUnavailable, SlurmCluster
 
 pytestmark = pytest.mark.slurm
@@ -51,27 +49,11 @@ def submit(slurm: SlurmCluster, *words: str, tasks: int = 2) -> str:
     return result.stdout.strip()
 
 
-def wait_done(slurm: SlurmCluster, job: str, timeout: float = 300) -> dict[str, str]:
-    return slurm.wait_for(job, ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"), timeout)
-
-
 def preempt_after(slurm: SlurmCluster, job: str, run_dir: Path, step: int, cancel: bool = False) -> None:
     """Once the run has logged `step` steps: the time-limit warning (USR1) to every process of the job, or,
     with `cancel`, what preemption and the time limit do: SIGTERM to all, SIGKILL after KillWait."""
-    deadline = time.monotonic() + 300
-    while len(train_losses(run_dir)) < step:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"job {job} did not reach step {step}: {slurm.job_state(job)}")
-        time.sleep(0.2)
+    slurm.wait_until_logged(job, lambda: logged_losses(run_dir), step, timeout=300)
     slurm.run(["scancel", job] if cancel else ["scancel", "--signal=USR1", "--full", job])
-
-
-def train_losses(run_dir: Path) -> list[float]:
-    try:
-        with open(run_dir / "metrics.csv") as f:
-            return [float(row["train/loss"]) for row in csv.DictReader(f) if row.get("train/loss")]
-    except (FileNotFoundError, KeyError):
-        return []
 
 
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -91,7 +73,7 @@ def test_trainer_slurm_dry_run_script_is_submitted_and_trains_to_completion(
     (tmp_path / "job.sbatch").write_text(rendered.stdout)
 
     job = slurm.run(["sbatch", "--parsable", str(tmp_path / "job.sbatch")], cwd=tmp_path).stdout.strip()
-    state = wait_done(slurm, job)
+    state = slurm.wait_done(job)
 
     assert state["JobState"] == "COMPLETED", job_log()
     run_dir = tmp_path / "runs" / "digits_cnn" / f"slurm-{job}"
@@ -105,14 +87,14 @@ def test_preempted_job_checkpoints_requeues_and_resumes_to_the_uninterrupted_wei
 ) -> None:
     reference = tmp_path / "reference"
     reference_job = submit(slurm, str(SCRIPT), *RUN, f"run_dir={reference}")
-    assert wait_done(slurm, reference_job)["JobState"] == "COMPLETED", job_log()
+    assert slurm.wait_done(reference_job)["JobState"] == "COMPLETED", job_log()
 
     job = submit(slurm, str(SCRIPT), *RUN, "logger=[csv,wandb]")
     run_dir = tmp_path / "runs" / "digits_cnn" / f"slurm-{job}"
     preempt_after(slurm, job, run_dir, step=150)
     slurm.wait_for(job, ("PENDING",), timeout=120)  # requeued by the job itself
     wandb_id = (run_dir / "wandb_run_id").read_text()
-    state = wait_done(slurm, job)
+    state = slurm.wait_done(job)
 
     log = job_log()
     assert state["JobState"] == "COMPLETED" and state["Restarts"] == "1", log
@@ -123,7 +105,7 @@ def test_preempted_job_checkpoints_requeues_and_resumes_to_the_uninterrupted_wei
     # Same run directory and W&B run; every step trained exactly once (no sample repeated or skipped).
     assert (run_dir / "wandb_run_id").read_text() == wandb_id
     assert len(list((run_dir / "wandb").glob(f"offline-run-*-{wandb_id}"))) == 2
-    losses, expected = train_losses(run_dir), train_losses(reference)
+    losses, expected = logged_losses(run_dir), logged_losses(reference)
     assert len(losses) == len(expected) == STEPS
     torch.testing.assert_close(torch.tensor(losses), torch.tensor(expected), rtol=1e-5, atol=1e-6)
     # Two gloo processes, each RNG restored: measured bitwise; the stated tolerance is 1e-5.
@@ -140,13 +122,13 @@ def test_job_preempted_twice_still_completes(slurm: SlurmCluster, tmp_path: Path
     slurm.wait_for(job, ("PENDING",), timeout=120)
     # The second time as preemption does it where it cancels (SIGTERM requeues where requeue_on says so).
     preempt_after(slurm, job, run_dir, step=300, cancel=True)
-    state = wait_done(slurm, job)
+    state = slurm.wait_done(job)
 
     log = job_log()
     assert state["JobState"] == "COMPLETED" and state["Restarts"] == "2", log
     assert f"SLURM job {job} stopped by SIGTERM: requeued (2 of 20)" in log
     assert _summary(run_dir)["global_step"] == STEPS
-    assert len(train_losses(run_dir)) == STEPS
+    assert len(logged_losses(run_dir)) == STEPS
 
 
 def test_job_over_its_retry_cap_stops_with_a_clear_message(slurm: SlurmCluster, tmp_path: Path, cli) -> None:
@@ -159,7 +141,7 @@ def test_job_over_its_retry_cap_stops_with_a_clear_message(slurm: SlurmCluster, 
     assert job.isdigit()
     run_dir = tmp_path / "runs" / "digits_cnn" / f"slurm-{job}"
     preempt_after(slurm, job, run_dir, step=100)
-    state = wait_done(slurm, job)
+    state = slurm.wait_done(job)
 
     log = job_log()
     assert state["Restarts"] == "0" and state["JobState"] != "COMPLETED", log
@@ -174,7 +156,7 @@ def test_cancelled_job_saves_a_checkpoint_and_stays_cancelled(slurm: SlurmCluste
     job = submit(slurm, str(SCRIPT), *RUN)
     run_dir = tmp_path / "runs" / "digits_cnn" / f"slurm-{job}"
     preempt_after(slurm, job, run_dir, step=100, cancel=True)
-    state = wait_done(slurm, job)
+    state = slurm.wait_done(job)
 
     assert state["JobState"] == "CANCELLED" and state["Restarts"] == "0", job_log()
     summary = _summary(run_dir)
@@ -188,7 +170,7 @@ def test_cancelled_job_saves_a_checkpoint_and_stays_cancelled(slurm: SlurmCluste
 
 def test_recipe_asking_more_devices_than_the_allocation_fails_at_start(slurm: SlurmCluster) -> None:
     job = submit(slurm, str(SCRIPT), *RUN, "trainer.devices=4")
-    state = wait_done(slurm, job, timeout=120)
+    state = slurm.wait_done(job, timeout=120)
 
     assert state["JobState"] == "FAILED"
     assert "error: trainer.devices=4 but the launcher started 2 processes per node" in job_log()
