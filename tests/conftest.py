@@ -1,13 +1,23 @@
-"""Shared fixtures: every test runs in its own directory, offline, with a per-session data cache."""
+"""Shared fixtures: every test runs in its own directory, offline, with a per-session data cache.
+
+The tiers (unit, integration, distributed, cluster, slow), their timeouts and the unit tier's guard are in
+tests/tiers.py.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+pytest_plugins = ["tiers", "pytester"]
 
 REPO = Path(__file__).resolve().parents[1]
 # Real data sets (MNIST, IMDB, Tiny Shakespeare) in the hub's layout, beside the checkout.
@@ -15,6 +25,8 @@ SHARED_DATA = Path(os.environ.get("TRAINER_SHARED_DATA", REPO.parent / "shared" 
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not any("gpu" in item.keywords for item in items):
+        return  # torch stays unimported for the unit tier alone
     import torch
 
     if torch.cuda.is_available():
@@ -99,3 +111,78 @@ def run_cli(*words: str, cwd: Path | None = None, env: dict[str, str | None] | N
 @pytest.fixture
 def cli():
     return run_cli
+
+
+def run_main(*words: str, cwd: Path | None = None, env: dict[str, str | None] | None = None):
+    """`trainer WORDS...` in this process, through the CLI's own entry point (`trainer.cli.main`): what
+    `run_cli` returns, without paying for a fresh interpreter (and its imports) for every command.
+
+    Warnings are shown as a fresh interpreter shows them, on the result's stderr, so that "one line and
+    nothing else" still catches them. Tests of signals, of concurrent processes and of the console script
+    itself need `run_cli`, as do those that must see what libraries log to their own handlers.
+    """
+    from trainer.cli import main
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with (
+        _environment(env),
+        _working_directory(cwd),
+        contextlib.redirect_stdout(stdout),
+        contextlib.redirect_stderr(stderr),
+        _warnings_as_a_fresh_interpreter_shows_them(),
+    ):
+        try:
+            status = main(list(words))
+        except SystemExit as stop:  # argparse's --help
+            status = stop.code if isinstance(stop.code, int) else 1
+    return subprocess.CompletedProcess(["trainer", *words], status, stdout.getvalue(), stderr.getvalue())
+
+
+@contextlib.contextmanager
+def _warnings_as_a_fresh_interpreter_shows_them() -> Iterator[None]:
+    """Python's default filters (not pytest's, which records warnings instead of printing them), printed to
+    sys.stderr as they are raised."""
+    with warnings.catch_warnings():
+        warnings.resetwarnings()
+        warnings.simplefilter("default")
+        for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+            warnings.simplefilter("ignore", category)
+        warnings.showwarning = _show_on_stderr
+        yield
+
+
+def _show_on_stderr(message, category, filename, lineno, file=None, line=None) -> None:
+    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
+@contextlib.contextmanager
+def _working_directory(folder: Path | None) -> Iterator[None]:
+    """contextlib.chdir, which Python 3.10 lacks."""
+    before = Path.cwd()
+    os.chdir(folder or before)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+@contextlib.contextmanager
+def _environment(changes: dict[str, str | None] | None) -> Iterator[None]:
+    """os.environ with `changes` (None: a variable removed), restored whole afterwards: a command may set
+    variables of its own (Lightning's seed, for one)."""
+    saved = dict(os.environ)
+    for name, value in (changes or {}).items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@pytest.fixture
+def main_cli():
+    return run_main

@@ -1,23 +1,22 @@
-"""Small helpers the tests share (fixtures live in conftest.py)."""
+"""Small helpers the tests share (fixtures live in conftest.py). Importing this module imports neither
+torch nor Lightning, so that the unit tier (tests/unit/) may use it; callbacks.py holds what needs them."""
 
 from __future__ import annotations
 
 import csv
 import hashlib
 import os
-import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import pytest
-
-from trainer import api
 
 
 def fit(recipe: str, *overrides: str) -> dict[str, Any]:
     """`trainer fit RECIPE OVERRIDES...` in process, through the same path as the CLI."""
+    from trainer import api
+
     return api.fit(api.resolve_fit_config(recipe, list(overrides)))
 
 
@@ -65,19 +64,3 @@ def start_or_skip(start: Callable[[], None], unavailable: type[Exception], requi
 
 
 FAST = ("trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1")
-
-
-class SignalAt(L.Callback):
-    """Sends this process a real signal, as a user or a scheduler would, while step `step` runs.
-
-    It fires as step `step` begins; the run notices at the next step boundary and stops after that step.
-    """
-
-    def __init__(self, step: int, signum: int = signal.SIGTERM) -> None:
-        self.step, self.signum = step, signum
-        self.sent = False
-
-    def on_train_batch_start(self, trainer: L.Trainer, *args: object) -> None:
-        if trainer.global_step == self.step - 1 and not self.sent:
-            self.sent = True
-            os.kill(os.getpid(), self.signum)

@@ -15,7 +15,8 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from helpers import FAST, SignalAt, fit, metric_series
+from callbacks import SignalAt
+from helpers import FAST, fit, metric_series
 
 from trainer import api
 

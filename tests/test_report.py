@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import FAST, SignalAt, fit, one_error_line, snapshot
+from callbacks import SignalAt
+from helpers import FAST, fit, one_error_line, snapshot
 from PIL import Image
 
 from trainer import api
