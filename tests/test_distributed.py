@@ -81,15 +81,17 @@ def test_one_and_two_processes_follow_the_same_loss_curve(cli, small_shakespeare
         torch.testing.assert_close(curves[name], curves["one"], rtol=1e-4, atol=0)
 
 
-def test_synced_metrics_equal_single_process_ones(cli, tmp_path: Path) -> None:
+def test_synced_metrics_equal_single_process_ones(cli, main_cli, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    fitted = cli("fit", "digits_cnn", "trainer.max_steps=5", f"run_dir={run_dir}", "trainer.enable_progress_bar=false")
+    fitted = main_cli(
+        "fit", "digits_cnn", "trainer.max_steps=5", f"run_dir={run_dir}", "trainer.enable_progress_bar=false"
+    )
     assert fitted.returncode == 0, fitted.stderr[-3000:]
     # 360 test digits over 2 ranks, and 357 (not a multiple of 2) to exercise the padded shard.
     for limit in ("test[:360]", "test[:357]"):
         metrics = []
-        for devices in (1, 2):
-            result = cli(
+        for devices, command in ((1, main_cli), (2, cli)):
+            result = command(
                 "test", "digits_cnn", f"ckpt={run_dir / 'checkpoints' / 'last.ckpt'}", f"trainer.devices={devices}",
                 "trainer.accelerator=cpu", f"data.test_split={limit}", env=ENV,
             )  # fmt: skip
@@ -151,11 +153,11 @@ def test_interrupted_run_resumes_on_the_same_or_another_world_size(
     assert resumed["val"]["val/loss"] == pytest.approx(straight["val"]["val/loss"], rel=rel)
 
 
-def test_export_consolidates_zero3_into_a_plain_model(cli, small_shakespeare: Path, tmp_path: Path) -> None:
+def test_export_consolidates_zero3_into_a_plain_model(cli, main_cli, small_shakespeare: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     _fit(cli, small_shakespeare, "trainer.devices=2", "trainer.strategy=deepspeed_stage_3", "trainer.max_steps=4",
          f"run_dir={run_dir}")  # fmt: skip
-    exported = cli("export", str(run_dir))
+    exported = main_cli("export", str(run_dir))
     assert exported.returncode == 0, exported.stderr[-3000:]
     folder = Path(exported.stdout.strip())
     assert {p.name for p in folder.iterdir()} >= {"model.safetensors", "model.json", "config.yaml", "tokenizer.json"}
@@ -179,10 +181,10 @@ def test_export_consolidates_zero3_into_a_plain_model(cli, small_shakespeare: Pa
     assert loss == pytest.approx(expected, rel=1e-5)
 
     # The sharded checkpoint exports as a graph too, and predicts what the run itself predicts.
-    onnx = cli("export", str(run_dir), "format=onnx")
+    onnx = main_cli("export", str(run_dir), "format=onnx")
     assert onnx.returncode == 0, onnx.stderr[-3000:]
     greedy = ("ROMEO:", "--temperature", "0", "--max-new-tokens", "8")
-    texts = [cli("predict", str(source), *greedy) for source in (Path(onnx.stdout.strip()), run_dir)]
+    texts = [main_cli("predict", str(source), *greedy) for source in (Path(onnx.stdout.strip()), run_dir)]
     assert all(t.returncode == 0 for t in texts), texts[0].stderr[-3000:] + texts[1].stderr[-3000:]
     assert texts[0].stdout == texts[1].stdout and texts[0].stdout.startswith("ROMEO:")
 
@@ -258,15 +260,15 @@ def _one_line_exit_2(result) -> str:
         (["trainer.accelerator=cpu", "trainer.devices=4096"], "more devices than exist"),
     ],
 )  # fmt: skip
-def test_bad_distributed_settings_are_one_line_and_exit_2(cli, tmp_path: Path, words: list[str], expected: str) -> None:
-    line = _one_line_exit_2(cli("fit", "shakespeare_gpt", "data.path=/tmp", *words))
+def test_bad_distributed_settings_are_one_line_and_exit_2(main_cli, tmp_path, words: list[str], expected: str) -> None:
+    line = _one_line_exit_2(main_cli("fit", "shakespeare_gpt", "data.path=/tmp", *words))
     assert expected in line
     assert not (tmp_path / "runs").exists()
 
 
-def test_plan_prints_batches_memory_and_launch_commands(cli) -> None:
-    result = cli("plan", "shakespeare_gpt", "trainer.strategy=deepspeed_stage_3", "--nodes", "4", "--gpus-per-node",
-                 "8", "--gpu-memory", "80GB")  # fmt: skip
+def test_plan_prints_batches_memory_and_launch_commands(main_cli) -> None:
+    result = main_cli("plan", "shakespeare_gpt", "trainer.strategy=deepspeed_stage_3", "--nodes", "4",
+                      "--gpus-per-node", "8", "--gpu-memory", "80GB")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     assert "world size        32 processes" in out and "micro batch       2 per process" in out
@@ -275,5 +277,5 @@ def test_plan_prints_batches_memory_and_launch_commands(cli) -> None:
     assert out.count("torchrun --nnodes=4 --nproc_per_node=8") == 4
     assert "trainer fit shakespeare_gpt trainer.strategy=deepspeed_stage_3" in out
     assert "* deepspeed_stage_3" in out
-    bad = cli("plan", "shakespeare_gpt", "--nodes", "3", "--gpus-per-node", "8")
+    bad = main_cli("plan", "shakespeare_gpt", "--nodes", "3", "--gpus-per-node", "8")
     assert _one_line_exit_2(bad).endswith("use a multiple of 24")

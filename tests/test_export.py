@@ -205,21 +205,21 @@ def test_predicting_from_onnx_imports_neither_torch_nor_lightning(trained, tmp_p
     assert all(line["label"] in ("neg", "pos") for line in lines)  # IMDB's ClassLabel names
 
 
-def test_predict_prints_one_line_per_input_and_says_what_a_prompt_lost(cli, trained, tmp_path: Path) -> None:
+def test_predict_prints_one_line_per_input_and_says_what_a_prompt_lost(main_cli, trained, tmp_path: Path) -> None:
     folder = api.export(trained("gpt"), fmt="onnx")
-    result = cli("predict", str(folder), "ROMEO: \u263a\u263a", "--temperature", "0", "--max-new-tokens", "5")
+    result = main_cli("predict", str(folder), "ROMEO: \u263a\u263a", "--temperature", "0", "--max-new-tokens", "5")
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.startswith("ROMEO: ")
     assert "left out of the prompt, never seen in training: '\u263a'" in result.stderr
 
     _digit_pngs(tmp_path / "pngs", count=7)
-    digits = cli("predict", str(trained("cnn")), str(tmp_path / "pngs"), "--batch-size", "5")  # a folder of images
+    digits = main_cli("predict", str(trained("cnn")), str(tmp_path / "pngs"), "--batch-size", "5")  # a folder of images
     assert digits.returncode == 0, digits.stderr[-3000:]
     rows = [line.split("\t") for line in digits.stdout.splitlines()]
     assert len(rows) == 7 and all(label in "0123456789" and 0 <= float(p) <= 1 for label, p, _ in rows)
 
 
-def test_bad_input_to_export_and_predict_is_one_line(cli, trained, tmp_path: Path) -> None:
+def test_bad_input_to_export_and_predict_is_one_line(main_cli, trained, tmp_path: Path) -> None:
     image_run, gpt_run = trained("cnn"), trained("gpt")
     not_an_image = tmp_path / "notes.png"
     not_an_image.write_text("not a picture")
@@ -241,27 +241,27 @@ def test_bad_input_to_export_and_predict_is_one_line(cli, trained, tmp_path: Pat
     ]
     before = sorted(p.name for p in image_run.iterdir())
     for words, expected in cases:
-        assert expected in one_error_line(cli(*words)), words
+        assert expected in one_error_line(main_cli(*words)), words
     assert sorted(p.name for p in image_run.iterdir()) == before  # a failed export leaves nothing behind
 
 
-def test_a_manifest_of_another_kind_is_refused(cli, trained, tmp_path: Path) -> None:
+def test_a_manifest_of_another_kind_is_refused(main_cli, trained, tmp_path: Path) -> None:
     folder = tmp_path / "odd"
     folder.mkdir()
     (folder / "manifest.json").write_text(json.dumps({"format": "onnx"}))
-    assert "is not a manifest written by `trainer export`" in one_error_line(cli("predict", str(folder), "x"))
+    assert "is not a manifest written by `trainer export`" in one_error_line(main_cli("predict", str(folder), "x"))
     (folder / "manifest.json").write_text(
         (api.export(trained("gpt"), fmt="onnx") / "manifest.json").read_text().replace('"model.onnx"', '"../x.onnx"')
     )
-    assert "is not a file name" in one_error_line(cli("predict", str(folder), "ROMEO:"))
+    assert "is not a file name" in one_error_line(main_cli("predict", str(folder), "ROMEO:"))
     export = trained("gpt") / "export-onnx"
     os.rename(export / "model.onnx", tmp_path / "moved.onnx")
-    assert "lacks its model file model.onnx" in one_error_line(cli("predict", str(export), "ROMEO:"))
+    assert "lacks its model file model.onnx" in one_error_line(main_cli("predict", str(export), "ROMEO:"))
     (export / "model.onnx").write_bytes(b"\x08\x07 not a protobuf")  # damaged
-    assert "cannot be loaded" in one_error_line(cli("predict", str(export), "ROMEO:"))
+    assert "cannot be loaded" in one_error_line(main_cli("predict", str(export), "ROMEO:"))
 
 
-def test_out_never_replaces_what_is_not_an_export(cli, trained, tmp_path: Path) -> None:
+def test_out_never_replaces_what_is_not_an_export(main_cli, trained, tmp_path: Path) -> None:
     """out= naming the run itself, a folder above it, or any folder with other files is refused untouched."""
     run_dir = trained("cnn")
     keep = tmp_path / "notes"
@@ -270,14 +270,14 @@ def test_out_never_replaces_what_is_not_an_export(cli, trained, tmp_path: Path) 
     (keep / "model.json").write_text('{"name": "my web app"}')  # a file name exports use, among others
     for out in (run_dir, run_dir.parent, keep):
         before = sorted(p.name for p in out.iterdir())
-        assert "is not an earlier export" in one_error_line(cli("export", str(run_dir), f"out={out}"))
+        assert "is not an earlier export" in one_error_line(main_cli("export", str(run_dir), f"out={out}"))
         assert sorted(p.name for p in out.iterdir()) == before
-    fresh = cli("export", str(run_dir), f"out={tmp_path / 'models' / 'digits'}", "format=torchscript")
+    fresh = main_cli("export", str(run_dir), f"out={tmp_path / 'models' / 'digits'}", "format=torchscript")
     assert fresh.returncode == 0, fresh.stderr[-3000:]
-    again = cli("export", str(run_dir), f"out={tmp_path / 'models' / 'digits'}")  # an earlier export: replaced
+    again = main_cli("export", str(run_dir), f"out={tmp_path / 'models' / 'digits'}")  # an earlier export: replaced
     assert again.returncode == 0 and (tmp_path / "models" / "digits" / "model.safetensors").is_file()
     assert not (tmp_path / "models" / "digits" / "model.pt").exists()
-    inside = one_error_line(cli("export", str(run_dir), f"out={tmp_path / 'models' / 'digits' / 'sub'}"))
+    inside = one_error_line(main_cli("export", str(run_dir), f"out={tmp_path / 'models' / 'digits' / 'sub'}"))
     assert "is inside the export" in inside  # the next export would sweep it away
     here = tmp_path / "here"
     here.mkdir()
@@ -297,7 +297,7 @@ def test_out_never_replaces_what_is_not_an_export(cli, trained, tmp_path: Path) 
         ({"preprocess": [1]}, "is not a manifest written by `trainer export`"),
     ],
 )
-def test_a_manifest_edited_by_hand_is_checked(cli, trained, tmp_path: Path, edit: dict, expected: str) -> None:
+def test_a_manifest_edited_by_hand_is_checked(main_cli, trained, tmp_path: Path, edit: dict, expected: str) -> None:
     folder = tmp_path / "edited"
     source = api.export(trained("cnn"), fmt="onnx")
     folder.mkdir()
@@ -311,11 +311,11 @@ def test_a_manifest_edited_by_hand_is_checked(cli, trained, tmp_path: Path, edit
         else:
             manifest[section] = value
     (folder / "manifest.json").write_text(json.dumps(manifest))
-    line = one_error_line(cli("predict", str(folder), _digit_pngs(tmp_path / "pngs", count=1)[0]))
+    line = one_error_line(main_cli("predict", str(folder), _digit_pngs(tmp_path / "pngs", count=1)[0]))
     assert "is not a manifest written by `trainer export`" in line and expected in line
 
 
-def test_odd_inputs_are_made_right_or_refused(cli, trained, tmp_path: Path) -> None:
+def test_odd_inputs_are_made_right_or_refused(main_cli, trained, tmp_path: Path) -> None:
     """16-bit greyscale scaled, not clipped; a folder given to a text model, a negative seed, another run's
     tokenizer: one line each."""
     from sklearn.datasets import load_digits
@@ -329,8 +329,8 @@ def test_odd_inputs_are_made_right_or_refused(cli, trained, tmp_path: Path) -> N
     assert sixteen["index"] == eight["index"] and sixteen["probability"] == pytest.approx(eight["probability"], 1e-3)
 
     classifier = trained("lstm_classifier")
-    assert "is a folder" in one_error_line(cli("predict", str(classifier), str(tmp_path)))
+    assert "is a folder" in one_error_line(main_cli("predict", str(classifier), str(tmp_path)))
     gpt = api.export(trained("gpt"), fmt="onnx")
-    assert "not a whole number of 0 or more" in one_error_line(cli("predict", str(gpt), "ROMEO:", "--seed", "-1"))
+    assert "not a whole number of 0 or more" in one_error_line(main_cli("predict", str(gpt), "ROMEO:", "--seed", "-1"))
     (gpt / "tokenizer.json").write_bytes((classifier / "tokenizer.json").read_bytes())
-    assert "it is another run's" in one_error_line(cli("predict", str(gpt), "ROMEO:"))
+    assert "it is another run's" in one_error_line(main_cli("predict", str(gpt), "ROMEO:"))

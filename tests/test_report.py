@@ -61,9 +61,9 @@ def _summary(run_dir: Path) -> dict:
 # ----------------------------------------------------------------------------- trainer report
 
 
-def test_report_draws_the_curves_and_writes_the_markdown(cli, runs_root: Path, tmp_path: Path) -> None:
+def test_report_draws_the_curves_and_writes_the_markdown(main_cli, runs_root: Path, tmp_path: Path) -> None:
     run_dir = _copy(runs_root / "digits_cnn" / "plain", tmp_path)
-    result = cli("report", str(run_dir))
+    result = main_cli("report", str(run_dir))
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout == f"{run_dir / 'report'}\n"
 
@@ -157,10 +157,10 @@ def test_steps_logged_again_after_a_resume_keep_the_newest_values(tmp_path: Path
 # ----------------------------------------------------------------------------- trainer compare
 
 
-def test_compare_overlays_the_runs_and_tabulates_them(cli, runs_root: Path, tmp_path: Path) -> None:
+def test_compare_overlays_the_runs_and_tabulates_them(main_cli, runs_root: Path, tmp_path: Path) -> None:
     plain, evals = runs_root / "digits_cnn" / "plain", runs_root / "digits_cnn" / "evals"
     out = tmp_path / "cmp"
-    result = cli("compare", str(plain), str(evals), "--out", str(out))
+    result = main_cli("compare", str(plain), str(evals), "--out", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout == f"{out}\n"
     assert {path.name for path in out.iterdir()} == {"compare.md", "train_loss.png", "val_loss.png", "val_acc.png"}
@@ -183,14 +183,14 @@ def test_compare_overlays_the_runs_and_tabulates_them(cli, runs_root: Path, tmp_
 
     # Again into the same folder: the previous comparison is replaced, not mixed with the new one.
     (out / "stale.png").write_bytes(b"old")
-    assert cli("compare", str(plain), str(evals), "--out", str(out)).returncode == 0
+    assert main_cli("compare", str(plain), str(evals), "--out", str(out)).returncode == 0
     assert not (out / "stale.png").exists()
 
 
 # ----------------------------------------------------------------------------- trainer runs
 
 
-def test_runs_lists_each_run_with_its_state(cli, runs_root: Path, tmp_path: Path) -> None:
+def test_runs_lists_each_run_with_its_state(main_cli, runs_root: Path, tmp_path: Path) -> None:
     root = tmp_path / "runs"
     shutil.copytree(runs_root, root)
     runs = root / "digits_cnn"
@@ -211,7 +211,7 @@ def test_runs_lists_each_run_with_its_state(cli, runs_root: Path, tmp_path: Path
 
     claim = RunClaim.existing(running)  # this process holds the run, as a training rank 0 does
     try:
-        result = cli("runs", "--root", str(root))
+        result = main_cli("runs", "--root", str(root))
     finally:
         claim.release()
     assert result.returncode == 0, result.stderr[-3000:]
@@ -231,9 +231,9 @@ def test_runs_lists_each_run_with_its_state(cli, runs_root: Path, tmp_path: Path
     best = read_metrics(runs / "plain" / "metrics.csv")["val/acc"].best("max")
     assert found["plain"]["best"] == f"val/acc={best:.4g}"
 
-    only = cli("runs", "digits_cnn", "--root", str(root))
+    only = main_cli("runs", "digits_cnn", "--root", str(root))
     assert only.returncode == 0 and len(_columns(only.stdout)) == len(lines)
-    other = cli("runs", "mnist_cnn", "--root", str(root))
+    other = main_cli("runs", "mnist_cnn", "--root", str(root))
     assert other.returncode == 0 and other.stdout.startswith("no runs of recipe 'mnist_cnn' under ")
 
 
@@ -273,13 +273,13 @@ def test_runs_reads_files_alone_and_answers_at_once(runs_root: Path) -> None:
     assert time.perf_counter() - started < 0.5
 
 
-def test_runs_under_an_empty_or_missing_root(cli, tmp_path: Path) -> None:
-    result = cli("runs")  # no ./runs here
+def test_runs_under_an_empty_or_missing_root(main_cli, tmp_path: Path) -> None:
+    result = main_cli("runs")  # no ./runs here
     assert result.returncode == 0 and result.stdout.startswith("no runs under runs/ ") and not result.stderr
     (tmp_path / "empty").mkdir()
-    result = cli("runs", "--root", "empty")
+    result = main_cli("runs", "--root", "empty")
     assert result.returncode == 0 and result.stdout.startswith("no runs under empty/ ")
-    assert "--root 'missing' does not exist" in one_error_line(cli("runs", "--root", "missing"))
+    assert "--root 'missing' does not exist" in one_error_line(main_cli("runs", "--root", "missing"))
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -310,7 +310,7 @@ def test_runs_under_an_empty_or_missing_root(cli, tmp_path: Path) -> None:
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(
-    cli, runs_root: Path, tmp_path: Path, words: list[str], expected: str
+    main_cli, runs_root: Path, tmp_path: Path, words: list[str], expected: str
 ) -> None:
     run_dir = _copy(runs_root / "digits_cnn" / "plain", tmp_path, "run")
     _copy(run_dir, tmp_path, "run_copy")
@@ -339,29 +339,29 @@ def test_bad_input_is_one_line_and_writes_nothing(
     (tmp_path / "foreign_report" / "report" / "notes.txt").write_text("mine")
     before = snapshot(tmp_path)
     words = [{"RUN": "run", "RUN_COPY": "run_copy"}.get(word, word) for word in words]
-    assert expected in one_error_line(cli(*words))
+    assert expected in one_error_line(main_cli(*words))
     assert snapshot(tmp_path) == before
 
 
 # ----------------------------------------------------------------------------- damaged and unusual input
 
 
-def test_compare_into_the_current_folder_and_through_a_link(cli, runs_root: Path, tmp_path: Path) -> None:
+def test_compare_into_the_current_folder_and_through_a_link(main_cli, runs_root: Path, tmp_path: Path) -> None:
     plain, evals = str(runs_root / "digits_cnn" / "plain"), str(runs_root / "digits_cnn" / "evals")
     here = tmp_path / "here"
     here.mkdir()
     for _ in range(2):  # new (empty), then a previous comparison, replaced in place: the shell's folder stays
-        result = cli("compare", plain, evals, "--out", ".", cwd=here)
+        result = main_cli("compare", plain, evals, "--out", ".", cwd=here)
         assert result.returncode == 0 and result.stdout == ".\n", result.stderr[-3000:]
         assert {path.name for path in here.iterdir()} == {"compare.md", "train_loss.png", "val_loss.png", "val_acc.png"}
     real = tmp_path / "real"
     real.mkdir()
     (tmp_path / "link").symlink_to(real)
-    assert cli("compare", plain, evals, "--out", str(tmp_path / "link")).returncode == 0
+    assert main_cli("compare", plain, evals, "--out", str(tmp_path / "link")).returncode == 0
     assert (tmp_path / "link").is_symlink() and (real / "compare.md").is_file()
 
 
-def test_damaged_files_never_stop_runs_nor_lose_a_run(cli, runs_root: Path, tmp_path: Path) -> None:
+def test_damaged_files_never_stop_runs_nor_lose_a_run(main_cli, runs_root: Path, tmp_path: Path) -> None:
     root = tmp_path / "root"
     plain = runs_root / "digits_cnn" / "plain"
     bad = {
@@ -384,7 +384,7 @@ def test_damaged_files_never_stop_runs_nor_lose_a_run(cli, runs_root: Path, tmp_
     with open(root / "digits_cnn" / "long_field" / "metrics.csv", "a") as file:
         file.write("1," + "9" * 200_000 + "\n")
 
-    result = cli("runs", "--root", str(root))
+    result = main_cli("runs", "--root", str(root))
     assert result.returncode == 0 and not result.stderr, result.stderr[-3000:]
     found = {Path(line["run"]).name: line for line in _columns(result.stdout)}
     assert set(found) == set(bad)
@@ -398,7 +398,7 @@ def test_damaged_files_never_stop_runs_nor_lose_a_run(cli, runs_root: Path, tmp_
 
     # compare reads the same files: undecodable bytes and wrong types leave out what they would have told.
     runs = root / "digits_cnn"
-    result = cli("compare", str(runs / "undecodable"), str(runs / "step_text"), "--out", str(tmp_path / "cmp"))
+    result = main_cli("compare", str(runs / "undecodable"), str(runs / "step_text"), "--out", str(tmp_path / "cmp"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| step_text | digits_cnn | finished | - |" in (tmp_path / "cmp" / "compare.md").read_text()
 
