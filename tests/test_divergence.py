@@ -30,10 +30,11 @@ DIVERGING = ["digits_cnn", "optim.name=sgd", "optim.lr=1e12", "scheduler.name=no
     ],
 )
 def test_a_diverging_run_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
-    cli, tmp_path: Path, guard: str, words: list[str]
+    cli, main_cli, tmp_path: Path, guard: str, words: list[str]
 ) -> None:
     run_dir = tmp_path / "run"
-    result = cli("fit", *DIVERGING, *words, f"run_dir={run_dir}")
+    command = cli if "ranks" in guard else main_cli  # ranks: real worker processes, started by the console script
+    result = command("fit", *DIVERGING, *words, f"run_dir={run_dir}")
     assert result.returncode == 3, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     line = result.stderr.strip().splitlines()[-1]

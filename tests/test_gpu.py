@@ -38,10 +38,16 @@ def _words(recipe: str, data: Path, accelerator: str, run_dir: Path, *more: str)
 @pytest.mark.parametrize("accelerator", ACCELERATORS)
 @pytest.mark.parametrize("recipe", list(TINY))
 def test_every_family_trains_a_few_steps_in_bf16(
-    cli, recipe: str, accelerator: str, shared_data: Path, small_imdb: Path, small_shakespeare: Path, tmp_path: Path
+    main_cli,
+    recipe: str,
+    accelerator: str,
+    shared_data: Path,
+    small_imdb: Path,
+    small_shakespeare: Path,
+    tmp_path: Path,
 ) -> None:
     data = {"mnist": shared_data / "mnist", "imdb": small_imdb, "tiny_shakespeare": small_shakespeare}[DATA[recipe]]
-    result = cli("fit", *_words(recipe, data, accelerator, tmp_path / "run", "trainer.max_steps=6"))
+    result = main_cli("fit", *_words(recipe, data, accelerator, tmp_path / "run", "trainer.max_steps=6"))
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout)
     assert summary["global_step"] == 6 and math.isfinite(summary["val"]["val/loss"])

@@ -141,17 +141,18 @@ def test_a_run_says_where_it_is_and_a_stop_says_how_to_resume(tmp_path: Path) ->
     assert json.loads(resumed.stdout)["global_step"] == step + 2
 
 
-def test_test_and_generate_read_the_runs_own_config(cli, small_shakespeare: Path, tmp_path: Path) -> None:
+def test_test_and_generate_read_the_runs_own_config(main_cli, small_shakespeare: Path, tmp_path: Path) -> None:
     """No data.path, block size or model size on the command line: the checkpoint's run brings them."""
     run_dir = tmp_path / "gpt"
-    fitted = cli("fit", "shakespeare_gpt", f"data.path={small_shakespeare}", "data.block_size=32", "model.d_model=32",
-                 "model.n_heads=4", "model.n_layers=1", "trainer.max_steps=3", f"run_dir={run_dir}", *FAST)  # fmt: skip
+    fitted = main_cli("fit", "shakespeare_gpt", f"data.path={small_shakespeare}", "data.block_size=32",
+                      "model.d_model=32", "model.n_heads=4", "model.n_layers=1", "trainer.max_steps=3",
+                      f"run_dir={run_dir}", *FAST)  # fmt: skip
     assert fitted.returncode == 0, fitted.stderr[-3000:]
     ckpt = f"ckpt={run_dir / 'checkpoints' / 'last.ckpt'}"
-    tested = cli("test", "shakespeare_gpt", ckpt)
+    tested = main_cli("test", "shakespeare_gpt", ckpt)
     assert tested.returncode == 0, tested.stderr[-3000:]
     assert set(json.loads(tested.stdout)) >= {"val/loss", "val/ppl"}
-    generated = cli("generate", "shakespeare_gpt", ckpt, "max_new_tokens=5")
+    generated = main_cli("generate", "shakespeare_gpt", ckpt, "max_new_tokens=5")
     assert generated.returncode == 0 and generated.stdout.startswith("ROMEO:"), generated.stderr[-3000:]
 
 

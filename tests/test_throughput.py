@@ -112,11 +112,11 @@ def test_dense_peaks_come_from_the_table(device_name: str, precision: str, peak:
     assert dense_peak(device_name, precision) == peak
 
 
-def test_the_model_summary_counts_the_forward_flops_of_every_family(cli, small_imdb: Path, tmp_path: Path) -> None:
+def test_the_model_summary_counts_the_forward_flops_of_every_family(main_cli, small_imdb: Path, tmp_path: Path) -> None:
     # The LSTM is the hard case: fused oneDNN and cuDNN kernels hide its matmuls from a FLOP counter.
     words = [f"data.path={small_imdb}", "data.tokenizer.vocab_size=300", "data.max_length=32",
              "data.global_batch_size=16", "trainer.max_steps=2", f"run_dir={tmp_path / 'run'}", *FAST]  # fmt: skip
-    result = cli("fit", "imdb_lstm", *words)
+    result = main_cli("fit", "imdb_lstm", *words)
     assert result.returncode == 0, result.stderr[-3000:]
     total = re.search(r"^([\d.]+) (K|M|G)?\s+Total Flops$", result.stderr, re.MULTILINE)
     assert total, result.stderr[-3000:]
