@@ -5,7 +5,8 @@
 # job (the same on every node, new for every job): its run directory is runs/<recipe>/torchrun-<RDZV_ID>,
 # where an elastic restart finds it again. On one node it defaults to a fresh id. Workers per node: the
 # recipe's count (`trainer.devices`; auto: every GPU, or one CPU process), or NPROC_PER_NODE, which must
-# then agree with a count the recipe names. torchrun's exit status is 1 when a worker fails.
+# then agree with a count the recipe names. RDZV_CONF passes torchrun's --rdzv-conf (e.g. read_timeout=120:
+# how long a node waits for the head's store, 60 s by default). torchrun's exit status is 1 when a worker fails.
 set -euo pipefail
 
 NNODES="${NNODES:-1}"
@@ -34,6 +35,6 @@ NPROC_PER_NODE="$("$PYTHON" -m trainer devices ${NPROC_PER_NODE:+--expect "$NPRO
 
 command=("$PYTHON" -m torch.distributed.run --nnodes="$NNODES" --nproc_per_node="$NPROC_PER_NODE"
   --rdzv_backend=c10d --rdzv_endpoint="$MASTER_ADDR:$MASTER_PORT" --rdzv_id="$RDZV_ID"
-  --max-restarts="${MAX_RESTARTS:-0}" -m trainer fit "$@")
+  ${RDZV_CONF:+"--rdzv-conf=$RDZV_CONF"} --max-restarts="${MAX_RESTARTS:-0}" -m trainer fit "$@")
 echo "+ ${command[*]}" >&2
 exec "${command[@]}"

@@ -87,7 +87,9 @@ def test_a_hostname_that_resolves_to_loopback_is_one_line_at_start(nodes: Nodes,
     hosts = node1.hosts_file.read_bytes()
     node1.hosts_file.write_bytes(broken.read_bytes())
     try:
-        results = _torchrun_on_each_node(nodes, tmp_path, ["digits_cnn", *TINY])
+        # node1 stops before its torchrun opens the rendezvous; node2's torchrun waits read_timeout for it
+        # (60 s by default), then gives up.
+        results = _torchrun_on_each_node(nodes, tmp_path, ["digits_cnn", *TINY], env={"RDZV_CONF": "read_timeout=10"})
     finally:
         node1.hosts_file.write_bytes(hosts)
     first = [line for line in results[0].stderr.splitlines() if line.startswith("error: ")]

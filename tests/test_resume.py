@@ -21,10 +21,18 @@ def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
 
 
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory: pytest.TempPathFactory, session_cache: Path) -> Path:
+    """The run every stopped-and-resumed one must end equal to, trained once for all of them."""
+    run_dir = tmp_path_factory.mktemp("straight") / "run"
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("TRAINER_CACHE", str(session_cache / "trainer"))
+        fit("digits_cnn", *COMMON, f"run_dir={run_dir}")
+    return run_dir
+
+
 @pytest.mark.parametrize(("stop_at", "signum"), [(30, signal.SIGTERM), (41, signal.SIGINT), (47, signal.SIGUSR1)])
-def test_stopped_and_resumed_run_matches_a_straight_run(tmp_path: Path, stop_at: int, signum: int) -> None:
-    straight = tmp_path / "straight"
-    fit("digits_cnn", *COMMON, f"run_dir={straight}")
+def test_stopped_and_resumed_run_matches_a_straight_run(straight: Path, tmp_path: Path, stop_at: int, signum) -> None:
 
     stopped = tmp_path / "stopped"
     config = api.resolve_fit_config("digits_cnn", [*COMMON, f"run_dir={stopped}"])

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, offline_environment, run_main
 from helpers import logged_losses, start_or_skip
 from slurm_cluster import ClusterUnavailable, SlurmCluster
 
@@ -64,31 +65,41 @@ def job_log() -> str:
     return (Path.cwd() / "job.out").read_text()
 
 
-def test_trainer_slurm_dry_run_script_is_submitted_and_trains_to_completion(
-    slurm: SlurmCluster, tmp_path: Path, cli
-) -> None:
-    rendered = cli("slurm", *RUN, "--ntasks-per-node", "2", "--output", str(tmp_path / "job.out"), "--dry-run")
+@dataclass(frozen=True)
+class FinishedJob:
+    job: str
+    state: dict[str, str]
+    log: str
+    run_dir: Path
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(cluster: SlurmCluster, session_cache: Path, tmp_path_factory: pytest.TempPathFactory):
+    """`trainer slurm RUN --dry-run`, submitted as printed and run to its end: the job one test checks and the
+    one a preempted job must end equal to (run once for both)."""
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    env = {**offline_environment(folder, session_cache), "PYTHON": sys.executable}
+    words = ("--ntasks-per-node", "2", "--output", str(folder / "job.out"), "--dry-run")
+    rendered = run_main("slurm", *RUN, *words, cwd=folder, env=env)
     assert rendered.returncode == 0, rendered.stderr
     assert "#SBATCH --requeue" in rendered.stdout and "#SBATCH --ntasks-per-node=2" in rendered.stdout
-    (tmp_path / "job.sbatch").write_text(rendered.stdout)
+    (folder / "job.sbatch").write_text(rendered.stdout)
+    job = cluster.run(["sbatch", "--parsable", "job.sbatch"], cwd=folder, env=env).stdout.strip()
+    state = cluster.wait_done(job)
+    return FinishedJob(job, state, (folder / "job.out").read_text(), folder / "runs" / "digits_cnn" / f"slurm-{job}")
 
-    job = slurm.run(["sbatch", "--parsable", str(tmp_path / "job.sbatch")], cwd=tmp_path).stdout.strip()
-    state = slurm.wait_done(job)
 
-    assert state["JobState"] == "COMPLETED", job_log()
-    run_dir = tmp_path / "runs" / "digits_cnn" / f"slurm-{job}"
-    summary = _summary(run_dir)
+def test_trainer_slurm_dry_run_script_is_submitted_and_trains_to_completion(uninterrupted: FinishedJob) -> None:
+    assert uninterrupted.state["JobState"] == "COMPLETED", uninterrupted.log[-3000:]
+    summary = _summary(uninterrupted.run_dir)
     assert summary["world_size"] == 2 and summary["global_step"] == STEPS and summary["stopped_by"] is None
     assert summary["test"]["test/acc"] > 0.9
 
 
 def test_preempted_job_checkpoints_requeues_and_resumes_to_the_uninterrupted_weights(
-    slurm: SlurmCluster, tmp_path: Path
+    slurm: SlurmCluster, uninterrupted: FinishedJob, tmp_path: Path
 ) -> None:
-    reference = tmp_path / "reference"
-    reference_job = submit(slurm, str(SCRIPT), *RUN, f"run_dir={reference}")
-    assert slurm.wait_done(reference_job)["JobState"] == "COMPLETED", job_log()
-
+    reference = uninterrupted.run_dir
     job = submit(slurm, str(SCRIPT), *RUN, "logger=[csv,wandb]")
     run_dir = tmp_path / "runs" / "digits_cnn" / f"slurm-{job}"
     preempt_after(slurm, job, run_dir, step=150)
@@ -131,9 +142,9 @@ def test_job_preempted_twice_still_completes(slurm: SlurmCluster, tmp_path: Path
     assert len(logged_losses(run_dir)) == STEPS
 
 
-def test_job_over_its_retry_cap_stops_with_a_clear_message(slurm: SlurmCluster, tmp_path: Path, cli) -> None:
+def test_job_over_its_retry_cap_stops_with_a_clear_message(slurm: SlurmCluster, tmp_path: Path, main_cli) -> None:
     # Submitted by `trainer slurm` itself (sbatch reads the rendered script from stdin).
-    submitted = cli(
+    submitted = main_cli(
         "slurm", *RUN, "slurm.max_requeues=0", "--ntasks-per-node", "2", "--output", str(tmp_path / "job.out")
     )
     assert submitted.returncode == 0, submitted.stderr
