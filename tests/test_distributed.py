@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, run_cli
 from helpers import metric_series
 
 from trainer.export import load_exported
@@ -102,6 +102,19 @@ def test_synced_metrics_equal_single_process_ones(cli, main_cli, tmp_path: Path)
             assert metrics[1][key] == pytest.approx(metrics[0][key], abs=1e-6), key
 
 
+@pytest.fixture(scope="module")
+def straight_runs(tmp_path_factory: pytest.TempPathFactory):
+    """The summary of an uninterrupted run, trained once per set of words for every test it is the reference of."""
+    done: dict[tuple[str, ...], dict] = {}
+
+    def straight(data: Path, *words: str) -> dict:
+        if words not in done:
+            done[words] = _fit(run_cli, data, *words, f"run_dir={tmp_path_factory.mktemp('straight') / 'run'}")
+        return done[words]
+
+    return straight
+
+
 def _fit_until_interrupted(data: Path, run_dir: Path, *words: str) -> int:
     """Start a fit and SIGTERM it the moment it says where its run is; return the step it stopped at.
 
@@ -136,12 +149,12 @@ def _fit_until_interrupted(data: Path, run_dir: Path, *words: str) -> int:
     ],
 )
 def test_interrupted_run_resumes_on_the_same_or_another_world_size(
-    cli, small_shakespeare: Path, tmp_path: Path, strategy: str, saved_on: int, resumed_on: int, rel: float
+    cli, straight_runs, small_shakespeare: Path, tmp_path: Path, strategy, saved_on: int, resumed_on: int, rel: float
 ) -> None:
     """SIGTERM early in the run, resume with `resume=` on `resumed_on` processes: the run ends where an
     uninterrupted run on `saved_on` processes ends, within `rel` on the final validation loss."""
     common = (f"trainer.strategy={strategy}", "data.micro_batch_size=4", "trainer.max_steps=40")
-    straight = _fit(cli, small_shakespeare, *common, f"trainer.devices={saved_on}", f"run_dir={tmp_path / 's'}")
+    straight = straight_runs(small_shakespeare, *common, f"trainer.devices={saved_on}")
 
     run_dir = tmp_path / "run"
     stopped_at = _fit_until_interrupted(small_shakespeare, run_dir, *common, f"trainer.devices={saved_on}")

@@ -26,7 +26,7 @@ DIVERGING = ["digits_cnn", "optim.name=sgd", "optim.lr=1e12", "scheduler.name=no
     [
         ("device", []),
         ("host", ["optim.fused=false"]),
-        ("device, 2 ranks", ["trainer.devices=2", "trainer.strategy=ddp"]),
+        pytest.param("device, 2 ranks", ["trainer.devices=2", "trainer.strategy=ddp"], marks=pytest.mark.distributed),
     ],
 )
 def test_a_diverging_run_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
