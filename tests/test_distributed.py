@@ -102,7 +102,7 @@ def test_synced_metrics_equal_single_process_ones(cli, main_cli, tmp_path: Path)
             assert metrics[1][key] == pytest.approx(metrics[0][key], abs=1e-6), key
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def straight_runs(tmp_path_factory: pytest.TempPathFactory):
     """The summary of an uninterrupted run, trained once per set of words for every test it is the reference of."""
     done: dict[tuple[str, ...], dict] = {}

@@ -40,7 +40,7 @@ TEXTS = ["A wonderful film, the best acting I have seen in years.", "Dull, slow 
 PROMPTS = ["ROMEO:", "\n"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory, small_imdb: Path, small_shakespeare: Path):
     """family -> a finished run directory, trained on first use (in process, offline, with a module cache)."""
     root = tmp_path_factory.mktemp("export_runs")

@@ -31,7 +31,7 @@ from trainer.lifecycle.checkpoints import read_training_checkpoint
 TINY_GPT = ("model.d_model=32", "model.n_heads=4", "model.n_layers=1", "data.block_size=32", *FAST)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished digits_cnn run (6 steps, a best-k checkpoint beside last.ckpt). Tests copy it before changing it."""
     run_dir = tmp_path_factory.mktemp("digits") / "run"
@@ -41,7 +41,7 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run_dir
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def gpt_run(tmp_path_factory: pytest.TempPathFactory, small_shakespeare: Path) -> Path:
     run_dir = tmp_path_factory.mktemp("gpt") / "run"
     words = ["fit", "shakespeare_gpt", f"data.path={small_shakespeare}", *TINY_GPT, "trainer.max_steps=4"]
@@ -213,7 +213,7 @@ def test_a_full_disk_ends_the_run_with_one_line_and_keeps_the_last_good_checkpoi
 # ----------------------------------------------------------------------------- nothing to train
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def bad_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -467,7 +467,7 @@ def test_export_over_a_file_is_one_line_and_a_new_export_replaces_the_old_whole(
     assert modes["model.safetensors"] == modes["config.yaml"], modes  # readable alike, not safetensors' 0600
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def odd_labels(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Folders of text-classification data, each odd in one way (`unseen`: a test label training never saw)."""
     import pyarrow as pa

@@ -28,7 +28,7 @@ SMALL = (*FAST, "trainer.limit_train_batches=12", "data.max_eval_samples=96")
 TEST_EXAMPLES = 96
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def runs_root(tmp_path_factory: pytest.TempPathFactory, session_cache: Path) -> Path:
     """runs/digits_cnn/ with: `plain` (2 epochs, a validation at the end of each), `evals` (3 validations in
     one epoch), `resumed` (stopped by SIGTERM at step 5, resumed with a higher max_steps) and `stopped`

@@ -21,7 +21,7 @@ def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def straight(tmp_path_factory: pytest.TempPathFactory, session_cache: Path) -> Path:
     """The run every stopped-and-resumed one must end equal to, trained once for all of them."""
     run_dir = tmp_path_factory.mktemp("straight") / "run"
