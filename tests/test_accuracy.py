@@ -50,13 +50,16 @@ def _unigram_entropy(text: str) -> float:
     return -sum(n / len(text) * math.log(n / len(text)) for n in counts.values())
 
 
+# 64-character blocks, batches of 32 and a higher learning rate: 250 GPT steps reach about 0.67 x the unigram
+# entropy and 150 LSTM steps about 0.59 x (both seeds 42 and 1), well under the 0.75 floor.
 @pytest.mark.parametrize(
     ("recipe", "model"),
     [
-        ("shakespeare_gpt", ("model.d_model=128", "model.n_heads=4", "model.n_layers=2", "optim.lr=3e-3")),
-        ("shakespeare_lstm", ("model.hidden_size=128", "model.num_layers=1", "optim.lr=5e-3")),
+        ("shakespeare_gpt", ("model.d_model=128", "model.n_heads=4", "model.n_layers=2", "optim.lr=4e-3",
+                             "trainer.max_steps=250")),
+        ("shakespeare_lstm", ("model.hidden_size=128", "model.num_layers=1", "optim.lr=1e-2", "trainer.max_steps=150")),
     ],
-)
+)  # fmt: skip
 def test_shakespeare_lm_beats_the_unigram_entropy(
     recipe: str, model: tuple[str, ...], shared_data: Path, tmp_path: Path
 ) -> None:
@@ -67,8 +70,7 @@ def test_shakespeare_lm_beats_the_unigram_entropy(
         *model,
         "data.block_size=64",
         "data.global_batch_size=32",
-        "trainer.max_steps=400",
-        "scheduler.warmup_steps=30",
+        "scheduler.warmup_steps=20",
         "data.max_eval_samples=1000",
         f"run_dir={tmp_path / 'run'}",
         *QUIET,

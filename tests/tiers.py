@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -36,20 +37,43 @@ STRICT_GUARD = "TRAINER_STRICT_UNIT_GUARD"
 def tier_of(item: pytest.Item) -> str:
     tiers = [name for name in TIERS if item.get_closest_marker(name)]
     if len(tiers) != 1:
-        raise pytest.UsageError(f"{item.nodeid} is in tiers {tiers}; a test belongs to exactly one of {list(TIERS)}")
+        why = " (a test under a unit/ folder is unit)" if "unit" in tiers else ""
+        raise pytest.UsageError(
+            f"{item.nodeid} is in tiers {tiers}{why}; a test belongs to exactly one of {list(TIERS)}"
+        )
     return tiers[0]
 
 
+def in_unit_folder(path: Path) -> bool:
+    return "unit" in path.parent.parts
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    for name in TIERS:  # pyproject.toml describes them; here for a run of this plugin alone (test_tiers.py)
+        config.addinivalue_line("markers", f"{name}: a tier of the suite (tests/tiers.py)")
     sys.addaudithook(_audit)
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """`-m unit` collects tests/unit/ alone: the rest would be deselected anyway (the unit tier is that folder),
+    and importing it would import Lightning before the guard could see a unit test do so."""
+    only_unit = config.option.markexpr.strip() == "unit"
+    test_file = collection_path.suffix == ".py" and collection_path.name.startswith("test_")
+    return True if only_unit and test_file and not in_unit_folder(collection_path) else None
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    global _lightning_collected_by
+    if _lightning_collected_by is None and "lightning" in sys.modules:
+        _lightning_collected_by = report.nodeid or "conftest.py"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        in_unit_folder = item.path.parent.name == "unit"
-        if item.get_closest_marker("unit") and not in_unit_folder:
+        unit_folder = in_unit_folder(item.path)
+        if item.get_closest_marker("unit") and not unit_folder:
             raise pytest.UsageError(f"{item.nodeid} is marked unit outside a unit/ folder, where the guard checks it")
-        if in_unit_folder:
+        if unit_folder:
             item.add_marker(pytest.mark.unit)
         if any(item.get_closest_marker(name) for name in CLUSTER_MARKERS):
             item.add_marker(pytest.mark.cluster)
@@ -63,6 +87,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 # What the running unit test did that a unit test must not do; None outside unit tests.
 _forbidden: list[str] | None = None
+# The collected module (or conftest) that first imported Lightning, if collection did.
+_lightning_collected_by: str | None = None
 
 
 def _audit(event: str, args: tuple) -> None:
@@ -70,22 +96,36 @@ def _audit(event: str, args: tuple) -> None:
         _forbidden.append(f"started a process ({event} {str(args[:2])[:200]})")
 
 
-@pytest.fixture(autouse=True)
-def unit_tier_guard(request: pytest.FixtureRequest):
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item):
+    """Fixtures included: the first unit test to use a module- or session-scoped one sets it up here."""
+    return (yield from _guarded(item))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
     """A unit test that starts a process or imports Lightning fails: it belongs to the integration tier."""
+    return (yield from _guarded(item))
+
+
+def _guarded(item: pytest.Item):
     global _forbidden
-    if request.node.get_closest_marker("unit") is None:
-        yield
-        return
+    if item.get_closest_marker("unit") is None:
+        return (yield)
     lightning_before = "lightning" in sys.modules
     if lightning_before and os.environ.get(STRICT_GUARD):
-        pytest.fail("Lightning was imported before this unit test (at collection?); the guard cannot check it")
+        by = f" by {_lightning_collected_by}" if _lightning_collected_by else ""
+        pytest.fail(f"Lightning was imported{by} before this unit test ran; the guard cannot check it")
     _forbidden = []
     try:
-        yield
+        result = yield
     finally:
         found, _forbidden = _forbidden, None
     if not lightning_before and "lightning" in sys.modules:
         found.append("imported Lightning")
     if found:
-        pytest.fail(f"a unit test {'; '.join(found)}: move it out of tests/unit/ into the integration tier")
+        pytest.fail(
+            f"a unit test {'; '.join(found)}: call the CLI in this process (the main_cli fixture, run_main) or "
+            "move the test out of tests/unit/ into the integration tier"
+        )
+    return result
