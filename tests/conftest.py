@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
+import random
 import subprocess
 import sys
 import warnings
@@ -120,9 +122,11 @@ def run_main(*words: str, cwd: Path | None = None, env: dict[str, str | None] | 
     """`trainer WORDS...` in this process, through the CLI's own entry point (`trainer.cli.main`): what
     `run_cli` returns, without paying for a fresh interpreter (and its imports) for every command.
 
-    Warnings are shown as a fresh interpreter shows them, on the result's stderr, so that "one line and
-    nothing else" still catches them. Tests of signals, of concurrent processes and of the console script
-    itself need `run_cli`, as do those that must see what libraries log to their own handlers.
+    What a fresh interpreter would print comes back on the result: warnings as Python shows them, and what
+    libraries log through handlers made when they were imported (Lightning's INFO lines). The environment,
+    the working directory and the random number generators are restored afterwards. `env` changes what the
+    command reads while it runs, not what a library read once at import (torch's CXX, OMP_NUM_THREADS):
+    that, signals, `kill -9`, concurrent processes and the console script itself need `run_cli`.
     """
     from trainer.cli import main
 
@@ -130,15 +134,55 @@ def run_main(*words: str, cwd: Path | None = None, env: dict[str, str | None] | 
     with (
         _environment(env),
         _working_directory(cwd),
+        _random_state_restored(),
         contextlib.redirect_stdout(stdout),
         contextlib.redirect_stderr(stderr),
+        _library_logs_to(stderr),
         _warnings_as_a_fresh_interpreter_shows_them(),
     ):
         try:
             status = main(list(words))
         except SystemExit as stop:  # argparse's --help
-            status = stop.code if isinstance(stop.code, int) else 1
+            status = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
     return subprocess.CompletedProcess(["trainer", *words], status, stdout.getvalue(), stderr.getvalue())
+
+
+@contextlib.contextmanager
+def _library_logs_to(stream: io.StringIO) -> Iterator[None]:
+    """Every logging.StreamHandler a library made (Lightning's, at its import) writes to `stream` meanwhile:
+    it holds the sys.stderr of the moment it was made, which in a test session is not this command's."""
+    handlers = [
+        handler
+        for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+        for handler in getattr(logger, "handlers", ())
+        if type(handler) is logging.StreamHandler  # not files, not pytest's capture (subclasses)
+    ]
+    before = [handler.stream for handler in handlers]
+    for handler in handlers:
+        handler.setStream(stream)
+    try:
+        yield
+    finally:
+        for handler, old in zip(handlers, before, strict=True):
+            handler.setStream(old)
+
+
+@contextlib.contextmanager
+def _random_state_restored() -> Iterator[None]:
+    """A run seeds Python's, numpy's and torch's global generators; the next test finds them as they were."""
+    saved = random.getstate()
+    numpy = sys.modules.get("numpy")
+    numpy_state = numpy.random.get_state() if numpy else None
+    torch = sys.modules.get("torch")
+    torch_state = torch.random.get_rng_state() if torch else None
+    try:
+        yield
+    finally:
+        random.setstate(saved)
+        if numpy_state is not None:
+            numpy.random.set_state(numpy_state)
+        if torch_state is not None:
+            torch.random.set_rng_state(torch_state)
 
 
 @contextlib.contextmanager

@@ -28,12 +28,11 @@ def test_bad_input_through_the_console_script_is_one_line_and_exit_2(cli, tmp_pa
     assert not (tmp_path / "runs").exists()
 
 
-def test_compile_without_a_compiler_is_a_clear_error(main_cli, tmp_path: Path) -> None:
-    """torch.compile would fail at the first step, in a traceback; the check comes before anything is written."""
+def test_compile_without_a_compiler_is_a_clear_error(cli, tmp_path: Path) -> None:
+    """torch.compile would fail at the first step, in a traceback; the check comes before anything is written.
+    A process of its own: torch reads CXX once, when it is imported."""
     run_dir = tmp_path / "run"
-    result = main_cli(
-        "fit", "digits_cnn", "performance.compile=true", f"run_dir={run_dir}", env={"CXX": "/no/such/g++"}
-    )
+    result = cli("fit", "digits_cnn", "performance.compile=true", f"run_dir={run_dir}", env={"CXX": "/no/such/g++"})
     assert "needs a C++ compiler" in one_error_line(result)
     assert not run_dir.exists()
 

@@ -190,7 +190,7 @@ def test_compare_overlays_the_runs_and_tabulates_them(main_cli, runs_root: Path,
 # ----------------------------------------------------------------------------- trainer runs
 
 
-def test_runs_lists_each_run_with_its_state(main_cli, runs_root: Path, tmp_path: Path) -> None:
+def test_runs_lists_each_run_with_its_state(cli, main_cli, runs_root: Path, tmp_path: Path) -> None:
     root = tmp_path / "runs"
     shutil.copytree(runs_root, root)
     runs = root / "digits_cnn"
@@ -211,7 +211,7 @@ def test_runs_lists_each_run_with_its_state(main_cli, runs_root: Path, tmp_path:
 
     claim = RunClaim.existing(running)  # this process holds the run, as a training rank 0 does
     try:
-        result = main_cli("runs", "--root", str(root))
+        result = cli("runs", "--root", str(root))  # and another process looks
     finally:
         claim.release()
     assert result.returncode == 0, result.stderr[-3000:]

@@ -42,8 +42,15 @@ def test_uses_a_fixture_that_starts_a_process(made_by_a_process):
 def test_starts_a_process():
     subprocess.run([sys.executable, "-c", "pass"], check=True)
 
+def test_starts_a_spawned_worker():
+    import multiprocessing
+
+    worker = multiprocessing.get_context("spawn").Process(target=print)
+    worker.start()
+    worker.join()
+
 def test_imports_lightning():
-    import lightning
+    import lightning_fabric
 
 def test_stays_in_process():
     assert sum(range(4)) == 6
@@ -61,13 +68,15 @@ def with_tiers(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> py
 def test_the_guard_fails_a_unit_test_that_starts_a_process_or_imports_lightning(with_tiers: pytest.Pytester) -> None:
     with_tiers.mkdir("unit").joinpath("test_guarded.py").write_text(GUARDED)
     result = with_tiers.runpytest_subprocess("-p", "no:cacheprovider", "-rA")
-    result.assert_outcomes(passed=1, failed=2, errors=1)
+    result.assert_outcomes(passed=1, failed=3, errors=1)
     result.stdout.fnmatch_lines(
         [
             "*ERROR at setup of test_uses_a_fixture_that_starts_a_process*",
             "E*Failed: a unit test started a process (subprocess.Popen*'print(1)'*",
             "*_ test_starts_a_process _*",
             "E*Failed: a unit test started a process (subprocess.Popen*'-c', 'pass'*",
+            "*_ test_starts_a_spawned_worker _*",
+            "E*Failed: a unit test started a process (subprocess.Popen*multiprocessing*",
             "*_ test_imports_lightning _*",
             "E*Failed: a unit test * imported Lightning: call the CLI in this process (the main_cli fixture, "
             "run_main) or move the test out of tests/unit/ into the integration tier",

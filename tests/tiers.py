@@ -14,6 +14,7 @@ fails (pytest-timeout); a `@pytest.mark.timeout` of its own overrides that.
 
 from __future__ import annotations
 
+import _posixsubprocess
 import os
 import sys
 from pathlib import Path
@@ -30,6 +31,8 @@ CLUSTER_MARKERS = ("slurm", "multinode")
 PROCESS_EVENTS = frozenset(
     {"subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty", "pty.spawn"}
 )
+# Lightning under any of its package names.
+LIGHTNING = ("lightning", "pytorch_lightning", "lightning_fabric")
 # Set by the guard test: a unit test that cannot be checked (Lightning was imported before it) fails.
 STRICT_GUARD = "TRAINER_STRICT_UNIT_GUARD"
 
@@ -64,7 +67,7 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
 
 def pytest_collectreport(report: pytest.CollectReport) -> None:
     global _lightning_collected_by
-    if _lightning_collected_by is None and "lightning" in sys.modules:
+    if _lightning_collected_by is None and _lightning_loaded():
         _lightning_collected_by = report.nodeid or "conftest.py"
 
 
@@ -96,6 +99,21 @@ def _audit(event: str, args: tuple) -> None:
         _forbidden.append(f"started a process ({event} {str(args[:2])[:200]})")
 
 
+def _lightning_loaded() -> bool:
+    return any(name in sys.modules for name in LIGHTNING)
+
+
+def _fork_exec_recorded(fork_exec):
+    """multiprocessing's spawn and forkserver start processes through _posixsubprocess.fork_exec, which
+    raises no audit event of its own."""
+
+    def recorded(*args, **kwargs):
+        _audit("subprocess.Popen", (args[1] if len(args) > 1 else "?", args[0] if args else "?"))
+        return fork_exec(*args, **kwargs)
+
+    return recorded
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_setup(item: pytest.Item):
     """Fixtures included: the first unit test to use a module- or session-scoped one sets it up here."""
@@ -112,16 +130,19 @@ def _guarded(item: pytest.Item):
     global _forbidden
     if item.get_closest_marker("unit") is None:
         return (yield)
-    lightning_before = "lightning" in sys.modules
+    lightning_before = _lightning_loaded()
     if lightning_before and os.environ.get(STRICT_GUARD):
         by = f" by {_lightning_collected_by}" if _lightning_collected_by else ""
         pytest.fail(f"Lightning was imported{by} before this unit test ran; the guard cannot check it")
     _forbidden = []
+    fork_exec = _posixsubprocess.fork_exec
+    _posixsubprocess.fork_exec = _fork_exec_recorded(fork_exec)
     try:
         result = yield
     finally:
         found, _forbidden = _forbidden, None
-    if not lightning_before and "lightning" in sys.modules:
+        _posixsubprocess.fork_exec = fork_exec
+    if not lightning_before and _lightning_loaded():
         found.append("imported Lightning")
     if found:
         pytest.fail(
