@@ -1,7 +1,7 @@
 """Faults and hostile input, through the real CLI: each is one line on stderr, its documented exit status,
 no traceback, and no run directory, checkpoint or config created, changed or lost. Commands run in this
 process through the CLI's entry point (`main_cli`), except where a real process is the point: signals,
-a second process, a kill, and what libraries print around a DeepSpeed error.
+a second process, a kill.
 
 Grouped as the classes they stand for: a resume that would damage its run, overwrite, unwritable places
 and a full disk, nothing to train, settings that can never work, mismatched artefacts, corruption.
@@ -265,13 +265,13 @@ def test_config_errors_answer_before_torch_is_imported(command: str) -> None:
     assert out.split() == ["2", "False"]
 
 
-def test_deepspeed_typos_name_the_whole_path_and_the_closest_key_on_one_line(cli, tmp_path: Path) -> None:
-    result = cli("fit", "shakespeare_gpt", "trainer.strategy=deepspeed_stage_2",
-                 "deepspeed.config={zero_optimization: {offload_optimizer: {devise: cpu}}}")  # fmt: skip
+def test_deepspeed_typos_name_the_whole_path_and_the_closest_key_on_one_line(main_cli, tmp_path: Path) -> None:
+    result = main_cli("fit", "shakespeare_gpt", "trainer.strategy=deepspeed_stage_2",
+                      "deepspeed.config={zero_optimization: {offload_optimizer: {devise: cpu}}}")  # fmt: skip
     line = one_error_line(result)  # strictly one line: no DeepSpeed log lines around it
     assert "'zero_optimization.offload_optimizer.devise'" in line and "did you mean 'device'?" in line
-    result = cli("fit", "shakespeare_gpt", "trainer.strategy=deepspeed_stage_2",
-                 "deepspeed.config={optimizer: {typ: Adam}}")  # fmt: skip
+    result = main_cli("fit", "shakespeare_gpt", "trainer.strategy=deepspeed_stage_2",
+                      "deepspeed.config={optimizer: {typ: Adam}}")  # fmt: skip
     line = one_error_line(result)
     assert "'optimizer.typ'" in line and "did you mean 'type'?" in line
 
