@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tiers", "deepspeed_ops", "pytester"]
+pytest_plugins = ["tiers", "pytester"]
 # Before any test module imports datasets or huggingface_hub: both read these once, at import, and a hub
 # name would otherwise wait on network timeouts (the `isolated` fixture sets them again for every test).
 os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
