@@ -47,7 +47,8 @@ def test_image_batches_are_normalised_tensors(shared_data: Path) -> None:
     )
     batch = next(iter(module.val_dataloader()))
     assert batch["pixels"].shape == (8, 1, 28, 28) and batch["pixels"].dtype == torch.float32
-    assert module.facts() == {"num_classes": 10, "in_channels": 1}
+    assert module.facts() == {"num_classes": 10, "in_channels": 1, "image_size": [28, 28],
+                              "label_names": [str(digit) for digit in range(10)]}  # fmt: skip
 
 
 @pytest.mark.parametrize("recipe", ["digits_cnn", "mnist_cnn"])
@@ -66,18 +67,28 @@ def test_images_decoded_into_memory_give_the_same_batches(recipe: str, shared_da
     assert in_memory.facts() == per_batch.facts()
 
 
-def test_images_of_several_sizes_stay_on_the_per_batch_path(tmp_path: Path) -> None:
+def test_images_of_several_sizes_are_one_line_or_resized_by_the_setting(tmp_path: Path) -> None:
     from PIL import Image
 
     for split, count in (("train", 40), ("test", 10)):
         for i in range(count):
             folder = tmp_path / "images" / split / str(i % 2)
             folder.mkdir(parents=True, exist_ok=True)
-            Image.new("L", (8 + i % 3, 8), color=i * 5).save(folder / f"{i}.png")
+            mode = "RGB" if i % 5 == 0 else "L"
+            Image.new(mode, (8 + i % 3, 8), color=i * 5 if mode == "L" else (i, 0, 0)).save(folder / f"{i}.png")
     words = [f"data.path={tmp_path / 'images'}", "data.normalize_mean=0.5"]
-    assert type(_datamodule("mnist_cnn", *words).train_set).__name__ == "Dataset"
-    with pytest.raises(UserError, match="needs images of one size"):
-        _datamodule("mnist_cnn", *words, "data.in_memory=true")
+    for in_memory in ("true", "false"):
+        with pytest.raises(UserError, match=r"the images differ in size or channels \(8x8, 8x8x3, 8x9, .*set "
+                                            r"data.image_size=\[height, width\]"):  # fmt: skip
+            _datamodule("mnist_cnn", *words, f"data.in_memory={in_memory}")
+    batches = []
+    for in_memory in ("true", "false"):  # resized and converted alike on both paths
+        module = _datamodule("mnist_cnn", *words, "data.image_size=[6,7]", "data.image_channels=1",
+                             f"data.in_memory={in_memory}")  # fmt: skip
+        assert module.facts()["image_size"] == [6, 7] and module.facts()["in_channels"] == 1
+        batches.append(next(iter(module.val_dataloader())))
+    assert batches[0]["pixels"].shape[1:] == (1, 6, 7)
+    assert torch.equal(batches[0]["pixels"], batches[1]["pixels"])
 
 
 def test_text_batches_pad_to_the_longest_and_mask_padding(small_imdb: Path) -> None:

@@ -116,7 +116,8 @@ def test_every_export_predicts_what_the_checkpoint_predicts(trained, family: str
 
 def test_image_predictions_are_made_as_training_made_its_inputs(trained, tmp_path: Path) -> None:
     """PNG files through `predict` give the probabilities the model gives the training pipeline's tensors."""
-    from trainer.data.image import to_tensors
+    from trainer.data.base import LabelMap
+    from trainer.data.image import ImageTransform
     from trainer.export import load_exported
 
     run_dir = trained("cnn")
@@ -125,8 +126,8 @@ def test_image_predictions_are_made_as_training_made_its_inputs(trained, tmp_pat
     model = load_exported(run_dir / "export")
     arrays = [np.asarray(Image.open(p)) for p in paths]
     cfg = api.load_config_file(run_dir / "config.yaml")
-    tensors = to_tensors({"image": arrays, "label": [0] * len(arrays)}, "image", "label",
-                         cfg.data.normalize_mean, cfg.data.normalize_std)  # fmt: skip
+    transform = ImageTransform("image", "label", cfg.data.normalize_mean, cfg.data.normalize_std, LabelMap(["0"]))
+    tensors = transform({"image": arrays, "label": [0] * len(arrays)})
     with torch.no_grad():
         probabilities = torch.softmax(model(tensors["pixels"]), dim=-1)
     assert [r["index"] for r in results] == probabilities.argmax(dim=-1).tolist()

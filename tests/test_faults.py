@@ -228,7 +228,7 @@ def bad_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (folder / "broken.json").write_text("{not json")
     texts = [f"review number {i}" for i in range(200)]
     pq.write_table(pa.table({"text": texts, "label": [1] * 200}), folder / "one_class.parquet")
-    pq.write_table(pa.table({"text": texts, "label": ["pos", "neg"] * 100}), folder / "text_labels.parquet")
+    pq.write_table(pa.table({"text": texts, "label": [0.5, 1.5] * 100}), folder / "float_labels.parquet")
     return folder
 
 
@@ -241,7 +241,7 @@ def bad_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("shakespeare_gpt", "short.txt", [], "block(s) of data.block_size + 1 tokens"),
         ("imdb_lstm", "broken.json", [], "cannot read the data at data.path"),
         ("imdb_lstm", "one_class.parquet", ["data.test_split=null"], "holds 1 class"),
-        ("imdb_lstm", "text_labels.parquet", [], "not integer class ids"),
+        ("imdb_lstm", "float_labels.parquet", [], "not class labels; give integer or text labels"),
         ("imdb_lstm", "one_class.parquet", ["data.global_batch_size=512"], "fewer than one batch"),
     ],
 )  # fmt: skip
@@ -477,7 +477,6 @@ def odd_labels(tmp_path_factory: pytest.TempPathFactory) -> Path:
     texts = [f"review {i} {'good' if i % 2 else 'bad'}" for i in range(200)]
     cases = {
         "unseen": {"train": ([i % 2 for i in range(200)], texts), "test": ([0, 1, 5, 1] * 50, texts)},
-        "negative": {"train": ([0, -1] * 100, texts)},
         "null_text": {"train": ([0, 1] * 100, [None, *texts[1:]])},
         "numbers": {"train": ([0, 1] * 100, list(range(200)))},
     }
@@ -495,8 +494,7 @@ def test_labels_and_texts_are_checked_in_every_split(main_cli, odd_labels: Path,
         "fit", "imdb_lstm", f"data.path={odd_labels / 'unseen'}", *small, f"run_dir={tmp_path / 'ok'}", *FAST
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    for case, expected in (("negative", "negative labels"), ("null_text", "empty (null) cells"),
-                           ("numbers", "not text")):  # fmt: skip
+    for case, expected in (("null_text", "empty (null) cells"), ("numbers", "not text")):
         result = main_cli("fit", "imdb_lstm", f"data.path={odd_labels / case}", *small, f"run_dir={tmp_path / case}")
         assert expected in one_error_line(result), case
         assert not (tmp_path / case).exists()

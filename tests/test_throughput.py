@@ -92,7 +92,7 @@ def _lstm_flops_per_token(input_size: int, hidden: int, layers: int, directions:
     ],
 )  # fmt: skip
 def test_flop_counts_match_the_analytic_counts(task, family, kwargs, inputs, expected) -> None:
-    counted = training_flops(lambda: build_model(task, family, **kwargs), inputs)
+    counted = training_flops(lambda: build_model(task, family, kwargs), inputs)
     assert counted == pytest.approx(expected, rel=0.01)
 
 
@@ -130,5 +130,5 @@ def test_counting_flops_leaves_the_random_state_alone() -> None:
     torch.manual_seed(0)
     before = torch.get_rng_state()
     kwargs = {"in_channels": 1, "num_classes": 10, "channels": [8], "dropout": 0.5}
-    assert training_flops(lambda: build_model("image_classification", "cnn", **kwargs), (torch.ones(1, 1, 8, 8),)) > 0
+    assert training_flops(lambda: build_model("image_classification", "cnn", kwargs), (torch.ones(1, 1, 8, 8),)) > 0
     assert torch.equal(torch.get_rng_state(), before)

@@ -29,16 +29,17 @@ from trainer.build import (
     build_trainer,
     check_compile_toolchain,
     check_loop_settings,
+    check_model_contract,
     show_flops_in_the_model_summary,
 )
 from trainer.cluster.env import slurm_job_id
 from trainer.cluster.requeue import RequeueDecision, decide_requeue, requeue
 from trainer.cluster.signals import StopRequest
 from trainer.config import RunConfig, load_config_file
-from trainer.config.model_args import model_kwargs
+from trainer.config.model_args import check_model_settings, model_kwargs
 from trainer.data import RecipeDataModule
 from trainer.data.sources import check_source
-from trainer.data.tokenizer import PAD, TOKENIZER_FILE, UNK, load_tokenizer
+from trainer.data.tokenizer import TOKENIZER_FILE, load_tokenizer
 from trainer.distributed.batching import BatchPlan, plan_batches
 from trainer.distributed.process_group import init_process_group, rank_hostnames, rank_zero_decides, rank_zero_first
 from trainer.distributed.strategy import check_precision, check_strategy_settings
@@ -54,6 +55,7 @@ from trainer.lifecycle.checkpoints import (
     verify_checkpoint,
 )
 from trainer.lifecycle.claim import RunClaim
+from trainer.lifecycle.initial_weights import check_init_from, load_initial_weights
 from trainer.lifecycle.last_checkpoint import RunStopped
 from trainer.lifecycle.run_config import fit_config, resume_command, slurm_resume_command
 from trainer.lifecycle.run_dir import (
@@ -78,7 +80,7 @@ from trainer.lifecycle.summary import metrics_with_prefix, write_summary
 from trainer.lifecycle.throughput import Throughput, checkpoint_seconds
 from trainer.lifecycle.universal import convert_to_universal, needs_conversion
 from trainer.loggers import build_loggers, close_loggers
-from trainer.model_io import model_io
+from trainer.model_io import model_io, never_generated
 from trainer.models.generate import sample
 from trainer.predict.inputs import prompt_ids
 from trainer.quiet import print_on_a_line_of_its_own, silence_dependency_noise
@@ -139,6 +141,8 @@ def _setup_fit(cfg: RunConfig, stop: StopRequest, extra_callbacks: list[L.Callba
     check_strategy_settings(cfg)
     check_precision(cfg.trainer.precision, topology.accelerator)
     check_compile_toolchain(cfg.performance.compile, topology.accelerator)
+    check_model_settings(cfg)
+    check_init_from(cfg)
     check_source(cfg.data)
     init_process_group(topology.accelerator)
 
@@ -177,13 +181,20 @@ def _build_fit(
 
     if start.checkpoint is not None:  # the model's settings now, its data-decided sizes below
         check_checkpoint_fits(cfg, read_info(start.checkpoint), start.checkpoint)
+    # A resumed run keeps its own tokenizer; an old run that overwrite=true replaces does not pass its on.
     saved_tokenizer = start.run_dir / TOKENIZER_FILE
-    datamodule = build_datamodule(cfg, plan, tokenizer_path=saved_tokenizer if saved_tokenizer.is_file() else None)
+    keep_tokenizer = saved_tokenizer.is_file() and not start.replaces_old_run
+    datamodule = build_datamodule(cfg, plan, tokenizer_path=saved_tokenizer if keep_tokenizer else None)
     with rank_zero_first(per_node=True):
         datamodule.prepare_data()
     datamodule.check_trainable(plan.global_batch_size)
     check_loop_settings(cfg, plan, datamodule)
     task = build_task(cfg, datamodule.facts(), plan, len(datamodule.train_set))
+    check_model_contract(cfg, task, datamodule)
+    if start.checkpoint is None:
+        loaded = load_initial_weights(cfg, task.model)
+        if loaded is not None and _is_rank_zero():
+            print(f"trainer: {loaded}", file=sys.stderr, flush=True)
     show_flops_in_the_model_summary(cfg, task, datamodule)
     if start.checkpoint is not None:
         saved = read_info(start.checkpoint)
@@ -368,7 +379,7 @@ def generate(cfg: RunConfig) -> str:
         temperature=cfg.generate.temperature,
         top_k=cfg.generate.top_k,
         generator=generator,
-        suppress_ids=[tokenizer.token_to_id(token) for token in (PAD, UNK)],
+        suppress_ids=never_generated(tokenizer),
     )
     return tokenizer.decode(output[0].tolist())
 
@@ -398,14 +409,24 @@ def export_source(run_dir: Path, ckpt: str | None = None) -> ExportSource:
     digest = verified_digest(ckpt_path)
     check_checkpoint_fits(cfg, read_info(ckpt_path), ckpt_path)
     checkpoint = read_training_checkpoint(ckpt_path)
-    kwargs = checkpoint.hparams["model_kwargs"]
     tokenizer_path = run_dir / TOKENIZER_FILE
     suppress: list[int] = []
     if tokenizer_path.is_file():
         tokenizer = load_tokenizer(tokenizer_path)
-        suppress = [i for i in (tokenizer.token_to_id(PAD), tokenizer.token_to_id(UNK)) if i is not None]
-    io = model_io(cfg, kwargs, _inference_facts(cfg, run_dir), suppress)
+        suppress = never_generated(tokenizer)
+    io = model_io(cfg, model_sizes(checkpoint.hparams), _inference_facts(cfg, run_dir), suppress)
     return ExportSource(run_dir, ckpt_path, digest, checkpoint, io, _final_metrics(run_dir))
+
+
+def model_sizes(hparams: dict[str, Any]) -> dict[str, Any]:
+    """What the model takes and gives (classes, channels, vocabulary, pad id): its constructor's arguments, with
+    the data's facts where the constructor does not take them (a custom model), and a Transformers config's
+    vocabulary (the logits' width, which may exceed the tokenizer's)."""
+    kwargs = hparams["model_kwargs"]
+    sizes = {**(hparams.get("facts") or {}), **kwargs}
+    if isinstance(kwargs.get("config"), dict) and "vocab_size" in kwargs["config"]:
+        sizes["vocab_size"] = kwargs["config"]["vocab_size"]
+    return sizes
 
 
 def _inference_facts(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelSummary, TQDMProgressBar
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.strategies import Strategy
 
@@ -22,7 +22,7 @@ from trainer.data import DATA_MODULES, RecipeDataModule
 from trainer.distributed.batching import BatchPlan, eval_batches, total_optimizer_steps, train_batches_per_epoch
 from trainer.distributed.strategy import build_strategy, is_deepspeed, optimizer_factory
 from trainer.distributed.topology import Topology
-from trainer.errors import UserError
+from trainer.errors import UserError, error_with_place
 from trainer.lifecycle.divergence import DivergenceGuard
 from trainer.lifecycle.last_checkpoint import BestCheckpoints, LastCheckpoint
 from trainer.lifecycle.run_dir import CHECKPOINTS, LAST_CKPT
@@ -57,22 +57,72 @@ def check_loop_settings(cfg: RunConfig, plan: BatchPlan, datamodule: RecipeDataM
 
 
 def build_task(cfg: RunConfig, facts: dict[str, Any], plan: BatchPlan, num_train_samples: int) -> Task:
+    """The task module around a freshly initialised model (pretrained or warm-start weights come later, in
+    trainer.lifecycle.initial_weights, and only for a new run)."""
     t = cfg.trainer
     optim = cfg.optim.model_dump()
     if optim["fused"] is None:
         # Not under DeepSpeed, which steps its own way, nor with fp16's GradScaler, which leaves a fused
         # optimizer's gradients scaled until its step: clipping would then see scaled gradients.
         optim["fused"] = not is_deepspeed(t.strategy) and t.precision != "16-mixed"
-    task = TASKS[cfg.task](
+    custom = cfg.model.family == "custom"
+    arguments = dict(
         family=cfg.model.family,
         model_kwargs=model_kwargs(cfg, facts),
         optim=optim,
         scheduler=cfg.scheduler.model_dump(),
         schedule_steps=total_optimizer_steps(num_train_samples, plan, t.max_epochs, t.max_steps, t.limit_train_batches),
+        class_path=cfg.model.class_path if custom else None,
+        import_path=cfg.model.import_path if custom else None,
+        facts=facts,
     )
+    try:
+        task = TASKS[cfg.task](**arguments)
+    except Exception as err:
+        if not custom or isinstance(err, UserError):
+            raise
+        raise UserError(f"model.init_args: {cfg.model.class_path} could not be built with {arguments['model_kwargs']}: "
+                        f"{error_with_place(err)}") from None  # fmt: skip
     task.optimizer_factory = optimizer_factory(cfg)
     apply_performance_settings(cfg, task)
     return task
+
+
+# What a model's forward must return, by task (the README's contract for your own model).
+_OUTPUT_CONTRACT = {
+    "image_classification": "logits [batch, num_classes]",
+    "text_classification": "logits [batch, num_classes]",
+    "language_modeling": "logits [batch, tokens, vocab_size]",
+}
+
+
+def check_model_contract(cfg: RunConfig, task: Task, datamodule: RecipeDataModule) -> None:
+    """A custom model's forward, run once on a batch of two training examples (no gradient, in eval mode, the
+    random state untouched), gives logits of the shape its task needs. Before anything is written."""
+    if cfg.model.family != "custom":
+        return
+    batch = datamodule.example_batch(2)
+    inputs = task.model_inputs(batch)
+    rows = int(inputs[0].shape[0])
+    if cfg.task == "language_modeling":
+        expected = (rows, int(inputs[0].shape[1]), task.data_fact("vocab_size"))
+    else:
+        expected = (rows, task.data_fact("num_classes"))
+    model, was_training = task.model, task.model.training
+    shapes = ", ".join(f"{list(x.shape)} {str(x.dtype).removeprefix('torch.')}" for x in inputs)
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            output = model.eval()(*inputs)
+    except Exception as err:
+        raise UserError(f"model.class_path: {cfg.model.class_path}.forward failed on a batch of {rows} ({shapes}): "
+                        f"{error_with_place(err)}") from None  # fmt: skip
+    finally:
+        model.train(was_training)
+    got = (f"shape {list(output.shape)} {str(output.dtype).removeprefix('torch.')}" if torch.is_tensor(output)
+           else f"a {type(output).__name__}")  # fmt: skip
+    if not (torch.is_tensor(output) and output.is_floating_point() and tuple(output.shape) == expected):
+        raise UserError(f"model.class_path: {cfg.model.class_path}.forward returned {got} for inputs {shapes}; it "
+                        f"must return {_OUTPUT_CONTRACT[cfg.task]} = {list(expected)}")  # fmt: skip
 
 
 def check_compile_toolchain(compile_model: bool, accelerator: str) -> None:
@@ -158,13 +208,19 @@ def build_trainer(
     args["max_epochs"] = cfg.trainer.max_epochs if cfg.trainer.max_epochs is not None else -1
     args.update(accelerator=topology.accelerator, devices=topology.devices, num_nodes=topology.num_nodes)
     args["strategy"] = strategy if strategy is not None else build_strategy(cfg, plan, topology, load_universal)
+    # Lightning 2.6 picks Rich's progress bar and model summary whenever `rich` is installed (transformers brings
+    # it in): the same run would then print differently from one environment to the next. These are its defaults
+    # without rich, named.
+    shown: list[Callback] = [TQDMProgressBar()] if cfg.trainer.enable_progress_bar else []
+    if run_dir is not None:
+        shown.append(ModelSummary())
     try:
         return L.Trainer(
             **args,
             accumulate_grad_batches=plan.grad_accum_steps,
             default_root_dir=str(run_dir) if run_dir else None,
             logger=loggers,
-            callbacks=callbacks,
+            callbacks=[*callbacks, *shown],
             # The data module shards the training data itself (see RecipeDataModule.train_dataloader).
             use_distributed_sampler=False,
             enable_checkpointing=any(isinstance(c, BestCheckpoints) for c in callbacks),

@@ -12,3 +12,14 @@ class TrainingDiverged(Exception):
 class WriteFailed(Exception):
     """A write failed: a full disk, a quota, lost permissions (exit 4). What was there before (the last good
     checkpoint, the previous export) is intact, and nothing half-written is left behind."""
+
+
+def error_with_place(err: BaseException) -> str:
+    """An exception from the user's own code (a custom model) in one line: its type, message and where it was
+    raised, the innermost frame of the traceback."""
+    import traceback
+
+    frames = traceback.extract_tb(err.__traceback__)
+    place = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}{place}"

@@ -14,6 +14,14 @@ MAX_IMAGE_SIDE = 8192  # pixels: what predict resizes to, at most (a checked man
 MAX_SEQUENCE = 10_000_000  # tokens, vocabulary entries
 MANIFEST_FILE = "manifest.json"  # an export folder's description of its model: a ModelIO, and where it came from
 PAD, UNK = "[PAD]", "[UNK]"  # the special tokens of every tokenizer the framework trains
+# ... and their spellings in pretrained tokenizers (BERT's are the framework's; GPT-2 style ones use <...>).
+PADDING_TOKENS, UNKNOWN_TOKENS = (PAD, "<pad>"), (UNK, "<unk>")
+
+
+def never_generated(tokenizer: Any) -> list[int]:
+    """Ids a language model must not sample: padding and unknown tokens, in whichever spelling the tokenizer has."""
+    found = (tokenizer.token_to_id(token) for token in (*PADDING_TOKENS, *UNKNOWN_TOKENS))
+    return sorted({index for index in found if index is not None})
 
 
 @dataclass(frozen=True)

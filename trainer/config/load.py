@@ -155,11 +155,26 @@ def compose(recipe: str, overrides: list[str] | None = None) -> dict[str, Any]:
         conf = OmegaConf.merge(conf, parse_overrides(overrides or []))
         raw = OmegaConf.to_container(conf, resolve=False)
         _refuse_resolver_calls(raw)
-        return OmegaConf.to_container(conf, resolve=True)  # type: ignore[return-value]
+        resolved = OmegaConf.to_container(conf, resolve=True)
+        _anchor_import_path(resolved, path.resolve().parent)
+        return resolved  # type: ignore[return-value]
     except OmegaConfBaseException as err:
         raise UserError(f"cannot resolve the recipe: {str(err).splitlines()[0]}") from None
     except RecursionError:
         raise UserError("the recipe is nested too deeply to be a recipe; fix it") from None
+
+
+def _anchor_import_path(raw: dict[str, Any], recipe_folder: Path) -> None:
+    """A custom model's module is looked for beside the recipe (a relative model.import_path: from there), and
+    the run's config.yaml records the absolute folder, so that resume, test and export find it from anywhere."""
+    model = raw.get("model")
+    if not (isinstance(model, dict) and model.get("family") == "custom"):
+        return
+    folder = model.get("import_path")
+    if folder is None:
+        model["import_path"] = str(recipe_folder)
+    elif isinstance(folder, str):
+        model["import_path"] = str(recipe_folder / Path(folder).expanduser())
 
 
 def _refuse_resolver_calls(node: Any, key: str = "", where: str = "") -> None:

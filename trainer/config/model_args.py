@@ -12,8 +12,15 @@ from trainer.config.schema import RunConfig
 
 
 def model_kwargs(cfg: RunConfig, facts: dict[str, Any]) -> dict[str, Any]:
-    """`facts`: in_channels and num_classes for images; vocab_size, and num_classes and pad_id for text
-    classification."""
+    """`facts`: in_channels and num_classes (and image_size) for images; vocab_size, and num_classes, pad_id and
+    label_names for text classification.
+
+    A custom model's module is imported here (its constructor's signature says which facts it takes); a
+    pretrained model's config is read from its folder."""
+    if cfg.model.family == "custom":
+        return _custom_kwargs(cfg, facts)
+    if cfg.model.family == "huggingface":
+        return _pretrained_kwargs(cfg, facts)
     model = cfg.model.model_dump(exclude={"family"})
     if cfg.model.family == "cnn":
         return {**model, "in_channels": facts["in_channels"], "num_classes": facts["num_classes"]}
@@ -37,3 +44,67 @@ def model_kwargs(cfg: RunConfig, facts: dict[str, Any]) -> dict[str, Any]:
             "max_len": cfg.data.max_length,
         }
     return {**model, "vocab_size": facts["vocab_size"], "max_len": cfg.data.block_size}
+
+
+def data_facts(cfg: RunConfig, facts: dict[str, Any]) -> dict[str, Any]:
+    """The data module's facts plus those the recipe's data section fixes (the lengths a model is given)."""
+    if cfg.task == "text_classification":
+        return {**facts, "max_length": cfg.data.max_length}
+    if cfg.task == "language_modeling":
+        return {**facts, "block_size": cfg.data.block_size}
+    return {**facts, "image_size": tuple(facts.get("image_size") or (0, 0))}
+
+
+def _custom_kwargs(cfg: RunConfig, facts: dict[str, Any]) -> dict[str, Any]:
+    from trainer.errors import UserError
+    from trainer.models.custom import ModelSettingError, constructor_kwargs, import_model_class
+
+    try:
+        cls = import_model_class(cfg.model.class_path, cfg.model.import_path)
+        return constructor_kwargs(cls, cfg.model.init_args, data_facts(cfg, facts), cfg.task)
+    except ModelSettingError as err:
+        raise UserError(str(err)) from None
+
+
+def _pretrained_kwargs(cfg: RunConfig, facts: dict[str, Any]) -> dict[str, Any]:
+    from trainer.errors import UserError
+    from trainer.models.pretrained import PretrainedSettingError, context_length, read_config
+
+    try:
+        config = read_config(cfg.model.pretrained, cfg.model.local_files_only)
+    except PretrainedSettingError as err:
+        raise UserError(str(err)) from None
+    vocab = config.get("vocab_size")
+    if isinstance(vocab, int) and facts.get("vocab_size", 0) > vocab:
+        raise UserError(f"model.pretrained: its tokenizer has {facts['vocab_size']} tokens but the model embeds "
+                        f"{vocab}; give a folder whose tokenizer belongs to its model")  # fmt: skip
+    length = cfg.data.max_length if cfg.task == "text_classification" else cfg.data.block_size
+    limit = context_length(config)
+    if limit is not None and length > limit:
+        key = "data.max_length" if cfg.task == "text_classification" else "data.block_size"
+        raise UserError(f"{key}={length} is more than the {limit} positions model.pretrained was trained with; "
+                        f"set {key}={limit} or less")  # fmt: skip
+    if cfg.task == "text_classification":
+        return {"config": config, "num_classes": facts["num_classes"], "label_names": facts.get("label_names")}
+    return {"config": config}
+
+
+def check_model_settings(cfg: RunConfig) -> None:
+    """What the model section names exists and fits, before the data are read or anything is written: a custom
+    class imports, is an nn.Module and takes init_args; a pretrained folder has a readable config."""
+    from trainer.errors import UserError
+
+    if cfg.model.family == "custom":
+        from trainer.models.custom import ModelSettingError, check_init_args, import_model_class
+
+        try:
+            check_init_args(import_model_class(cfg.model.class_path, cfg.model.import_path), cfg.model.init_args)
+        except ModelSettingError as err:
+            raise UserError(str(err)) from None
+    elif cfg.model.family == "huggingface":
+        from trainer.models.pretrained import PretrainedSettingError, read_config
+
+        try:
+            read_config(cfg.model.pretrained, cfg.model.local_files_only)
+        except PretrainedSettingError as err:
+            raise UserError(str(err)) from None

@@ -7,6 +7,7 @@ that names the key and suggests the closest valid one.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, field_validator, model_validator
@@ -67,29 +68,95 @@ class TransformerConfig(Section):
         return self
 
 
-ModelConfig = Annotated[CNNConfig | LSTMConfig | TransformerConfig, Field(discriminator="family")]
+# Standard-library modules that hold no model and whose import or call acts on the machine (processes, files,
+# pickles, the network, the interpreter): a class_path naming one is refused before anything is imported.
+NEVER_MODELS = frozenset({
+    "builtins", "os", "sys", "subprocess", "shutil", "pathlib", "io", "pickle", "marshal", "shelve", "dbm", "copyreg",
+    "socket", "socketserver", "ssl", "http", "urllib", "ftplib", "smtplib", "poplib", "imaplib", "xmlrpc",
+    "webbrowser", "multiprocessing", "concurrent", "threading", "signal", "asyncio", "select", "selectors", "pty",
+    "tempfile", "glob", "runpy", "code", "codeop", "importlib", "ctypes", "posix", "nt", "fcntl", "resource", "mmap",
+    "zipfile", "tarfile", "sqlite3", "gc", "inspect", "platform", "pdb", "atexit",
+})  # fmt: skip
+_CLASS_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*([:.][A-Za-z_]\w*)")
+
+
+class CustomModelConfig(Section):
+    """Your own `nn.Module`, named by import path and built with `init_args` plus the facts of the data that its
+    constructor names (see the README's "Your own model"). Naming a class runs its module's code."""
+
+    family: Literal["custom"] = "custom"
+    class_path: str = Field(description="module:Class or module.Class, e.g. my_models.resnet:TinyResNet.")
+    init_args: dict[str, Any] = Field(default={}, description="Constructor arguments beyond the data's facts.")
+    import_path: str | None = Field(
+        default=None,
+        description="Folder searched first for class_path's module (then the working directory); default: the "
+        "recipe's folder, recorded in the run's config.yaml.",
+    )
+
+    @field_validator("class_path")
+    @classmethod
+    def _class_path(cls, value: str) -> str:
+        if not _CLASS_PATH.fullmatch(value):
+            raise ValueError(f"{value!r} is not module:Class or module.Class (e.g. my_models.resnet:TinyResNet)")
+        if value.replace(":", ".").split(".")[0] in NEVER_MODELS:
+            raise ValueError(f"{value!r} is in the standard library's {value.split('.')[0].split(':')[0]} module, "
+                             "which holds no model; name your own nn.Module class")  # fmt: skip
+        return value
+
+    @field_validator("init_args")
+    @classmethod
+    def _names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name in value:
+            if not (isinstance(name, str) and name.isidentifier()):
+                raise ValueError(f"{name!r} is not an argument name")
+        return value
+
+
+class HuggingFaceConfig(Section):
+    """A Hugging Face Transformers model fine-tuned from pretrained weights: an encoder with a classification head
+    sized from the data (text classification), or a causal LM (language modelling), with the folder's tokenizer."""
+
+    family: Literal["huggingface"] = "huggingface"
+    pretrained: str = Field(
+        description="A local folder (config.json, weights, tokenizer files) or a hub name such as "
+        "google-bert/bert-base-uncased (hub names need the network and local_files_only=false)."
+    )
+    local_files_only: bool = Field(default=True, description="Offline: never reach the hub.")
+
+
+ModelConfig = Annotated[
+    CNNConfig | LSTMConfig | TransformerConfig | CustomModelConfig | HuggingFaceConfig, Field(discriminator="family")
+]
 
 
 # ----------------------------------------------------------------------------- data
 
 
 class TokenizerConfig(Section):
-    """A tokenizer trained with the `tokenizers` library on the training split."""
+    """A tokenizer trained with the `tokenizers` library on the training split, or a pretrained one from a folder."""
 
-    kind: Literal["bpe", "wordpiece", "char"] = "bpe"
+    kind: Literal["bpe", "wordpiece", "char", "pretrained"] = "bpe"
     vocab_size: PositiveInt = Field(default=8000, description="Ignored for `char` (the alphabet decides).")
     lowercase: bool = True
+    path: str | None = Field(
+        default=None,
+        description="kind=pretrained: a folder with tokenizer.json (or a hub name); set for you by "
+        "model.family=huggingface.",
+    )
 
 
 class DataConfig(Section):
     """Where the data come from and how they are batched.
 
-    `name` is a Hugging Face hub name; `path` a local file or folder in the hub's layout, used
-    instead of `name` when set. `sklearn:digits` names the digits set that scikit-learn ships.
+    `name` is a Hugging Face hub name; `path` a local file or folder (csv, json, jsonl, parquet, txt, or an
+    image folder with a subfolder per class), used instead of `name` when set. `sklearn:digits` names the
+    digits set that scikit-learn ships.
     """
 
-    name: str = Field(description="Hub name (ylecun/mnist, stanfordnlp/imdb, ...) or sklearn:digits.")
-    path: str | None = Field(default=None, description="Local folder or file in the hub's layout; wins over name.")
+    name: str | None = Field(
+        default=None, description="Hub name (ylecun/mnist, stanfordnlp/imdb, ...) or sklearn:digits; or give path."
+    )
+    path: str | None = Field(default=None, description="Local file or folder; wins over name.")
     train_split: str = "train"
     val_split: str | None = Field(default=None, description="None: use the data set's validation split if it has one.")
     test_split: str | None = Field(default="test", description="Evaluated at the end of fit when present.")
@@ -102,6 +169,26 @@ class DataConfig(Section):
     label_column: str = "label"
     normalize_mean: float = 0.5
     normalize_std: Annotated[float, Field(gt=0)] = 0.5
+    image_size: tuple[PositiveInt, PositiveInt] | None = Field(
+        default=None,
+        description="Images: [height, width] every image is resized to (bilinear), in training and in predict. "
+        "None: as the images are, which must then share one size.",
+    )
+    image_channels: Literal[1, 3] | None = Field(
+        default=None, description="Images: 1 (greyscale) or 3 (RGB) to convert every image to; None: as they are."
+    )
+
+    @field_validator("image_size", mode="before")
+    @classmethod
+    def _square(cls, value: object) -> object:
+        # `data.image_size=64` means 64 x 64.
+        return (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _somewhere(self) -> DataConfig:
+        if self.name is None and self.path is None:
+            raise ValueError("give data.path (a local file or folder) or data.name (a hub data set)")
+        return self
 
     tokenizer: TokenizerConfig | None = None
     max_length: PositiveInt = Field(default=256, description="Text classification: tokens kept per example.")
@@ -306,9 +393,9 @@ LOGGED_METRICS: dict[str, tuple[str, ...]] = {
 }
 
 _FAMILIES_BY_TASK: dict[str, set[str]] = {
-    "image_classification": {"cnn"},
-    "text_classification": {"lstm", "transformer"},
-    "language_modeling": {"lstm", "transformer"},
+    "image_classification": {"cnn", "custom"},
+    "text_classification": {"lstm", "transformer", "custom", "huggingface"},
+    "language_modeling": {"lstm", "transformer", "custom", "huggingface"},
 }
 
 
@@ -336,6 +423,11 @@ class RunConfig(Section):
     overwrite: bool = Field(default=False, description="Allow writing into an existing, non-empty run_dir.")
     resume: str | None = Field(default=None, description="Run directory to continue, or `last`.")
     ckpt: str | None = Field(default=None, description="Checkpoint for test and generate.")
+    init_from: str | None = Field(
+        default=None,
+        description="Warm start: weights of an earlier run (its export folder, run directory or a checkpoint) to "
+        "start this run's model from; layers whose shapes differ (a new head) start fresh. Not with resume.",
+    )
 
     @field_validator("logger", mode="before")
     @classmethod
@@ -353,8 +445,22 @@ class RunConfig(Section):
             raise ValueError("a language model reads left to right; set model.bidirectional=false")
         if self.performance.channels_last and self.task != "image_classification":
             raise ValueError("performance.channels_last is for images (the CNN); drop it for a text model")
+        if self.model.family == "huggingface":
+            tokenizer = self.data.tokenizer
+            if tokenizer is not None and tokenizer.kind != "pretrained":
+                raise ValueError("a pretrained model reads its own tokenizer's ids; drop data.tokenizer")
+            if tokenizer is None or tokenizer.path is None:
+                self.data.tokenizer = TokenizerConfig(kind="pretrained", path=self.model.pretrained)
         if self.task != "image_classification" and self.data.tokenizer is None:
             raise ValueError(f"task {self.task!r} needs data.tokenizer (kind: bpe, wordpiece or char)")
+        if (
+            self.data.tokenizer is not None
+            and self.data.tokenizer.kind == "pretrained"
+            and not self.data.tokenizer.path
+        ):
+            raise ValueError("data.tokenizer.kind=pretrained needs data.tokenizer.path (a folder with tokenizer.json)")
+        if self.init_from is not None and self.resume is not None:
+            raise ValueError("init_from starts a new run from other weights; resume continues this one: give one")
         t = self.trainer
         if t.max_epochs in (None, -1) and t.max_steps == -1:
             raise ValueError("set trainer.max_epochs or trainer.max_steps, or training never stops")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,36 +21,77 @@ from trainer.config.schema import DataConfig
 from trainer.data.sources import PROCESSED, Splits, cache_dir, load_splits
 from trainer.errors import UserError
 
+MAX_CLASSES = 100_000  # distinct labels: beyond this a column is not class labels (ids, free text)
 
-def class_count(splits: Splits, column: str) -> int:
-    """Classes of a label column: a ClassLabel's names, else the largest integer label of any split + 1
-    (a label the test split holds must have an output even if training never saw it)."""
+
+@dataclass(frozen=True)
+class LabelMap:
+    """The class ids of a label column, over every split together.
+
+    A ClassLabel column, or integers that are exactly 0..N-1, keep their values (`to_id` None). Text labels,
+    and integers that are not 0..N-1 (1..5, or ids such as 1000 and 2000000), map to 0..N-1 in sorted
+    order; the names keep the values found, so predictions and reports say `positive` or `5`, never the id.
+    """
+
+    names: list[str]  # by class id
+    to_id: dict[Any, int] | None = None  # None: the values are the ids
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.names)
+
+    def ids(self, values: list[Any]) -> list[Any]:
+        return values if self.to_id is None else [self.to_id[value] for value in values]
+
+    def tag(self) -> str:
+        """Names the mapping, for the caches of what it produced."""
+        if self.to_id is None:
+            return "ids"
+        return hashlib.sha256(json.dumps(sorted(map(str, self.to_id))).encode()).hexdigest()[:12]
+
+
+def label_map(splits: Splits, column: str) -> LabelMap:
+    """One mapping from the label values of all splits to class ids (see LabelMap)."""
     feature = splits.train.features[column]
     if isinstance(feature, datasets.ClassLabel):
-        return feature.num_classes
-    count = 0
+        return LabelMap(list(feature.names))
+    found: set[Any] = set()
+    kinds: set[str] = set()
     for name, split in splits.present():
-        feature = split.features.get(column)
         if len(split) == 0:
             continue
-        if not (isinstance(feature, datasets.Value) and feature.dtype.startswith(("int", "uint"))):
-            raise UserError(
-                f"data.label_column {column!r} of the {name} split holds {feature} values, not integer class ids; "
-                "give labels 0..N-1 (or a ClassLabel column)"
-            )
-        labels = [label for label in split.unique(column) if label is not None]
-        if len(labels) != len(split.unique(column)) or not labels:
+        feature = split.features.get(column)
+        kind = _label_kind(feature)
+        if kind is None:
+            raise UserError(f"data.label_column {column!r} of the {name} split holds {feature} values, not class "
+                            "labels; give integer or text labels (or a ClassLabel column)")  # fmt: skip
+        kinds.add(kind)
+        values = split.unique(column)
+        if any(value is None for value in values):
             raise UserError(f"data.label_column {column!r} of the {name} split has empty (null) labels; fix the data")
-        if min(labels) < 0:
-            raise UserError(f"data.label_column {column!r} of the {name} split holds negative labels; give 0..N-1")
-        count = max(count, int(max(labels)) + 1)
-    return count
+        found.update(values)
+        if len(found) > MAX_CLASSES:
+            raise UserError(f"data.label_column {column!r} holds more than {MAX_CLASSES:,} distinct values: not class "
+                            "labels; check data.label_column")  # fmt: skip
+    if len(kinds) > 1:
+        raise UserError(f"data.label_column {column!r} holds text in one split and numbers in another; give every "
+                        "split the same kind of label")  # fmt: skip
+    values = sorted(found)
+    if not values:
+        return LabelMap([])
+    names = [str(value) for value in values]
+    if kinds == {"int"} and values[0] == 0 and values[-1] == len(values) - 1:
+        return LabelMap(names)  # already the ids
+    return LabelMap(names, {value: index for index, value in enumerate(values)})
 
 
-def label_names(splits: Splits, column: str) -> list[str] | None:
-    """A ClassLabel column's names (IMDB's neg/pos); None where labels are bare integers."""
-    feature = splits.train.features[column]
-    return list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+def _label_kind(feature: Any) -> str | None:
+    if isinstance(feature, datasets.Value):
+        if feature.dtype.startswith(("int", "uint")):
+            return "int"
+        if feature.dtype in ("string", "large_string", "bool"):
+            return "text"
+    return None
 
 
 class EvalShard(Dataset):
@@ -167,10 +211,11 @@ class RecipeDataModule(L.LightningDataModule):
 
     collate_fn: Callable | None = None
 
-    def example_batch(self) -> dict[str, torch.Tensor]:
-        """A batch of the first training example: what one input looks like (for Lightning's model summary)."""
+    def example_batch(self, size: int = 1) -> dict[str, torch.Tensor]:
+        """A batch of the first training examples: what an input looks like (for Lightning's model summary)."""
         self.load()
-        return (self.collate_fn or default_collate)([self.train_set[0]])
+        rows = [self.train_set[index] for index in range(min(size, len(self.train_set)))]
+        return (self.collate_fn or default_collate)(rows)
 
     # ------------------------------------------------------------------ loaders
 

@@ -10,6 +10,7 @@ the per-batch path does, so both give bitwise the same batches.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import datasets
 import numpy as np
@@ -17,6 +18,9 @@ import torch
 from torch.utils.data import Dataset
 
 from trainer.data.base import cached_map
+
+if TYPE_CHECKING:
+    from trainer.data.image import ImageTransform
 
 MAX_IN_MEMORY_BYTES = 2 * 1024**3  # data.in_memory=None decodes into memory up to this size
 
@@ -43,26 +47,31 @@ class DecodedImages(Dataset):
         return self.labels.unique().tolist()
 
 
-def decode(
-    split: datasets.Dataset, image_column: str, label_column: str, cache_dir: Path, mean: float, std: float
-) -> DecodedImages | None:
-    """The split decoded into memory, or None when its images differ in size (they cannot be one tensor)."""
+def decode(split: datasets.Dataset, transform: ImageTransform, cache_dir: Path) -> DecodedImages:
+    """The split decoded into memory, resized and converted as `transform` asks. Its images must share one size
+    (the caller checks the shape of every split; of mixed sizes only the first image's are kept here)."""
 
     def to_bytes(batch: dict[str, list]) -> dict[str, list]:
-        arrays = [np.asarray(image, dtype=np.uint8) for image in batch[image_column]]
+        arrays = transform.arrays(batch[transform.image_column])
         return {
             "pixels": [a.tobytes() for a in arrays],
             "shape": [list(a.shape) for a in arrays],
-            "label": batch[label_column],
+            "label": transform.labels.ids(batch[transform.label_column]),
         }
 
-    table = cached_map(split, to_bytes, cache_dir, "decoded-uint8", split.column_names, desc="decoding images").data
+    tag = f"decoded-uint8-{transform.tag()}"
+    table = cached_map(split, to_bytes, cache_dir, tag, split.column_names, desc="decoding images").data
+    if len(table) == 0:
+        return DecodedImages(torch.zeros(0, 1, 1, 1, dtype=torch.uint8), torch.zeros(0, dtype=torch.long),
+                             transform.mean, transform.std)  # fmt: skip
     shapes = {tuple(shape) for shape in table.column("shape").to_pylist()}
     if len(shapes) != 1:
-        return None
+        from trainer.data.image import MixedSizes
+
+        raise MixedSizes(shapes)
     shape = shapes.pop()
     raw = np.frombuffer(b"".join(table.column("pixels").to_pylist()), dtype=np.uint8).reshape(len(table), *shape)
     pixels = torch.from_numpy(raw.copy())
     pixels = pixels.unsqueeze(1) if pixels.dim() == 3 else pixels.permute(0, 3, 1, 2).contiguous()  # grey or HWC
     labels = torch.as_tensor(table.column("label").to_pylist(), dtype=torch.long)
-    return DecodedImages(pixels, labels, mean, std)
+    return DecodedImages(pixels, labels, transform.mean, transform.std)

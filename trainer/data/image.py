@@ -2,25 +2,82 @@
 
 from __future__ import annotations
 
-from functools import partial
+from dataclasses import dataclass
 from typing import Any
 
 import datasets
 import numpy as np
 import torch
 
-from trainer.data.base import RecipeDataModule, class_count, label_names
-from trainer.data.decoded import MAX_IN_MEMORY_BYTES, DecodedImages, decode
+from trainer.data.base import LabelMap, RecipeDataModule, label_map
+from trainer.data.decoded import MAX_IN_MEMORY_BYTES, decode
 from trainer.data.sources import Splits
 from trainer.errors import UserError
 
 
-def to_tensors(batch: dict[str, list], image_column: str, label_column: str, mean: float, std: float) -> dict:
-    """A batch of PIL images or arrays -> float (N, C, H, W) normalised pixels, plus int64 labels."""
-    arrays = [np.asarray(image, dtype=np.uint8) for image in batch[image_column]]
-    pixels = torch.from_numpy(np.stack(arrays)).float().div_(255.0)
-    pixels = pixels.unsqueeze(1) if pixels.dim() == 3 else pixels.permute(0, 3, 1, 2)  # grey or HWC colour
-    return {"pixels": (pixels - mean) / std, "labels": torch.as_tensor(batch[label_column], dtype=torch.long)}
+def uint8_image(image: Any, size: tuple[int, int] | None, channels: int | None) -> np.ndarray:
+    """One image as uint8 (H, W) or (H, W, C), converted to `channels` and resized to `size` (height, width)
+    where asked, as `trainer predict` does it (Pillow, bilinear)."""
+    if size is None and channels is None:
+        return np.asarray(image, dtype=np.uint8)
+    from PIL import Image
+
+    if not isinstance(image, Image.Image):
+        image = Image.fromarray(np.asarray(image, dtype=np.uint8))
+    if channels is not None:
+        image = image.convert({1: "L", 3: "RGB"}[channels])
+    if size is not None and image.size != (size[1], size[0]):
+        image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+    return np.asarray(image, dtype=np.uint8)
+
+
+@dataclass(frozen=True)
+class ImageTransform:
+    """A batch of PIL images or arrays -> float (N, C, H, W) normalised pixels, plus int64 class ids."""
+
+    image_column: str
+    label_column: str
+    mean: float
+    std: float
+    labels: LabelMap
+    size: tuple[int, int] | None = None
+    channels: int | None = None
+
+    def arrays(self, images: list[Any]) -> list[np.ndarray]:
+        return [uint8_image(image, self.size, self.channels) for image in images]
+
+    def __call__(self, batch: dict[str, list]) -> dict:
+        arrays = self.arrays(batch[self.image_column])
+        shapes = {a.shape for a in arrays}
+        if len(shapes) > 1:
+            raise MixedSizes(shapes)
+        pixels = torch.from_numpy(np.stack(arrays)).float().div_(255.0)
+        pixels = pixels.unsqueeze(1) if pixels.dim() == 3 else pixels.permute(0, 3, 1, 2)  # grey or HWC colour
+        labels = torch.as_tensor(self.labels.ids(batch[self.label_column]), dtype=torch.long)
+        return {"pixels": (pixels - self.mean) / self.std, "labels": labels}
+
+    def tag(self) -> str:
+        """Names what the decoded bytes depend on, for their cache."""
+        return f"{self.size}-{self.channels}-{self.labels.tag()}"
+
+
+class MixedSizes(UserError):
+    def __init__(self, shapes: set[tuple[int, ...]]) -> None:
+        super().__init__(
+            f"the images differ in size or channels ({describe_shapes(shapes)}); set data.image_size=[height, width] "
+            "(and data.image_channels=1 or 3) to resize them all"
+        )
+
+
+def describe_shapes(shapes: set[tuple[int, ...]], most: int = 4) -> str:
+    def one(shape: tuple[int, ...]) -> str:
+        return f"{shape[0]}x{shape[1]}" + (f"x{shape[2]}" if len(shape) > 2 else "")
+
+    listed = sorted(shapes)
+    return ", ".join(one(s) for s in listed[:most]) + (", ..." if len(listed) > most else "")
+
+
+SIZE_SAMPLE = 512  # images of each split whose sizes are checked when the splits are not decoded into memory
 
 
 class ImageDataModule(RecipeDataModule):
@@ -30,24 +87,33 @@ class ImageDataModule(RecipeDataModule):
             if column not in splits.train.column_names:
                 key = "data.image_column" if column == cfg.image_column else "data.label_column"
                 raise UserError(f"data set has no column {column!r} (it has {splits.train.column_names}); set {key}")
-        transform = partial(
-            to_tensors,
-            image_column=cfg.image_column,
-            label_column=cfg.label_column,
-            mean=cfg.normalize_mean,
-            std=cfg.normalize_std,
-        )
-        self._num_classes = class_count(splits, cfg.label_column)
-        self._label_names = label_names(splits, cfg.label_column)
+        self.labels = label_map(splits, cfg.label_column)
+        transform = ImageTransform(cfg.image_column, cfg.label_column, cfg.normalize_mean, cfg.normalize_std,
+                                   self.labels, cfg.image_size, cfg.image_channels)  # fmt: skip
         self._sample = self._first_image(splits.train, transform)
         present = (splits.train, splits.val, splits.test)
         if self._in_memory(present):
-            decoded = [self._decoded(s) if s is not None else None for s in present]
-            if all(d is not None for d, s in zip(decoded, present, strict=True) if s is not None):
-                return tuple(decoded)
-            if cfg.in_memory:
-                raise UserError("data.in_memory=true needs images of one size; resize them or set data.in_memory=false")
+            decoded = [decode(s, transform, self.cache_dir) if s is not None else None for s in present]
+            self._check_one_size({d.pixels.shape[1:] for d in decoded if d is not None and len(d)})
+            return tuple(decoded)
+        self._check_one_size(self._sampled_shapes(present, transform))
         return tuple(s.with_transform(transform) if s is not None else None for s in present)
+
+    def _check_one_size(self, shapes: set[tuple[int, ...]]) -> None:
+        """Every split's images as one size and mode, or one line naming the sizes found and the setting."""
+        if len(shapes) > 1:
+            raise MixedSizes({(s[1], s[2], s[0]) if s[0] != 1 else (s[1], s[2]) for s in shapes})
+
+    def _sampled_shapes(self, splits: tuple[datasets.Dataset | None, ...], transform: ImageTransform) -> set:
+        """(C, H, W) of the first images of each split: a per-batch path cannot afford to decode them all first."""
+        shapes = set()
+        for split in splits:
+            if split is None or len(split) == 0:
+                continue
+            head = split.select(range(min(SIZE_SAMPLE, len(split))))[transform.image_column]
+            for array in transform.arrays(head):
+                shapes.add((1, *array.shape) if array.ndim == 2 else (array.shape[2], *array.shape[:2]))
+        return shapes
 
     def _in_memory(self, splits: tuple[datasets.Dataset | None, ...]) -> bool:
         if self.cfg.in_memory is not None:
@@ -56,10 +122,6 @@ class ImageDataModule(RecipeDataModule):
             return False
         images = sum(len(s) for s in splits if s is not None)
         return images * self._sample[0].numel() <= MAX_IN_MEMORY_BYTES  # uint8: a byte per value
-
-    def _decoded(self, split: datasets.Dataset) -> DecodedImages | None:
-        cfg = self.cfg
-        return decode(split, cfg.image_column, cfg.label_column, self.cache_dir, cfg.normalize_mean, cfg.normalize_std)
 
     @staticmethod
     def collate_fn(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -70,7 +132,7 @@ class ImageDataModule(RecipeDataModule):
             return None  # check_trainable says so
         try:
             return transform(train[:1])["pixels"]
-        except (TypeError, ValueError) as err:
+        except (TypeError, ValueError, OSError) as err:
             raise UserError(
                 f"data.image_column {self.cfg.image_column!r} does not hold images ({str(err).splitlines()[0]}); "
                 "set data.image_column"
@@ -85,9 +147,13 @@ class ImageDataModule(RecipeDataModule):
     def facts(self) -> dict[str, Any]:
         self.load()
         channels = int(self._sample.shape[1]) if self._sample is not None else 1
-        return {"num_classes": self._num_classes, "in_channels": channels}
+        return {"num_classes": self.labels.num_classes, "in_channels": channels, "image_size": self._image_size(),
+                "label_names": self.labels.names}  # fmt: skip
 
     def inference_facts(self) -> dict[str, Any]:
         self.load()
-        channels, height, width = (int(size) for size in self._sample.shape[1:])
-        return {"image_size": [height, width], "channels": channels, "label_names": self._label_names}
+        channels = int(self._sample.shape[1])
+        return {"image_size": self._image_size(), "channels": channels, "label_names": self.labels.names}
+
+    def _image_size(self) -> list[int]:
+        return [int(side) for side in self._sample.shape[2:]] if self._sample is not None else [0, 0]

@@ -9,9 +9,9 @@ import datasets
 import torch
 from tokenizers import Tokenizer
 
-from trainer.data.base import RecipeDataModule, cached_map, class_count, label_names
+from trainer.data.base import RecipeDataModule, cached_map, label_map
 from trainer.data.sources import Splits
-from trainer.data.tokenizer import PAD, build_tokenizer, load_tokenizer, tokenizer_hash
+from trainer.data.tokenizer import build_tokenizer, load_tokenizer, pad_token_id, tokenizer_hash
 from trainer.errors import UserError
 
 
@@ -50,8 +50,7 @@ class TextClassificationDataModule(RecipeDataModule):
         cfg = self.cfg
         self._check_columns(splits, [cfg.text_column, cfg.label_column])
         self.tokenizer = self._tokenizer_for(splits.train)
-        self._num_classes = class_count(splits, cfg.label_column)
-        self._label_names = label_names(splits, cfg.label_column)
+        self.labels = labels = label_map(splits, cfg.label_column)
         tokenizer = self.tokenizer
         tokenizer.no_padding()
         tokenizer.enable_truncation(cfg.max_length)
@@ -59,9 +58,9 @@ class TextClassificationDataModule(RecipeDataModule):
 
         def encode(batch: dict[str, list]) -> dict[str, list]:
             encodings = tokenizer.encode_batch(batch[text_column])
-            return {"input_ids": [e.ids for e in encodings], "labels": batch[label_column]}
+            return {"input_ids": [e.ids for e in encodings], "labels": labels.ids(batch[label_column])}
 
-        tag = f"cls-{tokenizer_hash(tokenizer)}-{cfg.max_length}"
+        tag = f"cls-{tokenizer_hash(tokenizer)}-{cfg.max_length}-{labels.tag()}"
 
         def tokenise(ds: datasets.Dataset | None) -> datasets.Dataset | None:
             if ds is None:
@@ -86,12 +85,13 @@ class TextClassificationDataModule(RecipeDataModule):
 
     @property
     def pad_id(self) -> int:
-        return self.tokenizer.token_to_id(PAD)
+        return pad_token_id(self.tokenizer)
 
     def facts(self) -> dict[str, Any]:
         self.load()
-        return {"vocab_size": self.tokenizer.get_vocab_size(), "num_classes": self._num_classes, "pad_id": self.pad_id}
+        return {"vocab_size": self.tokenizer.get_vocab_size(), "num_classes": self.labels.num_classes,
+                "pad_id": self.pad_id, "label_names": self.labels.names}  # fmt: skip
 
     def inference_facts(self) -> dict[str, Any]:
         self.load()
-        return {"label_names": self._label_names}
+        return {"label_names": self.labels.names}

@@ -21,7 +21,11 @@ TOKENIZER_FILE = "tokenizer.json"
 
 
 def build_tokenizer(cfg: TokenizerConfig, texts: datasets.Dataset, text_column: str, cache_dir: Path) -> Tokenizer:
-    """Train on `texts[text_column]`, or load the tokenizer trained earlier on the same data and settings."""
+    """Train on `texts[text_column]`, or load the tokenizer trained earlier on the same data and settings; a
+    pretrained one (kind=pretrained) is read from its folder instead."""
+    if cfg.kind == "pretrained":
+        assert cfg.path is not None  # the schema makes sure
+        return pretrained_tokenizer(cfg.path)
     key = hashlib.sha256(json.dumps([texts._fingerprint, text_column, cfg.model_dump()]).encode()).hexdigest()[:16]
     cached = cache_dir / TOKENIZERS / f"{key}.json"
     if cached.is_file():
@@ -35,6 +39,38 @@ def build_tokenizer(cfg: TokenizerConfig, texts: datasets.Dataset, text_column: 
     tokenizer.save(str(partial))
     partial.replace(cached)
     return tokenizer
+
+
+def pretrained_tokenizer(path: str) -> Tokenizer:
+    """A pretrained model's own tokenizer: its folder's tokenizer.json, or what Transformers makes of the folder's
+    other tokenizer files (vocab.txt, merges.txt, ...), or a hub name's where the network allows."""
+    folder = Path(path).expanduser()
+    if (folder / TOKENIZER_FILE).is_file():
+        return load_tokenizer(folder / TOKENIZER_FILE)
+    try:
+        from transformers import AutoTokenizer
+
+        from trainer.models.pretrained import quiet_transformers
+
+        with quiet_transformers():
+            return AutoTokenizer.from_pretrained(str(folder), use_fast=True).backend_tokenizer
+    except ImportError:
+        raise UserError(f"data.tokenizer.path {path!r} has no {TOKENIZER_FILE}; reading its other tokenizer files "
+                        "needs transformers: pip install 'trainer[pretrained]'") from None  # fmt: skip
+    except (OSError, ValueError, AttributeError) as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        raise UserError(f"data.tokenizer.path {path!r}: no tokenizer can be read there ({reason}); give a folder "
+                        f"with {TOKENIZER_FILE}") from None  # fmt: skip
+
+
+def pad_token_id(tokenizer: Tokenizer) -> int:
+    """The padding token: the framework's own [PAD] (BERT's too), a pretrained tokenizer's <pad>, else id 0 (its
+    rows are masked out anyway)."""
+    for token in (PAD, "<pad>"):
+        found = tokenizer.token_to_id(token)
+        if found is not None:
+            return found
+    return 0
 
 
 def tokenizer_hash(tokenizer: Tokenizer) -> str:

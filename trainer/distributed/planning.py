@@ -23,6 +23,7 @@ GIB = 1024**3
 ASSUMED_CHAR_VOCAB = 256
 ASSUMED_CLASSES = {"image_classification": 10, "text_classification": 2}
 ASSUMED_IMAGE_CHANNELS = 3
+ASSUMED_IMAGE_SIZE = (32, 32)  # a custom image model may size its layers by the image (CIFAR's)
 
 
 @dataclass(frozen=True)
@@ -59,11 +60,18 @@ def count_parameters(cfg: RunConfig) -> tuple[int, int]:
     facts = {
         "vocab_size": vocab,
         "num_classes": ASSUMED_CLASSES.get(cfg.task, 0),
-        "in_channels": ASSUMED_IMAGE_CHANNELS,
+        "in_channels": cfg.data.image_channels or ASSUMED_IMAGE_CHANNELS,
+        "image_size": list(cfg.data.image_size or ASSUMED_IMAGE_SIZE),
         "pad_id": 0,
+        "label_names": None,
     }
+    if cfg.model.family == "huggingface":  # the pretrained tokenizer's vocabulary is the model's
+        facts["vocab_size"] = 0
+    kwargs = model_kwargs(cfg, facts)
+    custom = cfg.model.family == "custom"
     with torch.device("meta"):
-        model = build_model(cfg.task, cfg.model.family, **model_kwargs(cfg, facts))
+        model = build_model(cfg.task, cfg.model.family, kwargs, cfg.model.class_path if custom else None,
+                            cfg.model.import_path if custom else None)  # fmt: skip
     total = sum(p.numel() for p in model.parameters())  # tied weights are counted once
     largest = max(sum(p.numel() for p in m.parameters(recurse=False)) for m in model.modules())
     return total, largest

@@ -30,7 +30,7 @@ from trainer.errors import UserError, WriteFailed
 from trainer.export.graph import ATOL, RTOL, check_parity, write_onnx, write_torchscript
 from trainer.lifecycle.checkpoints import TrainingCheckpoint, plain_model_state
 from trainer.model_io import MANIFEST_FILE, ModelIO
-from trainer.models import build_model
+from trainer.models import model_from_hparams
 from trainer.writable import check_writable
 
 FORMATS = ("safetensors", "onnx", "torchscript")
@@ -41,6 +41,8 @@ MODEL_FILES = {"safetensors": "model.safetensors", "onnx": "model.onnx", "torchs
 WEIGHTS_FILE = MODEL_FILES["safetensors"]
 MODEL_FILE = "model.json"  # safetensors: the class and constructor arguments to build
 RUN_FILES = ("config.yaml", "tokenizer.json")
+HF_FILES = ("config.json", "generation_config.json")  # a pretrained model's safetensors export, as Transformers has it
+MODEL_CLASS_KEYS = ("class_path", "import_path", "facts")  # a custom model's class, and the data's facts
 
 
 @dataclass(frozen=True)
@@ -55,8 +57,7 @@ class ExportSource:
     metrics: dict[str, Any]  # the run's final metrics (summary.json), {} before it has any
 
     def model(self) -> nn.Module:
-        hparams = self.checkpoint.hparams
-        model = build_model(self.model_io.task, hparams["family"], **hparams["model_kwargs"])
+        model = model_from_hparams(self.model_io.task, self.checkpoint.hparams)
         model.load_state_dict(plain_model_state(self.checkpoint.state_dict))
         return model.float().eval()
 
@@ -117,7 +118,7 @@ def check_replaceable(out_dir: Path) -> None:
 
 
 # Everything an export folder holds: a folder with anything else in it is not one.
-EXPORT_ENTRIES = {*MODEL_FILES.values(), MODEL_FILE, MANIFEST_FILE, *RUN_FILES}
+EXPORT_ENTRIES = {*MODEL_FILES.values(), MODEL_FILE, MANIFEST_FILE, *RUN_FILES, *HF_FILES}
 
 
 def _is_an_export(folder: Path) -> bool:
@@ -150,10 +151,18 @@ def _write_model(source: ExportSource, fmt: str, folder: Path) -> float | None:
     model = source.model()
     path = folder / MODEL_FILES[fmt]
     if fmt == "safetensors":
-        save_model(model, str(path))  # handles tied weights (one copy stored)
         hparams, step = source.checkpoint.hparams, source.checkpoint.global_step
+        if hparams["family"] == "huggingface":
+            # config.json and model.safetensors in Transformers' own layout: `from_pretrained(folder)` loads it.
+            from trainer.models.pretrained import quiet_transformers
+
+            with quiet_transformers():
+                model.hf.save_pretrained(str(folder), safe_serialization=True)
+        else:
+            save_model(model, str(path))  # handles tied weights (one copy stored)
         description = {"task": source.model_io.task, "family": hparams["family"],
-                       "model_kwargs": hparams["model_kwargs"], "global_step": step}  # fmt: skip
+                       "model_kwargs": hparams["model_kwargs"], "global_step": step,
+                       **{key: hparams[key] for key in MODEL_CLASS_KEYS if hparams.get(key)}}  # fmt: skip
         (folder / MODEL_FILE).write_text(json.dumps(description, indent=2) + "\n")
         return None
     if fmt == "onnx":
@@ -189,6 +198,7 @@ def _manifest(source: ExportSource, fmt: str, parity: float | None) -> dict[str,
             "checkpoint_sha256": source.checkpoint_sha256,
             "global_step": source.checkpoint.global_step,
         },
+        "model": _model_origin(source.checkpoint.hparams),
         "metrics": source.metrics,
         # The run's summary, not an evaluation of this checkpoint (`trainer test` gives that).
         "metrics_from": "the run's summary.json: val/* after its last step, test/* of its best checkpoint",
@@ -200,8 +210,18 @@ def _manifest(source: ExportSource, fmt: str, parity: float | None) -> dict[str,
     return manifest
 
 
+def _model_origin(hparams: dict[str, Any]) -> dict[str, Any]:
+    """Which code builds the model: a shipped family, a custom class (by path), or a Transformers config."""
+    origin: dict[str, Any] = {"family": hparams["family"]}
+    if hparams.get("class_path"):
+        origin.update(class_path=hparams["class_path"], import_path=hparams.get("import_path"))
+    if hparams["family"] == "huggingface":
+        origin["model_type"] = hparams["model_kwargs"]["config"].get("model_type")
+    return origin
+
+
 def _versions(fmt: str) -> dict[str, str]:
-    packages = ["trainer", "torch", "safetensors", "tokenizers"]
+    packages = ["trainer", "torch", "safetensors", "tokenizers", "transformers"]
     if fmt == "onnx":
         packages += ["onnx", "onnxruntime", "onnxscript"]
     found = {"python": platform.python_version()}
@@ -224,8 +244,11 @@ def load_exported(folder: str | Path) -> nn.Module:
     """The plain `nn.Module` of a safetensors export: no Lightning, no DeepSpeed."""
     folder = Path(folder)
     description = json.loads((folder / MODEL_FILE).read_text())
-    model = build_model(description["task"], description["family"], **description["model_kwargs"])
-    load_model(model, str(folder / WEIGHTS_FILE))
+    model = model_from_hparams(description["task"], description)
+    if description["family"] == "huggingface":
+        model.load_pretrained(str(folder), local_files_only=True)
+    else:
+        load_model(model, str(folder / WEIGHTS_FILE))
     return model.eval()
 
 

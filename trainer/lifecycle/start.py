@@ -100,6 +100,16 @@ def check_checkpoint_fits(
         raise UserError(f"{where} is a {family} model but recipe {cfg.name!r} builds a {cfg.model.family}; give "
                         "the recipe it was trained with")  # fmt: skip
     trained = info.hparams.get("model_kwargs", {})
+    if cfg.model.family == "custom":
+        if info.hparams.get("class_path") != cfg.model.class_path:
+            raise UserError(f"{where} is a {info.hparams.get('class_path')} model but this run asks model.class_path="
+                            f"{cfg.model.class_path}; give the recipe it was trained with")  # fmt: skip
+        for name, value in cfg.model.init_args.items():
+            if _plain(trained.get(name)) != _plain(value):
+                raise UserError(
+                    f"{where} was trained with {name}={trained.get(name)!r} but this run asks "
+                    f"model.init_args.{name}={value!r}; a checkpoint keeps its model: drop the override"
+                )
     model_fields = cfg.model.model_dump(exclude={"family"})
     asked = expected_kwargs if expected_kwargs is not None else {k: v for k, v in model_fields.items() if k in trained}
     for name, value in asked.items():

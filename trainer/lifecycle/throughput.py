@@ -21,7 +21,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
 from trainer.flops import peak_flops, training_flops
-from trainer.models import build_model
+from trainer.models import model_from_hparams
 
 
 class Throughput(L.Callback):
@@ -138,9 +138,7 @@ class Throughput(L.Callback):
         inputs = tuple(x[:1] for x in pl_module.model_inputs(batch))
         hparams = pl_module.hparams
         try:
-            self.flops_per_sample = training_flops(
-                lambda: build_model(pl_module.task_name, hparams.family, **hparams.model_kwargs), inputs
-            )
+            self.flops_per_sample = training_flops(lambda: model_from_hparams(pl_module.task_name, hparams), inputs)
         except (RuntimeError, NotImplementedError, TypeError, ValueError) as err:
             # A measurement must never end a run: FLOPs and MFU are then reported as unknown.
             self.flops_per_sample = 0

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from trainer.errors import UserError
-from trainer.model_io import UNK
+from trainer.model_io import UNKNOWN_TOKENS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -128,7 +128,7 @@ def prompt_ids(tokenizer: Any, prompt: str) -> tuple[list[int], list[str]]:
     if not prompt:
         raise UserError("a prompt is empty; give some text to continue")
     encoding = tokenizer.encode(prompt)
-    unknown = tokenizer.token_to_id(UNK)
+    unknown = next((i for i in map(tokenizer.token_to_id, UNKNOWN_TOKENS) if i is not None), None)
     dropped = sorted({prompt[start:end] for token, (start, end) in zip(encoding.ids, encoding.offsets, strict=True)
                       if token == unknown})  # fmt: skip
     ids = [token for token in encoding.ids if token != unknown]

@@ -57,7 +57,7 @@ def confusion_matrix(run_dir: Path, checkpoint: Path) -> Confusion:
     loader = datamodule.test_dataloader() if has_test else datamodule.val_dataloader()
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    num_classes = task.hparams.model_kwargs["num_classes"]
+    num_classes = task.data_fact("num_classes")
     counts = MulticlassConfusionMatrix(num_classes).to(device)
     task.to(device).eval()
     with torch.inference_mode():

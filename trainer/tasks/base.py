@@ -8,7 +8,7 @@ import lightning as L
 import torch
 
 from trainer.flops import portable_kernels
-from trainer.models import build_model
+from trainer.models import model_from_hparams
 from trainer.tasks.optim import OptimizerFactory, Schedule, build_optimizer, build_scheduler, keep_kernel_choice
 
 TASK_KEY = "trainer_task"  # the task a checkpoint was trained for, beside Lightning's own keys
@@ -27,13 +27,23 @@ class Task(L.LightningModule):
         optim: dict[str, Any],
         scheduler: dict[str, Any],
         schedule_steps: int = 1,
+        class_path: str | None = None,
+        import_path: str | None = None,
+        facts: dict[str, Any] | None = None,
     ) -> None:
-        """`schedule_steps`: optimizer steps the learning-rate schedule spans (the run's total)."""
+        """`schedule_steps`: optimizer steps the learning-rate schedule spans (the run's total). `class_path` and
+        `import_path`: a custom model's class. `facts`: the data's (classes, vocabulary, image size), which a
+        custom model's constructor need not take."""
         super().__init__()
         self.save_hyperparameters()
-        self.model = build_model(self.task_name, family, **model_kwargs)
+        self.model = model_from_hparams(self.task_name, self.hparams)
         # Not a hyperparameter: what builds the optimizer when a strategy needs its own (see build.py).
         self.optimizer_factory: OptimizerFactory | None = None
+
+    def data_fact(self, name: str) -> Any:
+        """A fact of the data the model was built for (a checkpoint from before `facts` has it in model_kwargs)."""
+        facts = self.hparams.get("facts") or {}
+        return facts[name] if name in facts else self.hparams.model_kwargs[name]
 
     def model_inputs(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
         """What the plain model is called with, from a batch of the task's data module."""

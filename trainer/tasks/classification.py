@@ -27,7 +27,7 @@ def classification_metrics(num_classes: int, prefix: str) -> MetricCollection:
 class ClassificationTask(Task):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        num_classes = self.hparams.model_kwargs["num_classes"]
+        num_classes = self.data_fact("num_classes")
         self.val_metrics = classification_metrics(num_classes, "val/")
         self.test_metrics = classification_metrics(num_classes, "test/")
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
