@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from helpers import one_error_line
+
 from trainer.config import load_config
 from trainer.errors import UserError
 
