@@ -75,7 +75,8 @@ TASKS = {
     "text": ("models.MeanEmbedding", "task: text_classification\ndata: {path: IMDB, max_length: 48, "
              "global_batch_size: 32, tokenizer: {kind: bpe, vocab_size: 400}}\n"),
     "lm": ("models:Bigram", "task: language_modeling\ndata: {path: SHAKESPEARE, block_size: 32, "
-           "global_batch_size: 16, tokenizer: {kind: char, lowercase: false}}\ngenerate: {prompt: 'ROMEO:', max_new_tokens: 8}\n"),
+           "global_batch_size: 16, tokenizer: {kind: char, lowercase: false}}\n"
+           "generate: {prompt: 'ROMEO:', max_new_tokens: 8}\n"),
 }  # fmt: skip
 
 
