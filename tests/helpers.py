@@ -64,3 +64,27 @@ def start_or_skip(start: Callable[[], None], unavailable: type[Exception], requi
 
 
 FAST = ("trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1")
+
+
+POSITIVE_WORDS = ["good", "great", "fine", "lovely", "superb", "moving"]
+NEGATIVE_WORDS = ["bad", "awful", "poor", "dull", "boring", "weak"]
+NEUTRAL_WORDS = ["the", "film", "movie", "was", "and", "plot", "acting", "it"]
+
+
+def sentiment_csvs(folder: Path, train: int = 400, test: int = 100, seed: int = 0) -> Path:
+    """train.csv and test.csv of short reviews labelled `positive` or `negative` (text labels, as users have
+    them): a word from the label's pool among neutral words, learnable in a few dozen steps."""
+    import random
+
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, rows in (("train", train), ("test", test)):
+        with open(folder / f"{split}.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["review", "sentiment"])
+            for _ in range(rows):
+                label = rng.choice(["positive", "negative"])
+                words = rng.sample(NEUTRAL_WORDS, 4)
+                words.insert(rng.randrange(5), rng.choice(POSITIVE_WORDS if label == "positive" else NEGATIVE_WORDS))
+                writer.writerow([" ".join(words), label])
+    return folder

@@ -1,5 +1,6 @@
-"""The optional packages a recipe needs (the `deepspeed`, `tensorboard` and `wandb` extras), checked with the
-config, before anything is imported or written: a missing one is one line naming the install command."""
+"""The optional packages a recipe needs (the `deepspeed`, `tensorboard`, `wandb` and `pretrained` extras),
+checked with the config, before anything is imported or written: a missing one is one line naming the install
+command."""
 
 from __future__ import annotations
 
@@ -13,9 +14,13 @@ if TYPE_CHECKING:  # the config's import (pydantic, omegaconf) is not needed to 
 
 
 def check_extras(cfg: RunConfig, command: str) -> None:
-    needed = []
+    needed: list[tuple[str, tuple[str, ...], str]] = []
     if command in ("fit", "plan") and cfg.trainer.strategy.startswith("deepspeed"):
         needed.append(("deepspeed", ("deepspeed",), f"trainer.strategy={cfg.trainer.strategy}"))
+    if cfg.model.family == "huggingface" or (
+        cfg.data.tokenizer is not None and cfg.data.tokenizer.kind == "pretrained"
+    ):
+        needed.append(("pretrained", ("transformers",), f"model.family={cfg.model.family}"))
     if command == "fit":
         if "tensorboard" in cfg.logger:
             needed.append(("tensorboard", ("tensorboard", "tensorboardX"), "logger=tensorboard"))
@@ -23,9 +28,10 @@ def check_extras(cfg: RunConfig, command: str) -> None:
             needed.append(("wandb", ("wandb",), "logger=wandb"))
     for extra, modules, setting in needed:
         if not any(importlib.util.find_spec(module) for module in modules):
+            package = modules[0]
             raise UserError(
-                f"{setting} needs the {extra} package, which is not installed: pip install -e '.[{extra}]' "
-                f"(or pip install {extra})"
+                f"{setting} needs the {package} package, which is not installed: pip install -e '.[{extra}]' "
+                f"(or pip install {package})"
             )
 
 

@@ -143,6 +143,7 @@ class TokenizerConfig(Section):
         description="kind=pretrained: a folder with tokenizer.json (or a hub name); set for you by "
         "model.family=huggingface.",
     )
+    local_files_only: bool = Field(default=True, description="kind=pretrained: never reach the hub.")
 
 
 class DataConfig(Section):
@@ -450,7 +451,9 @@ class RunConfig(Section):
             if tokenizer is not None and tokenizer.kind != "pretrained":
                 raise ValueError("a pretrained model reads its own tokenizer's ids; drop data.tokenizer")
             if tokenizer is None or tokenizer.path is None:
-                self.data.tokenizer = TokenizerConfig(kind="pretrained", path=self.model.pretrained)
+                self.data.tokenizer = TokenizerConfig(
+                    kind="pretrained", path=self.model.pretrained, local_files_only=self.model.local_files_only
+                )
         if self.task != "image_classification" and self.data.tokenizer is None:
             raise ValueError(f"task {self.task!r} needs data.tokenizer (kind: bpe, wordpiece or char)")
         if (

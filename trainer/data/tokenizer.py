@@ -25,7 +25,7 @@ def build_tokenizer(cfg: TokenizerConfig, texts: datasets.Dataset, text_column: 
     pretrained one (kind=pretrained) is read from its folder instead."""
     if cfg.kind == "pretrained":
         assert cfg.path is not None  # the schema makes sure
-        return pretrained_tokenizer(cfg.path)
+        return pretrained_tokenizer(cfg.path, cfg.local_files_only)
     key = hashlib.sha256(json.dumps([texts._fingerprint, text_column, cfg.model_dump()]).encode()).hexdigest()[:16]
     cached = cache_dir / TOKENIZERS / f"{key}.json"
     if cached.is_file():
@@ -41,7 +41,7 @@ def build_tokenizer(cfg: TokenizerConfig, texts: datasets.Dataset, text_column: 
     return tokenizer
 
 
-def pretrained_tokenizer(path: str) -> Tokenizer:
+def pretrained_tokenizer(path: str, local_files_only: bool = True) -> Tokenizer:
     """A pretrained model's own tokenizer: its folder's tokenizer.json, or what Transformers makes of the folder's
     other tokenizer files (vocab.txt, merges.txt, ...), or a hub name's where the network allows."""
     folder = Path(path).expanduser()
@@ -53,7 +53,9 @@ def pretrained_tokenizer(path: str) -> Tokenizer:
         from trainer.models.pretrained import quiet_transformers
 
         with quiet_transformers():
-            return AutoTokenizer.from_pretrained(str(folder), use_fast=True).backend_tokenizer
+            source = str(folder) if folder.is_dir() else path
+            tokenizer = AutoTokenizer.from_pretrained(source, use_fast=True, local_files_only=local_files_only)
+            return tokenizer.backend_tokenizer
     except ImportError:
         raise UserError(f"data.tokenizer.path {path!r} has no {TOKENIZER_FILE}; reading its other tokenizer files "
                         "needs transformers: pip install 'trainer[pretrained]'") from None  # fmt: skip

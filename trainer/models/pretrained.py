@@ -24,22 +24,25 @@ class PretrainedSettingError(ValueError):
 
 
 def read_config(pretrained: str, local_files_only: bool) -> dict[str, Any]:
-    """The model's config (config.json) as a plain dict."""
-    if local_files_only and not Path(pretrained).expanduser().is_dir():
-        raise PretrainedSettingError(
-            f"model.pretrained: {pretrained!r} is not a folder; give a local folder with config.json, weights and "
-            "tokenizer files (or a hub name with model.local_files_only=false, where the network allows)"
-        )
+    """The model's config (config.json) as a plain dict: from a local folder, or for a hub name from the Hugging
+    Face cache (offline) or the hub (local_files_only=False)."""
+    folder = Path(pretrained).expanduser()
     with quiet_transformers():
         from transformers import AutoConfig
 
         try:
-            config = AutoConfig.from_pretrained(str(Path(pretrained).expanduser()), local_files_only=local_files_only)
+            source = str(folder) if folder.is_dir() else pretrained
+            config = AutoConfig.from_pretrained(source, local_files_only=local_files_only)
         except (OSError, ValueError, KeyError) as err:
+            if local_files_only and not folder.is_dir():
+                raise PretrainedSettingError(
+                    f"model.pretrained: {pretrained!r} is not a folder, nor in the Hugging Face cache; give a local "
+                    "folder with config.json, weights and tokenizer files, or set model.local_files_only=false to "
+                    "download it where the network allows"
+                ) from None
             reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-            raise PretrainedSettingError(
-                f"model.pretrained: cannot read the config of {pretrained!r}: {reason}"
-            ) from None
+            message = f"model.pretrained: cannot read the config of {pretrained!r}: {reason}"
+            raise PretrainedSettingError(message) from None
     return config.to_dict()
 
 
