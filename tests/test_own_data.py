@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import FAST, NEGATIVE_WORDS, POSITIVE_WORDS, one_error_line, sentiment_csvs
-
 from conftest import REPO
+from helpers import FAST, NEGATIVE_WORDS, POSITIVE_WORDS, one_error_line, sentiment_csvs
 
 QUICK = ("trainer.max_steps=4", "trainer.max_epochs=null", *FAST)
 
@@ -70,7 +69,8 @@ def test_text_labels_are_named_in_predictions_and_the_report(tmp_path: Path, mai
     words = ("fit", "imdb_lstm", f"data.path={reviews}", "data.name=null", "data.text_column=review",
              "data.label_column=sentiment", "data.tokenizer.vocab_size=400", "data.max_length=16",
              "data.global_batch_size=16", "model.embed_dim=16", "model.hidden_size=16", "optim.lr=0.01",
-             "scheduler.warmup_steps=0", "trainer.max_steps=60", "trainer.max_epochs=null", "run_dir=run", *FAST)  # fmt: skip
+             "scheduler.warmup_steps=0", "trainer.max_steps=60", "trainer.max_epochs=null", "run_dir=run",
+             *FAST)  # fmt: skip
     result = main_cli(*words, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout)["test"]["test/acc"] > 0.9
