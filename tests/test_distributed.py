@@ -292,3 +292,50 @@ def test_plan_prints_batches_memory_and_launch_commands(main_cli) -> None:
     assert "* deepspeed_stage_3" in out
     bad = main_cli("plan", "shakespeare_gpt", "--nodes", "3", "--gpus-per-node", "8")
     assert _one_line_exit_2(bad).endswith("use a multiple of 24")
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "deepspeed_stage_1", "deepspeed_stage_3"])
+def test_a_custom_model_trains_on_two_processes_and_exports(cli, tmp_path: Path, strategy: str) -> None:
+    """Your own nn.Module under DDP and ZeRO (stage 3 shards its parameters): a ZeRO-3 run exports as a plain model."""
+    from own_models import TASKS, project
+
+    recipe = project(tmp_path / "project", *TASKS["image"], steps=6)
+    run = tmp_path / "run"
+    result = cli("fit", str(recipe), "trainer.devices=2", f"trainer.strategy={strategy}", "trainer.accelerator=cpu",
+                 "data.micro_batch_size=8", f"run_dir={run}", "trainer.enable_progress_bar=false", env=ENV)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    summary = json.loads(result.stdout)
+    assert summary["world_size"] == 2 and summary["global_step"] == 6 and summary["grad_accum_steps"] == 2
+    assert set(summary["test"]) >= {
+        "test/acc",
+        "test/loss",
+    }  # ZeRO-3's best checkpoint too (see api._test_consolidated)
+    if strategy == "deepspeed_stage_3":
+        exported = cli("export", str(run))
+        assert exported.returncode == 0, exported.stderr[-3000:]
+        model = load_exported(run / "export")
+        assert type(model).__name__ == "TinyCNN" and model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("strategy", ["deepspeed_stage_2", "deepspeed_stage_3"])
+def test_a_pretrained_encoder_fine_tunes_under_zero_on_two_processes(cli, tmp_path: Path, strategy: str) -> None:
+    from helpers import NEGATIVE_WORDS, NEUTRAL_WORDS, POSITIVE_WORDS, sentiment_csvs
+    from pretrained_models import tiny_bert
+
+    bert = tiny_bert(tmp_path / "bert", [*POSITIVE_WORDS, *NEGATIVE_WORDS, *NEUTRAL_WORDS])
+    reviews = sentiment_csvs(tmp_path / "reviews", train=160, test=40)
+    recipe = tmp_path / "bert.yaml"
+    data = (f"{{path: {reviews}, text_column: review, label_column: sentiment, max_length: 16, "
+            "global_batch_size: 16, micro_batch_size: 8}")  # fmt: skip
+    recipe.write_text(f"# trainer fit bert.yaml\ntask: text_classification\nmodel: {{family: huggingface, "
+                      f"pretrained: {bert}}}\ndata: {data}\ntrainer: {{max_steps: 4}}\n")  # fmt: skip
+    run = tmp_path / "run"
+    result = cli("fit", str(recipe), "trainer.devices=2", f"trainer.strategy={strategy}", "trainer.accelerator=cpu",
+                 f"run_dir={run}", "trainer.enable_progress_bar=false", env=ENV)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert json.loads(result.stdout)["world_size"] == 2
+    exported = cli("export", str(run))
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    from transformers import AutoModelForSequenceClassification
+
+    assert AutoModelForSequenceClassification.from_pretrained(str(run / "export")).config.id2label[1] == "positive"

@@ -13,81 +13,10 @@ import pytest
 import torch
 from callbacks import SignalAt
 from helpers import FAST, one_error_line
+from own_models import IMAGE, MODELS, TASKS, project
 
 from trainer import api
 from trainer.config import load_config
-
-MODELS = '''
-import torch
-from torch import nn
-
-
-class TinyCNN(nn.Module):
-    """Sized by the image: proves in_channels, image_size and num_classes are passed."""
-
-    def __init__(self, in_channels: int, num_classes: int, image_size: tuple[int, int], width: int = 8) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, width, 3, padding=1)
-        self.head = nn.Linear(width * image_size[0] * image_size[1], num_classes)
-
-    def forward(self, images):
-        return self.head(torch.relu(self.conv(images)).flatten(1))
-
-
-class MeanEmbedding(nn.Module):
-    def __init__(self, vocab_size: int, num_classes: int, pad_id: int, width: int = 16) -> None:
-        super().__init__()
-        self.embed = nn.Embedding(vocab_size, width, padding_idx=pad_id)
-        self.head = nn.Linear(width, num_classes)
-
-    def forward(self, input_ids, attention_mask):
-        mask = attention_mask.unsqueeze(-1).float()
-        return self.head((self.embed(input_ids) * mask).sum(1) / mask.sum(1).clamp(min=1))
-
-
-class Bigram(nn.Module):
-    def __init__(self, vocab_size: int, block_size: int, width: int = 16) -> None:
-        super().__init__()
-        self.block_size = block_size
-        self.embed = nn.Embedding(vocab_size, width)
-        self.head = nn.Linear(width, vocab_size)
-
-    def forward(self, input_ids):
-        return self.head(self.embed(input_ids))
-
-
-class OneTooMany(TinyCNN):
-    def forward(self, images):
-        return torch.cat([super().forward(images), images[:, :1, 0, 0]], dim=1)
-
-
-class Broken(TinyCNN):
-    def forward(self, images):
-        raise RuntimeError("this forward is broken")
-
-
-class Builder:
-    """Not an nn.Module."""
-'''
-IMAGE = "task: image_classification\ndata: {name: sklearn:digits, global_batch_size: 32}\n"
-TASKS = {
-    "image": ("models:TinyCNN", IMAGE),
-    "text": ("models.MeanEmbedding", "task: text_classification\ndata: {path: IMDB, max_length: 48, "
-             "global_batch_size: 32, tokenizer: {kind: bpe, vocab_size: 400}}\n"),
-    "lm": ("models:Bigram", "task: language_modeling\ndata: {path: SHAKESPEARE, block_size: 32, "
-           "global_batch_size: 16, tokenizer: {kind: char, lowercase: false}}\n"
-           "generate: {prompt: 'ROMEO:', max_new_tokens: 8}\n"),
-}  # fmt: skip
-
-
-def _project(folder: Path, class_path: str, data: str, init_args: str = "{}", steps: int = 6) -> Path:
-    """A user's project: their module beside their recipe."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "models.py").write_text(MODELS)
-    recipe = folder / "own.yaml"
-    recipe.write_text(f"# trainer fit own.yaml\nmodel: {{family: custom, class_path: '{class_path}', init_args: "
-                      f"{init_args}}}\n{data}optim: {{lr: 0.01}}\ntrainer: {{max_steps: {steps}}}\n")  # fmt: skip
-    return recipe
 
 
 @pytest.fixture(autouse=True)
@@ -102,7 +31,7 @@ def test_a_custom_model_goes_through_every_command(
     task: str, tmp_path: Path, small_imdb: Path, small_shakespeare: Path, main_cli
 ) -> None:
     class_path, data = TASKS[task]
-    recipe = _project(
+    recipe = project(
         tmp_path / "project",
         class_path,
         data.replace("IMDB", str(small_imdb)).replace("SHAKESPEARE", str(small_shakespeare)),
@@ -148,7 +77,7 @@ def test_a_custom_model_goes_through_every_command(
 
 
 def test_predict_from_an_onnx_export_never_imports_the_class(tmp_path: Path, cli) -> None:
-    recipe = _project(tmp_path / "project", *TASKS["image"])
+    recipe = project(tmp_path / "project", *TASKS["image"])
     run = tmp_path / "run"
     assert api.fit(load_config(str(recipe), [f"run_dir={run}", *FAST]))["global_step"] == 6
     api.export(run, fmt="onnx")
@@ -161,7 +90,7 @@ def test_predict_from_an_onnx_export_never_imports_the_class(tmp_path: Path, cli
 
 
 def test_a_custom_model_resumes_exactly(tmp_path: Path) -> None:
-    recipe = _project(tmp_path / "project", *TASKS["image"], steps=20)
+    recipe = project(tmp_path / "project", *TASKS["image"], steps=20)
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     api.fit(load_config(str(recipe), [f"run_dir={straight}", *FAST]))
     summary = api.fit(load_config(str(recipe), [f"run_dir={stopped}", *FAST]), callbacks=[SignalAt(9)])
@@ -194,7 +123,7 @@ def test_a_custom_model_resumes_exactly(tmp_path: Path) -> None:
 def test_a_wrong_model_is_one_line_before_anything_is_written(
     tmp_path: Path, class_path: str, init_args: str, expected: str, main_cli
 ) -> None:
-    recipe = _project(tmp_path / "project", class_path, IMAGE, init_args)
+    recipe = project(tmp_path / "project", class_path, IMAGE, init_args)
     result = main_cli("fit", str(recipe), *FAST, cwd=tmp_path)
     line = one_error_line(result)
     assert expected in line, line
@@ -202,7 +131,7 @@ def test_a_wrong_model_is_one_line_before_anything_is_written(
 
 
 def test_an_import_error_inside_the_module_is_its_own_message(tmp_path: Path, main_cli) -> None:
-    recipe = _project(tmp_path / "project", "needs_more:Net", IMAGE)
+    recipe = project(tmp_path / "project", "needs_more:Net", IMAGE)
     (recipe.parent / "needs_more.py").write_text("import torch\nimport not_installed_anywhere\n")
     line = one_error_line(main_cli("fit", str(recipe), cwd=tmp_path))
     assert "cannot import 'needs_more': No module named 'not_installed_anywhere'" in line, line
@@ -215,7 +144,7 @@ def test_an_import_error_inside_the_module_is_its_own_message(tmp_path: Path, ma
 def test_a_class_defined_in_a_notebook_trains_through_the_python_api(tmp_path: Path, monkeypatch) -> None:
     """In a notebook (or a script run as __main__), a class defined there is `__main__:Name`."""
     project = tmp_path / "project"
-    _project(project, *TASKS["image"])
+    project(project, *TASKS["image"])
     namespace: dict = {}
     exec(compile(MODELS, "notebook-cell", "exec"), namespace)  # the notebook's cell, as Jupyter runs it
     monkeypatch.setattr(sys.modules["__main__"], "NotebookCNN", namespace["TinyCNN"], raising=False)
