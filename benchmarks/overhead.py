@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from own_models import bert_recipe, custom_recipe
 from record import machine, run_child, write_results
 
 HERE = Path(__file__).resolve().parent
@@ -49,6 +50,10 @@ FAMILIES: dict[str, tuple[str, list[str]]] = {
     "transformer": ("imdb_transformer", [f"data.path={DATA / 'imdb'}", "data.max_train_samples=2048",
                                          "data.max_length=128", "data.tokenizer.vocab_size=2000"]),
     "gpt": ("shakespeare_gpt", [f"data.path={DATA / 'tiny_shakespeare'}", "model.n_layers=2", "data.block_size=64"]),
+    # A user's own nn.Module (benchmarks/own_models.py) and a pretrained BERT-style encoder (BERT-mini's shape),
+    # their recipes written into the run's cache folder.
+    "custom": ("custom_resnet", ["data.max_train_samples=4096"]),
+    "pretrained": ("pretrained_bert", ["data.max_train_samples=2048"]),
 }  # fmt: skip
 
 
@@ -59,6 +64,10 @@ def _config(family: str, args: argparse.Namespace, run_dir: Path) -> Any:
     from trainer import api
 
     recipe, words = FAMILIES[family]
+    if family == "custom":
+        recipe = str(custom_recipe(Path(args.cache), DATA / "mnist"))
+    elif family == "pretrained":
+        recipe = str(bert_recipe(Path(args.cache), DATA))
     words = [*words, f"trainer.max_steps={args.steps}", f"trainer.accelerator={args.accelerator}",
              f"trainer.precision={args.precision}", "trainer.devices=1", "trainer.enable_progress_bar=false",
              "data.max_eval_samples=64", "trainer.limit_val_batches=1", f"run_dir={run_dir}"]  # fmt: skip
@@ -155,7 +164,7 @@ def child(args: argparse.Namespace) -> None:
 
 def _measure(variant: str, family: str, args: argparse.Namespace, steps: int) -> dict[str, Any]:
     words = ["--child", variant, "--family", family, "--steps", str(steps), "--accelerator", args.accelerator,
-             "--precision", args.precision]  # fmt: skip
+             "--precision", args.precision, "--cache", args.cache]  # fmt: skip
     return run_child(__file__, words, {**os.environ, "TRAINER_CACHE": args.cache})
 
 
@@ -197,6 +206,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results", help="folder for the result files")
     parser.add_argument("--child", choices=["interleaved", "loop", "framework"], help=argparse.SUPPRESS)
     parser.add_argument("--family", help=argparse.SUPPRESS)
+    parser.add_argument("--cache", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args)
@@ -215,6 +225,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as cache:
         args.cache = cache  # one tokenised-data cache for every run: both sides read the same tensors
+        if "pretrained" in args.families.split(","):
+            bert_recipe(Path(cache), DATA)  # the pretrained folder, built once before anything is measured
         results = {family: compare(family, args) for family in args.families.split(",")}
     record = {**machine(args.accelerator), "steps": args.steps, "pairs": args.pairs,
               "memory_pairs": args.memory_pairs, "precision": args.precision,

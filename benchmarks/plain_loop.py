@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from trainer.build import build_datamodule, build_task
 from trainer.config.schema import RunConfig
 from trainer.distributed.batching import plan_batches
+from trainer.lifecycle.initial_weights import load_initial_weights
 
 
 @dataclass
@@ -35,6 +36,7 @@ class PlainLoop:
         datamodule = build_datamodule(cfg, plan)
         datamodule.load()
         task = build_task(cfg, datamodule.facts(), plan, len(datamodule.train_set))
+        load_initial_weights(cfg, task.model)  # a pretrained model's weights, as from_pretrained would load them
         device = torch.device("cuda" if cfg.trainer.accelerator in ("gpu", "cuda") else "cpu")
         task.model.to(device)
         configured = task.configure_optimizers()
