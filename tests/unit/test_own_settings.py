@@ -87,3 +87,13 @@ def test_one_number_is_a_square_image_size(tmp_path: Path) -> None:
     recipe = _recipe(tmp_path, "{family: cnn}", "task: image_classification\ndata: {path: x, image_size: 64}\n"
                      "trainer: {max_steps: 2}\n")  # fmt: skip
     assert load_config(str(recipe)).data.image_size == (64, 64)
+
+
+def test_another_model_family_replaces_the_model_section_whole(tmp_path: Path) -> None:
+    """A custom model on a shipped CNN recipe, by override or by inheritance: none of the CNN's keys carry over."""
+    config = load_config("digits_cnn", ["model={family: custom, class_path: 'nets:Net', init_args: {width: 8}}"])
+    assert config.model.family == "custom" and config.model.init_args == {"width": 8}
+    child = tmp_path / "child.yaml"
+    child.write_text("# trainer fit child.yaml\ninherits: digits_cnn\nmodel: {family: custom, class_path: nets:Net}\n")
+    assert load_config(str(child)).model.class_path == "nets:Net"
+    assert load_config("digits_cnn", ["model.channels=[4,8]"]).model.channels == [4, 8]  # same family: merged

@@ -105,7 +105,7 @@ def load_recipe(path: Path, _seen: tuple[Path, ...] = ()) -> DictConfig:
         return conf
     parent = load_recipe(find_recipe(str(parent_name), relative_to=path.parent), (*_seen, path))
     # The child's own name wins; the parent's `inherits` is consumed here.
-    merged = OmegaConf.merge(parent, conf)
+    merged = OmegaConf.merge(_without_replaced_model(parent, conf), conf)
     return merged  # type: ignore[return-value]
 
 
@@ -152,7 +152,8 @@ def compose(recipe: str, overrides: list[str] | None = None) -> dict[str, Any]:
     try:
         if conf.get("name") is None:
             conf.name = path.stem
-        conf = OmegaConf.merge(conf, parse_overrides(overrides or []))
+        changes = parse_overrides(overrides or [])
+        conf = OmegaConf.merge(_without_replaced_model(conf, changes), changes)
         raw = OmegaConf.to_container(conf, resolve=False)
         _refuse_resolver_calls(raw)
         resolved = OmegaConf.to_container(conf, resolve=True)
@@ -162,6 +163,17 @@ def compose(recipe: str, overrides: list[str] | None = None) -> dict[str, Any]:
         raise UserError(f"cannot resolve the recipe: {str(err).splitlines()[0]}") from None
     except RecursionError:
         raise UserError("the recipe is nested too deeply to be a recipe; fix it") from None
+
+
+def _without_replaced_model(base: DictConfig, changes: DictConfig) -> DictConfig:
+    """`base` without its model section when `changes` names another model family: a custom or pretrained model
+    replaces the recipe's CNN or Transformer whole, rather than inheriting its `channels` or `d_model`."""
+    family = OmegaConf.select(changes, "model.family", default=None)
+    if family is None or family == OmegaConf.select(base, "model.family", default=None):
+        return base
+    base = base.copy()
+    base.pop("model", None)
+    return base
 
 
 def _anchor_import_path(raw: dict[str, Any], recipe_folder: Path) -> None:
