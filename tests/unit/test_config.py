@@ -79,7 +79,7 @@ def test_inheritance_loop_is_an_error(tmp_path: Path) -> None:
         (["optim.lr=-1"], "invalid value for 'optim.lr': Input should be greater than 0"),
         (["model.dropout=1.5"], "invalid value for 'model.dropout'"),
         (["trainer.precision=8"], "invalid value for 'trainer.precision'"),
-        (["model.family=lstm"], "key 'model.channels' does not apply"),
+        (["model.family=lstm"], "model.family 'lstm' cannot do task 'image_classification'; use one of: cnn, custom"),
         (["optim.lr"], "has no '='"),
         (["model.channels=[]"], "invalid value for 'model.channels'"),
     ],
