@@ -13,6 +13,7 @@ import numpy as np
 
 from trainer.errors import UserError
 from trainer.model_io import UNKNOWN_TOKENS
+from trainer.pixels import eight_bit
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -50,7 +51,7 @@ def image_batch(paths: list[str], preprocess: dict[str, Any]) -> np.ndarray:
         try:
             with warnings.catch_warnings(), Image.open(path) as image:
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # a big photo, resized anyway
-                image = _eight_bit(image).convert(mode)
+                image = eight_bit(image).convert(mode)
                 if image.size != (width, height):
                     image = image.resize((width, height), Image.Resampling.BILINEAR)
                 arrays.append(np.asarray(image, dtype=np.uint8))
@@ -60,17 +61,6 @@ def image_batch(paths: list[str], preprocess: dict[str, Any]) -> np.ndarray:
     pixels = np.stack(arrays).astype(np.float32) / 255.0
     pixels = pixels[:, None] if pixels.ndim == 3 else pixels.transpose(0, 3, 1, 2)
     return ((pixels - preprocess["mean"]) / preprocess["std"]).astype(np.float32)
-
-
-def _eight_bit(image: Any) -> Any:
-    """16- and 32-bit greyscale scaled to 8 bits: Pillow's convert("L") clips them (40000 becomes 255)."""
-    from PIL import Image
-
-    if image.mode not in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
-        return image
-    pixels = np.asarray(image, dtype=np.float64)
-    top = 65535.0 if image.mode.startswith("I;16") or pixels.max() > 255 else 255.0
-    return Image.fromarray(np.clip(np.round(pixels * (255.0 / top)), 0, 255).astype(np.uint8), mode="L")
 
 
 def expand_texts(words: list[str]) -> list[str]:
