@@ -144,3 +144,28 @@ def test_schedule_length_counts_the_batches_the_train_loader_yields(samples, mic
         batches = len(StatefulDataLoader(data, sampler=sampler, batch_size=micro))
         # Lightning steps the optimizer at an epoch's end even after a partial accumulation.
         assert total_optimizer_steps(samples, plan, 2, -1, None) == 2 * -(-batches // accum)
+
+
+def test_images_in_any_mode_train_as_predict_reads_them(tmp_path: Path) -> None:
+    """Palette, 16-bit, RGBA: pixels are colours and intensities (not palette indices, not clipped), in training
+    and in `trainer predict` alike."""
+    import numpy as np
+    from PIL import Image
+
+    from trainer.data.base import LabelMap
+    from trainer.data.image import ImageTransform
+    from trainer.predict.inputs import image_batch
+
+    palette = Image.new("P", (4, 3))
+    palette.putpalette([200, 10, 30] * 256)
+    deep = Image.fromarray(np.full((3, 4), 40000, dtype=np.uint16))
+    alpha = Image.new("RGBA", (4, 3), (5, 6, 7, 0))
+    images = {"palette.png": palette, "deep.png": deep, "alpha.png": alpha}
+    transform = ImageTransform("image", "label", 0.0, 1.0, LabelMap(["0"]), size=(3, 4), channels=3)
+    for name, image in images.items():
+        image.save(tmp_path / name)
+        trained = transform({"image": [Image.open(tmp_path / name)], "label": [0]})["pixels"]
+        predicted = image_batch([str(tmp_path / name)], {"channels": 3, "image_size": [3, 4], "mean": 0.0, "std": 1.0})
+        assert np.allclose(trained.numpy(), predicted, atol=1e-6), name
+    assert np.allclose(transform({"image": [palette], "label": [0]})["pixels"][0, :, 0, 0].numpy() * 255, [200, 10, 30])
+    assert round(float(transform({"image": [deep], "label": [0]})["pixels"][0, 0, 0, 0]) * 255) == 156  # 40000/65535
