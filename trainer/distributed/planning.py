@@ -15,7 +15,7 @@ import torch
 from trainer.config.model_args import model_kwargs
 from trainer.config.schema import RunConfig
 from trainer.distributed.batching import BatchPlan, plan_batches
-from trainer.errors import UserError
+from trainer.errors import UserError, error_with_place
 from trainer.models import build_model
 
 GIB = 1024**3
@@ -69,9 +69,16 @@ def count_parameters(cfg: RunConfig) -> tuple[int, int]:
         facts["vocab_size"] = 0
     kwargs = model_kwargs(cfg, facts)
     custom = cfg.model.family == "custom"
-    with torch.device("meta"):
-        model = build_model(cfg.task, cfg.model.family, kwargs, cfg.model.class_path if custom else None,
-                            cfg.model.import_path if custom else None)  # fmt: skip
+    try:
+        with torch.device("meta"):
+            model = build_model(cfg.task, cfg.model.family, kwargs, cfg.model.class_path if custom else None,
+                                cfg.model.import_path if custom else None)  # fmt: skip
+    except Exception as err:
+        if not custom:
+            raise
+        # A user's constructor that cannot run on the meta device (or at all): said, not a traceback.
+        raise UserError(f"model.init_args: {cfg.model.class_path} could not be built to count its parameters: "
+                        f"{error_with_place(err)}") from None  # fmt: skip
     total = sum(p.numel() for p in model.parameters())  # tied weights are counted once
     largest = max(sum(p.numel() for p in m.parameters(recurse=False)) for m in model.modules())
     return total, largest
