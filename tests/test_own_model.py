@@ -49,6 +49,8 @@ def test_a_custom_model_goes_through_every_command(
     assert checked.returncode == 0, checked.stderr[-3000:]
     planned = main_cli("plan", str(recipe), "--gpus-per-node", "2", cwd=elsewhere)
     assert planned.returncode == 0 and "parameters" in planned.stdout, planned.stderr[-2000:]
+    reported = main_cli("report", str(run), cwd=elsewhere)
+    assert reported.returncode == 0 and (run / "report" / "report.md").is_file(), reported.stderr[-2000:]
     if task == "lm":
         generated = main_cli("generate", str(recipe), f"ckpt={run / 'checkpoints' / 'last.ckpt'}", cwd=elsewhere)
         assert generated.returncode == 0 and generated.stdout.startswith("ROMEO:"), generated.stderr[-2000:]
