@@ -17,8 +17,8 @@ class TinyCNN(nn.Module):
         self.conv = nn.Conv2d(in_channels, width, 3, padding=1)
         self.head = nn.Linear(width * image_size[0] * image_size[1], num_classes)
 
-    def forward(self, images):
-        return self.head(torch.relu(self.conv(images)).flatten(1))
+    def forward(self, x):  # any argument names: the graph exports name their inputs themselves
+        return self.head(torch.relu(self.conv(x)).flatten(1))
 
 
 class MeanEmbedding(nn.Module):
@@ -27,9 +27,9 @@ class MeanEmbedding(nn.Module):
         self.embed = nn.Embedding(vocab_size, width, padding_idx=pad_id)
         self.head = nn.Linear(width, num_classes)
 
-    def forward(self, input_ids, attention_mask):
-        mask = attention_mask.unsqueeze(-1).float()
-        return self.head((self.embed(input_ids) * mask).sum(1) / mask.sum(1).clamp(min=1))
+    def forward(self, ids, padding):
+        mask = padding.unsqueeze(-1).float()
+        return self.head((self.embed(ids) * mask).sum(1) / mask.sum(1).clamp(min=1))
 
 
 class Bigram(nn.Module):
@@ -39,8 +39,8 @@ class Bigram(nn.Module):
         self.embed = nn.Embedding(vocab_size, width)
         self.head = nn.Linear(width, vocab_size)
 
-    def forward(self, input_ids):
-        return self.head(self.embed(input_ids))
+    def forward(self, tokens):
+        return self.head(self.embed(tokens))
 
 
 class OneTooMany(TinyCNN):

@@ -145,12 +145,12 @@ def test_an_import_error_inside_the_module_is_its_own_message(tmp_path: Path, ma
 
 def test_a_class_defined_in_a_notebook_trains_through_the_python_api(tmp_path: Path, monkeypatch) -> None:
     """In a notebook (or a script run as __main__), a class defined there is `__main__:Name`."""
-    project = tmp_path / "project"
-    project(project, *TASKS["image"])
+    folder = tmp_path / "project"
+    project(folder, *TASKS["image"])
     namespace: dict = {}
     exec(compile(MODELS, "notebook-cell", "exec"), namespace)  # the notebook's cell, as Jupyter runs it
     monkeypatch.setattr(sys.modules["__main__"], "NotebookCNN", namespace["TinyCNN"], raising=False)
-    config = load_config(str(project / "own.yaml"), ["model.class_path=__main__:NotebookCNN", *FAST,
+    config = load_config(str(folder / "own.yaml"), ["model.class_path=__main__:NotebookCNN", *FAST,
                                                      f"run_dir={tmp_path / 'run'}"])  # fmt: skip
     summary = api.fit(config)
     assert summary["global_step"] == 6 and summary["val"]["val/acc"] > 0.2
@@ -168,3 +168,18 @@ def _digit_pngs(folder: Path, count: int = 4) -> list[Path]:
         Image.fromarray((image * 255 / 16).round().astype("uint8"), mode="L").save(path)
         paths.append(path)
     return paths
+
+
+def test_a_run_of_a_notebook_class_says_where_to_export_it(tmp_path: Path, monkeypatch, main_cli) -> None:
+    """Outside the notebook, `__main__:Name` is gone: export and predict say so in one line."""
+    folder = tmp_path / "project"
+    project(folder, *TASKS["image"])
+    namespace: dict = {}
+    exec(compile(MODELS, "notebook-cell", "exec"), namespace)
+    monkeypatch.setattr(sys.modules["__main__"], "NotebookCNN", namespace["TinyCNN"], raising=False)
+    run = tmp_path / "run"
+    api.fit(load_config(str(folder / "own.yaml"), ["model.class_path=__main__:NotebookCNN", *FAST, f"run_dir={run}"]))
+    monkeypatch.delattr(sys.modules["__main__"], "NotebookCNN")
+    for words in (("export", str(run)), ("predict", str(run), *map(str, _digit_pngs(tmp_path / "pngs")))):
+        line = one_error_line(main_cli(*words))
+        assert "was defined in a notebook or script" in line and "trainer.api" in line, line

@@ -92,6 +92,12 @@ def test_pretrained_weights_are_really_loaded(fine_tuned: Path, bert: Path, revi
     cold = fit(str(_classifier_recipe(tmp_path / "cold", bert, reviews)), *first, f"run_dir={tmp_path / 'c'}")
     assert warm["val"]["val/acc"] > 0.9, warm["val"]
     assert cold["val"]["val/acc"] < 0.75, cold["val"]
+    # init_from over a pretrained folder: the random BERT, then the fine-tuned run's weights over it, read with
+    # that run's own tokenizer.
+    over = fit(str(_classifier_recipe(tmp_path / "over", bert, reviews)), *first, f"init_from={fine_tuned}",
+               f"run_dir={tmp_path / 'o'}")  # fmt: skip
+    assert over["val"]["val/acc"] > 0.9, over["val"]
+    assert (tmp_path / "o" / "tokenizer.json").read_text() == (fine_tuned / "tokenizer.json").read_text()
 
 
 def test_a_pretrained_run_resumes_exactly(bert: Path, reviews: Path, tmp_path: Path) -> None:

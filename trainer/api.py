@@ -55,7 +55,7 @@ from trainer.lifecycle.checkpoints import (
     verify_checkpoint,
 )
 from trainer.lifecycle.claim import RunClaim
-from trainer.lifecycle.initial_weights import check_init_from, load_initial_weights
+from trainer.lifecycle.initial_weights import check_init_from, load_initial_weights, warm_start_tokenizer
 from trainer.lifecycle.last_checkpoint import RunStopped
 from trainer.lifecycle.run_config import fit_config, resume_command, slurm_resume_command
 from trainer.lifecycle.run_dir import (
@@ -185,7 +185,10 @@ def _build_fit(
     # A resumed run keeps its own tokenizer; an old run that overwrite=true replaces does not pass its on.
     saved_tokenizer = start.run_dir / TOKENIZER_FILE
     keep_tokenizer = saved_tokenizer.is_file() and not start.replaces_old_run
-    datamodule = build_datamodule(cfg, plan, tokenizer_path=saved_tokenizer if keep_tokenizer else None)
+    tokenizer_path = saved_tokenizer if keep_tokenizer else warm_start_tokenizer(cfg)  # a warm start: its source's
+    if cfg.task == "image_classification":
+        tokenizer_path = None
+    datamodule = build_datamodule(cfg, plan, tokenizer_path=tokenizer_path)
     with rank_zero_first(per_node=True):
         datamodule.prepare_data()
     datamodule.check_trainable(plan.global_batch_size)

@@ -23,7 +23,9 @@ _WARNINGS = (
 # Log lines, by logger.
 _LOG_LINES = {
     # An advertisement for a hosted logger, at every Trainer (Lightning 2.6).
-    "lightning.pytorch.utilities.rank_zero": ("💡 Tip:",),
+    # ... and, since trainer.build names Lightning's plain model summary (rich would replace it), a note that it
+    # uses the one named.
+    "lightning.pytorch.utilities.rank_zero": ("💡 Tip:", "Trainer already configured with model summary callbacks"),
     # DeepSpeed's accelerator detection on a machine without CUDA: the trainer chose the CPU on purpose.
     "DeepSpeed": ("Setting accelerator to CPU",),
 }

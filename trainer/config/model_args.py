@@ -56,24 +56,17 @@ def data_facts(cfg: RunConfig, facts: dict[str, Any]) -> dict[str, Any]:
 
 
 def _custom_kwargs(cfg: RunConfig, facts: dict[str, Any]) -> dict[str, Any]:
-    from trainer.errors import UserError
-    from trainer.models.custom import ModelSettingError, constructor_kwargs, import_model_class
+    from trainer.models.custom import constructor_kwargs, import_model_class
 
-    try:
-        cls = import_model_class(cfg.model.class_path, cfg.model.import_path)
-        return constructor_kwargs(cls, cfg.model.init_args, data_facts(cfg, facts), cfg.task)
-    except ModelSettingError as err:
-        raise UserError(str(err)) from None
+    cls = import_model_class(cfg.model.class_path, cfg.model.import_path)
+    return constructor_kwargs(cls, cfg.model.init_args, data_facts(cfg, facts), cfg.task)
 
 
 def _pretrained_kwargs(cfg: RunConfig, facts: dict[str, Any]) -> dict[str, Any]:
     from trainer.errors import UserError
-    from trainer.models.pretrained import PretrainedSettingError, context_length, read_config
+    from trainer.models.pretrained import context_length, read_config
 
-    try:
-        config = read_config(cfg.model.pretrained, cfg.model.local_files_only)
-    except PretrainedSettingError as err:
-        raise UserError(str(err)) from None
+    config = read_config(cfg.model.pretrained, cfg.model.local_files_only)
     vocab = config.get("vocab_size")
     if isinstance(vocab, int) and facts.get("vocab_size", 0) > vocab:
         raise UserError(f"model.pretrained: its tokenizer has {facts['vocab_size']} tokens but the model embeds "
@@ -92,19 +85,11 @@ def _pretrained_kwargs(cfg: RunConfig, facts: dict[str, Any]) -> dict[str, Any]:
 def check_model_settings(cfg: RunConfig) -> None:
     """What the model section names exists and fits, before the data are read or anything is written: a custom
     class imports, is an nn.Module and takes init_args; a pretrained folder has a readable config."""
-    from trainer.errors import UserError
-
     if cfg.model.family == "custom":
-        from trainer.models.custom import ModelSettingError, check_init_args, import_model_class
+        from trainer.models.custom import check_init_args, import_model_class
 
-        try:
-            check_init_args(import_model_class(cfg.model.class_path, cfg.model.import_path), cfg.model.init_args)
-        except ModelSettingError as err:
-            raise UserError(str(err)) from None
+        check_init_args(import_model_class(cfg.model.class_path, cfg.model.import_path), cfg.model.init_args)
     elif cfg.model.family == "huggingface":
-        from trainer.models.pretrained import PretrainedSettingError, read_config
+        from trainer.models.pretrained import read_config
 
-        try:
-            read_config(cfg.model.pretrained, cfg.model.local_files_only)
-        except PretrainedSettingError as err:
-            raise UserError(str(err)) from None
+        read_config(cfg.model.pretrained, cfg.model.local_files_only)

@@ -103,6 +103,12 @@ class CustomModelConfig(Section):
                              "which holds no model; name your own nn.Module class")  # fmt: skip
         return value
 
+    @field_validator("init_args", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: object) -> object:
+        # `model.init_args=null` drops what a parent recipe gave (an override of {} merges into it).
+        return {} if value is None else value
+
     @field_validator("init_args")
     @classmethod
     def _names(cls, value: dict[str, Any]) -> dict[str, Any]:

@@ -53,7 +53,9 @@ def check_source(cfg: DataConfig) -> None:
         return
     path = Path(cfg.path).expanduser()
     if not path.exists():
-        raise UserError(f"data.path {cfg.path!r} does not exist; point data.path at a local copy of {cfg.name!r}")
+        of = f" of {cfg.name!r}" if cfg.name else ""
+        where = "" if path.is_absolute() else f" (a relative path is read from the working directory, {Path.cwd()})"
+        raise UserError(f"data.path {cfg.path!r} does not exist{where}; point data.path at a local copy{of}")
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix in _FILE_BUILDERS)
     for file in files:
         if file.stat().st_size == 0:

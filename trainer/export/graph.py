@@ -122,14 +122,12 @@ def write_onnx(model: nn.Module, model_io: ModelIO, path: Path) -> None:
     example = sample_inputs(model_io)[0]
     batch = torch.export.Dim("batch")
     sequence = torch.export.Dim("sequence", max=model_io.max_sequence) if model_io.max_sequence else None
-    shapes = {
-        spec.name: {
-            axis: batch if size == "batch" else sequence
-            for axis, size in enumerate(spec.shape)
-            if isinstance(size, str)
-        }  # fmt: skip
+    # By position, not by name: torch.export keys a dict by the forward's own argument names, which a custom
+    # model chooses (`forward(self, x)`); the graph's input names come from input_names below.
+    shapes = tuple(
+        {axis: batch if size == "batch" else sequence for axis, size in enumerate(spec.shape) if isinstance(size, str)}
         for spec in model_io.inputs
-    }
+    )
     with _quiet():
         torch.onnx.export(
             graph_model,

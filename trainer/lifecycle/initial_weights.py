@@ -14,18 +14,38 @@ from torch import nn
 from trainer.config.schema import RunConfig
 from trainer.errors import UserError
 from trainer.lifecycle.checkpoints import plain_model_state, read_training_checkpoint
-from trainer.lifecycle.run_dir import CHECKPOINTS, CONFIG_FILE, LAST_CKPT
+from trainer.lifecycle.run_dir import CHECKPOINTS, CONFIG_FILE, LAST_CKPT, run_dir_of
+
+TOKENIZER_FILE = "tokenizer.json"  # a run's, and its export's, tokenizer
 
 MODEL_JSON, WEIGHTS, HF_CONFIG = "model.json", "model.safetensors", "config.json"
 
 
 def load_initial_weights(cfg: RunConfig, model: nn.Module) -> str | None:
-    """Load the pretrained or warm-start weights into `model`; a line saying what was loaded (None: nothing)."""
+    """Load the pretrained weights, then the warm-start ones over them, into `model`; a line saying what was loaded
+    (None: nothing)."""
+    said = []
     if cfg.model.family == "huggingface":
         fresh = model.load_pretrained(cfg.model.pretrained, cfg.model.local_files_only)
-        return f"pretrained weights from {cfg.model.pretrained}{_fresh(fresh)}"
+        said.append(f"pretrained weights from {cfg.model.pretrained}{_fresh(fresh)}")
+    if cfg.init_from is not None:
+        said.append(_warm_start(cfg, model))
+    return "; then ".join(said) or None
+
+
+def warm_start_tokenizer(cfg: RunConfig) -> Path | None:
+    """The tokenizer of the run `init_from` names: a text model's embeddings hold rows by its token ids, so a
+    warm-started run reads its data with that tokenizer, not a new one (None: the source has none)."""
     if cfg.init_from is None:
         return None
+    kind, target = _source(Path(cfg.init_from).expanduser(), cfg.init_from)
+    folder = target if kind == "export" else run_dir_of(target) or target.resolve().parent.parent
+    tokenizer = folder / TOKENIZER_FILE
+    return tokenizer if tokenizer.is_file() else None
+
+
+def _warm_start(cfg: RunConfig, model: nn.Module) -> str:
+    assert cfg.init_from is not None
     state = warm_start_state(Path(cfg.init_from).expanduser())
     own = model.state_dict()
     usable = {key: value for key, value in state.items() if key in own and own[key].shape == value.shape}

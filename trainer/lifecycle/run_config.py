@@ -17,6 +17,7 @@ from pathlib import Path
 
 from trainer.cluster.env import job_identity, restart_count
 from trainer.config import RunConfig, load_config, load_config_file, shipped_recipes, to_yaml
+from trainer.config.load import compose
 from trainer.errors import UserError
 from trainer.lifecycle.run_dir import (
     CONFIG_FILE,
@@ -32,8 +33,9 @@ RUN_WORDS = ("resume", "ckpt", "run_dir", "overwrite")
 
 
 def fit_config(recipe: str, overrides: list[str]) -> RunConfig:
-    named = load_config(recipe, _run_words(overrides))  # the recipe as named, and which run
-    if named.resume is None:
+    # A new run is the recipe with every override (a recipe may lack what an override gives, trainer.max_steps);
+    # a resumed one is its own config.yaml with them, the recipe named only to check it is the same.
+    if compose(recipe, _run_words(overrides)).get("resume") is None:
         cfg = load_config(recipe, overrides)
         if cfg.ckpt is not None:
             raise UserError("ckpt= is for test and generate; to continue a run use resume=RUN_DIR")
@@ -42,6 +44,7 @@ def fit_config(recipe: str, overrides: list[str]) -> RunConfig:
         if run_dir is not None and not (restart_count() > 0 and same_job(run_dir, job_identity())):
             check_new_run_dir(run_dir, cfg.overwrite)
         return cfg
+    named = load_config(recipe, _run_words(overrides))  # the recipe as named, and which run
     if named.overwrite:
         raise UserError("resume= continues a run and overwrite=true replaces one; drop one of them")
     run_dir = find_resume_dir(named.resume, named.name or recipe)

@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from trainer.errors import error_with_place
+from trainer.errors import UserError, error_with_place
 
 # The facts of the data each task passes to a constructor that names them (the README's "Your own model").
 DATA_FACTS: dict[str, tuple[str, ...]] = {
@@ -23,8 +23,9 @@ DATA_FACTS: dict[str, tuple[str, ...]] = {
 }
 
 
-class ModelSettingError(ValueError):
-    """A bad custom-model setting; the message starts with the recipe key (`model.init_args.width: ...`)."""
+class ModelSettingError(UserError):
+    """A bad custom-model setting; the message starts with the recipe key (`model.init_args.width: ...`). A
+    UserError wherever it is met: fit, but also export, predict or test of a run whose class has gone."""
 
 
 def import_model_class(class_path: str, import_path: str | None = None) -> type[nn.Module]:
@@ -42,6 +43,11 @@ def import_model_class(class_path: str, import_path: str | None = None) -> type[
             f"model.class_path: importing {module_name!r} failed: {error_with_place(err)}"
         ) from None
     found = getattr(module, class_name, None)
+    if found is None and module_name == "__main__":
+        raise ModelSettingError(
+            f"model.class_path: {class_path!r} was defined in a notebook or script, and exists only while it runs: "
+            "call trainer.api (test, export, generate) from there, or move the class into a module beside the recipe"
+        )
     if found is None:
         close = difflib.get_close_matches(class_name, [n for n in dir(module) if not n.startswith("_")], n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""

@@ -16,10 +16,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from trainer.errors import UserError
+
 MAX_LENGTH_KEYS = ("max_position_embeddings", "n_positions", "n_ctx")  # where configs keep their context length
 
 
-class PretrainedSettingError(ValueError):
+class PretrainedSettingError(UserError):
     """A pretrained folder or hub name that cannot serve; the message starts with the recipe key."""
 
 
