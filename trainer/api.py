@@ -391,7 +391,8 @@ def generate(cfg: RunConfig) -> str:
     input_ids = torch.tensor([ids], device=device)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     # The context the model was trained on: a Transformer has no positions beyond it.
-    context_len = task.hparams.model_kwargs.get("max_len", cfg.data.block_size)
+    facts = task.hparams.get("facts") or {}
+    context_len = task.hparams.model_kwargs.get("max_len") or facts.get("block_size") or cfg.data.block_size
     output = sample(
         model,
         input_ids,

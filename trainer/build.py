@@ -16,7 +16,7 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.strategies import Strategy
 
 from trainer.cluster.signals import StopRequest
-from trainer.config.model_args import model_kwargs
+from trainer.config.model_args import data_facts, model_kwargs
 from trainer.config.schema import RunConfig
 from trainer.data import DATA_MODULES, RecipeDataModule
 from trainer.distributed.batching import BatchPlan, eval_batches, total_optimizer_steps, train_batches_per_epoch
@@ -74,11 +74,11 @@ def build_task(cfg: RunConfig, facts: dict[str, Any], plan: BatchPlan, num_train
         schedule_steps=total_optimizer_steps(num_train_samples, plan, t.max_epochs, t.max_steps, t.limit_train_batches),
         class_path=cfg.model.class_path if custom else None,
         import_path=cfg.model.import_path if custom else None,
-        facts=facts,
+        facts=data_facts(cfg, facts),
     )
     try:
         task = TASKS[cfg.task](**arguments)
-    except Exception as err:
+    except (Exception, SystemExit) as err:
         if not custom or isinstance(err, UserError):
             raise
         raise UserError(f"model.init_args: {cfg.model.class_path} could not be built with {arguments['model_kwargs']}: "
@@ -97,32 +97,50 @@ _OUTPUT_CONTRACT = {
 
 
 def check_model_contract(cfg: RunConfig, task: Task, datamodule: RecipeDataModule) -> None:
-    """A custom model's forward, run once on a batch of two training examples (no gradient, in eval mode, the
-    random state untouched), gives logits of the shape its task needs. Before anything is written."""
+    """A custom model's forward gives logits of the shape its task needs, before anything is written: in eval
+    mode on a batch of two training examples, then in training mode on a batch of three with a backward pass
+    (a model whose training forward differs, or whose output needs no gradient). The random state, the
+    gradients and the buffers (BatchNorm's running statistics) are left as they were."""
     if cfg.model.family != "custom":
         return
-    batch = datamodule.example_batch(2)
+    model, was_training = task.model, task.model.training
+    buffers = {name: value.clone() for name, value in model.named_buffers()}
+    try:
+        with torch.random.fork_rng(devices=[]):
+            with torch.no_grad():
+                _check_output(cfg, task, datamodule.example_batch(2), training=False)
+            _check_output(cfg, task, datamodule.example_batch(3), training=True)
+    finally:
+        model.train(was_training)
+        model.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for name, value in model.named_buffers():
+                if name in buffers:
+                    value.copy_(buffers[name])
+
+
+def _check_output(cfg: RunConfig, task: Task, batch: dict[str, torch.Tensor], training: bool) -> None:
     inputs = task.model_inputs(batch)
     rows = int(inputs[0].shape[0])
     if cfg.task == "language_modeling":
         expected = (rows, int(inputs[0].shape[1]), task.data_fact("vocab_size"))
     else:
         expected = (rows, task.data_fact("num_classes"))
-    model, was_training = task.model, task.model.training
     shapes = ", ".join(f"{list(x.shape)} {str(x.dtype).removeprefix('torch.')}" for x in inputs)
+    mode = "in training mode " if training else ""
+    where = f"model.class_path: {cfg.model.class_path}.forward"
     try:
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
-            output = model.eval()(*inputs)
-    except Exception as err:
-        raise UserError(f"model.class_path: {cfg.model.class_path}.forward failed on a batch of {rows} ({shapes}): "
-                        f"{error_with_place(err)}") from None  # fmt: skip
-    finally:
-        model.train(was_training)
+        output = task.model.train(training)(*inputs)
+        right = torch.is_tensor(output) and output.is_floating_point() and tuple(output.shape) == expected
+        if right and training:
+            output.float().sum().backward()  # a gradient must reach the model's parameters
+    except (Exception, SystemExit) as err:
+        raise UserError(f"{where} failed {mode}on a batch of {rows} ({shapes}): {error_with_place(err)}") from None
     got = (f"shape {list(output.shape)} {str(output.dtype).removeprefix('torch.')}" if torch.is_tensor(output)
            else f"a {type(output).__name__}")  # fmt: skip
-    if not (torch.is_tensor(output) and output.is_floating_point() and tuple(output.shape) == expected):
-        raise UserError(f"model.class_path: {cfg.model.class_path}.forward returned {got} for inputs {shapes}; it "
-                        f"must return {_OUTPUT_CONTRACT[cfg.task]} = {list(expected)}")  # fmt: skip
+    if not right:
+        raise UserError(f"{where} returned {got} {mode}for inputs {shapes}; it must return "
+                        f"{_OUTPUT_CONTRACT[cfg.task]} = {list(expected)}")  # fmt: skip
 
 
 def check_compile_toolchain(compile_model: bool, accelerator: str) -> None:

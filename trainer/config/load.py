@@ -184,7 +184,9 @@ def _anchor_import_path(raw: dict[str, Any], recipe_folder: Path) -> None:
         return
     folder = model.get("import_path")
     if folder is None:
-        model["import_path"] = str(recipe_folder)
+        # A shipped recipe's folder holds no user module: the user's project is where they run the command.
+        shipped = recipe_folder.resolve() == recipes_dir().resolve()
+        model["import_path"] = str(Path.cwd() if shipped else recipe_folder)
     elif isinstance(folder, str):
         model["import_path"] = str(recipe_folder / Path(folder).expanduser())
 

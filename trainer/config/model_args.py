@@ -68,9 +68,12 @@ def _pretrained_kwargs(cfg: RunConfig, facts: dict[str, Any]) -> dict[str, Any]:
 
     config = read_config(cfg.model.pretrained, cfg.model.local_files_only)
     vocab = config.get("vocab_size")
-    if isinstance(vocab, int) and facts.get("vocab_size", 0) > vocab:
-        raise UserError(f"model.pretrained: its tokenizer has {facts['vocab_size']} tokens but the model embeds "
-                        f"{vocab}; give a folder whose tokenizer belongs to its model")  # fmt: skip
+    tokens = facts.get("vocab_size", 0)
+    # More tokens than embeddings cannot run; far fewer is a tokenizer that is not the model's own (one made up
+    # from a folder without tokenizer files reads every word as unknown). 0: `trainer plan`, no tokenizer read.
+    if isinstance(vocab, int) and tokens and not vocab // 2 <= tokens <= vocab:
+        raise UserError(f"model.pretrained: its tokenizer has {tokens} tokens but the model embeds {vocab}; give a "
+                        "folder with the model's own tokenizer (tokenizer.json)")  # fmt: skip
     length = cfg.data.max_length if cfg.task == "text_classification" else cfg.data.block_size
     limit = context_length(config)
     if limit is not None and length > limit:

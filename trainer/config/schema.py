@@ -75,7 +75,9 @@ NEVER_MODELS = frozenset({
     "socket", "socketserver", "ssl", "http", "urllib", "ftplib", "smtplib", "poplib", "imaplib", "xmlrpc",
     "webbrowser", "multiprocessing", "concurrent", "threading", "signal", "asyncio", "select", "selectors", "pty",
     "tempfile", "glob", "runpy", "code", "codeop", "importlib", "ctypes", "posix", "nt", "fcntl", "resource", "mmap",
-    "zipfile", "tarfile", "sqlite3", "gc", "inspect", "platform", "pdb", "atexit",
+    "zipfile", "tarfile", "sqlite3", "gc", "inspect", "platform", "pdb", "atexit", "unittest", "lib2to3", "this",
+    "antigravity", "venv", "ensurepip", "pip", "idlelib", "turtledemo", "doctest", "pydoc", "trace", "cProfile",
+    "profile", "timeit", "zipapp", "compileall", "py_compile",
 })  # fmt: skip
 _CLASS_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*([:.][A-Za-z_]\w*)")
 
@@ -98,6 +100,9 @@ class CustomModelConfig(Section):
     def _class_path(cls, value: str) -> str:
         if not _CLASS_PATH.fullmatch(value):
             raise ValueError(f"{value!r} is not module:Class or module.Class (e.g. my_models.resnet:TinyResNet)")
+        if ".__main__" in value.replace(":", "."):
+            raise ValueError(f"{value!r} is a package's __main__, which runs a program when imported; name your "
+                             "own nn.Module class")  # fmt: skip
         if value.replace(":", ".").split(".")[0] in NEVER_MODELS:
             raise ValueError(f"{value!r} is in the standard library's {value.split('.')[0].split(':')[0]} module, "
                              "which holds no model; name your own nn.Module class")  # fmt: skip
@@ -176,7 +181,7 @@ class DataConfig(Section):
     label_column: str = "label"
     normalize_mean: float = 0.5
     normalize_std: Annotated[float, Field(gt=0)] = 0.5
-    image_size: tuple[PositiveInt, PositiveInt] | None = Field(
+    image_size: tuple[Annotated[int, Field(gt=0, le=8192)], Annotated[int, Field(gt=0, le=8192)]] | None = Field(
         default=None,
         description="Images: [height, width] every image is resized to (bilinear), in training and in predict. "
         "None: as the images are, which must then share one size.",

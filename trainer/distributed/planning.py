@@ -73,7 +73,7 @@ def count_parameters(cfg: RunConfig) -> tuple[int, int]:
         with torch.device("meta"):
             model = build_model(cfg.task, cfg.model.family, kwargs, cfg.model.class_path if custom else None,
                                 cfg.model.import_path if custom else None)  # fmt: skip
-    except Exception as err:
+    except (Exception, SystemExit) as err:
         if not custom:
             raise
         # A user's constructor that cannot run on the meta device (or at all): said, not a traceback.

@@ -80,6 +80,12 @@ def warm_start_state(path: Path) -> dict[str, torch.Tensor]:
 def _source(path: Path, given: str) -> tuple[str, Path]:
     if not path.exists():
         raise UserError(f"init_from={given!r} does not exist; give an export folder, a run directory or a checkpoint")
+    if not (path.is_file() or path.is_dir()):  # a FIFO would block the read forever, a device never end
+        raise UserError(f"init_from={given!r} is not a regular file or folder; give an export folder, a run directory "
+                        "or a checkpoint")  # fmt: skip
+    if path.is_dir() and any((path / name).is_file() for name in ("model.onnx", "model.pt")):
+        raise UserError(f"init_from={given!r} is a graph export, which holds no trainable weights; give the run "
+                        "directory or its safetensors export")  # fmt: skip
     if path.is_dir() and (path / WEIGHTS).is_file():
         return "export", path
     if path.is_dir() and (path / CONFIG_FILE).is_file():
@@ -87,9 +93,6 @@ def _source(path: Path, given: str) -> tuple[str, Path]:
         if not last.exists():
             raise UserError(f"init_from={given!r} is a run directory without {CHECKPOINTS}/{LAST_CKPT}; train it first")
         return "checkpoint", last
-    if path.is_dir() and any((path / name).is_file() for name in ("model.onnx", "model.pt")):
-        raise UserError(f"init_from={given!r} is a graph export, which holds no trainable weights; give the run "
-                        "directory or its safetensors export")  # fmt: skip
     return "checkpoint", path  # a Lightning file or a DeepSpeed folder (read_training_checkpoint checks which)
 
 

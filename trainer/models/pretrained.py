@@ -90,7 +90,8 @@ class PretrainedCausalLM(nn.Module):
         from transformers import AutoModelForCausalLM
 
         with quiet_transformers():
-            self.hf = AutoModelForCausalLM.from_config(_config(config))
+            # is_decoder: an encoder's LM head (BERT's) would otherwise attend to the tokens it is to predict.
+            self.hf = AutoModelForCausalLM.from_config(_config(config, is_decoder=True))
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.hf(input_ids=input_ids, use_cache=False).logits
