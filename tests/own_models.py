@@ -53,6 +53,24 @@ class Broken(TinyCNN):
         raise RuntimeError("this forward is broken")
 
 
+class TupleWhenTraining(TinyCNN):
+    """Like Inception's auxiliary outputs: right in eval mode, a tuple in training mode."""
+
+    def forward(self, x):
+        logits = super().forward(x)
+        return (logits, logits) if self.training else logits
+
+
+class Detached(TinyCNN):
+    def forward(self, x):
+        return super().forward(x).detach()
+
+
+class Exits(TinyCNN):
+    def __init__(self, *args, **kwargs):
+        raise SystemExit(0)
+
+
 class Builder:
     """Not an nn.Module."""
 '''

@@ -120,6 +120,9 @@ def test_a_custom_model_resumes_exactly(tmp_path: Path) -> None:
                                     "return logits [batch, num_classes] = [2, 10]"),
         ("models:Broken", "{}", "forward failed on a batch of 2 ([2, 1, 8, 8] float32): RuntimeError: this forward "
                                 "is broken"),
+        ("models:TupleWhenTraining", "{}", "forward returned a tuple in training mode for inputs [3, 1, 8, 8]"),
+        ("models:Detached", "{}", "forward failed in training mode on a batch of 3"),
+        ("models:Exits", "{}", "could not be built with"),
     ],
 )  # fmt: skip
 def test_a_wrong_model_is_one_line_before_anything_is_written(

@@ -35,6 +35,8 @@ def test_a_custom_model_is_found_beside_its_recipe_and_the_folder_is_recorded(tm
         ("builtins:eval", "standard library's builtins module"),
         ("pickle.loads", "standard library's pickle module"),
         ("socket:socket", "standard library's socket module"),
+        ("venv.__main__:Net", "a package's __main__, which runs a program when imported"),
+        ("unittest.__main__:Net", "a package's __main__"),
         ("my models:Net", "is not module:Class or module.Class"),
         ("Net", "is not module:Class or module.Class"),
     ],
