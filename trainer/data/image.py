@@ -13,27 +13,7 @@ from trainer.data.base import LabelMap, RecipeDataModule, label_map
 from trainer.data.decoded import MAX_IN_MEMORY_BYTES, decode
 from trainer.data.sources import Splits
 from trainer.errors import UserError
-from trainer.pixels import grey_or_rgb
-
-
-def uint8_image(image: Any, size: tuple[int, int] | None, channels: int | None) -> np.ndarray:
-    """One image as uint8 (H, W) or (H, W, C), converted to `channels` and resized to `size` (height, width)
-    where asked, as `trainer predict` does it (Pillow, bilinear). A decoded file in another mode becomes
-    greyscale or RGB even unasked, as predict makes it: a palette PNG's pixels are colours, not its indices, a
-    16-bit one is scaled to 8 bits, and transparency is dropped."""
-    from PIL import Image
-
-    if isinstance(image, Image.Image):
-        image = grey_or_rgb(image)
-    if size is None and channels is None:
-        return np.asarray(image, dtype=np.uint8)
-    if not isinstance(image, Image.Image):
-        image = Image.fromarray(np.asarray(image, dtype=np.uint8))
-    if channels is not None:
-        image = image.convert({1: "L", 3: "RGB"}[channels])
-    if size is not None and image.size != (size[1], size[0]):
-        image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-    return np.asarray(image, dtype=np.uint8)
+from trainer.pixels import uint8_image
 
 
 @dataclass(frozen=True)

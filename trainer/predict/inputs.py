@@ -13,7 +13,7 @@ import numpy as np
 
 from trainer.errors import UserError
 from trainer.model_io import UNKNOWN_TOKENS
-from trainer.pixels import eight_bit
+from trainer.pixels import uint8_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -42,8 +42,7 @@ def image_batch(paths: list[str], preprocess: dict[str, Any]) -> np.ndarray:
     """Float32 (N, C, H, W): decoded, in the training images' mode and size, scaled to [0, 1] and normalised."""
     from PIL import Image, UnidentifiedImageError
 
-    mode = {1: "L", 3: "RGB"}.get(preprocess["channels"])
-    if mode is None:
+    if preprocess["channels"] not in (1, 3):
         raise UserError(f"this export takes {preprocess['channels']}-channel images, which predict cannot make")
     height, width = preprocess["image_size"]
     arrays = []
@@ -51,10 +50,7 @@ def image_batch(paths: list[str], preprocess: dict[str, Any]) -> np.ndarray:
         try:
             with warnings.catch_warnings(), Image.open(path) as image:
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # a big photo, resized anyway
-                image = eight_bit(image).convert(mode)
-                if image.size != (width, height):
-                    image = image.resize((width, height), Image.Resampling.BILINEAR)
-                arrays.append(np.asarray(image, dtype=np.uint8))
+                arrays.append(uint8_image(image, (height, width), preprocess["channels"]))
         except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
             reason = "not an image Pillow can read" if isinstance(err, UnidentifiedImageError) else err
             raise UserError(f"cannot read image {path!r} ({reason}); give PNG or JPEG files") from None
