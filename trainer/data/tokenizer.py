@@ -15,7 +15,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from trainer.config.schema import TokenizerConfig
 from trainer.data.sources import TOKENIZERS
 from trainer.errors import UserError
-from trainer.model_io import PAD, UNK
+from trainer.model_io import PAD, PADDING_TOKENS, UNK
 
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -68,7 +68,7 @@ def pretrained_tokenizer(path: str, local_files_only: bool = True) -> Tokenizer:
 def pad_token_id(tokenizer: Tokenizer) -> int:
     """The padding token: the framework's own [PAD] (BERT's too), a pretrained tokenizer's <pad>, else id 0 (its
     rows are masked out anyway)."""
-    for token in (PAD, "<pad>"):
+    for token in PADDING_TOKENS:
         found = tokenizer.token_to_id(token)
         if found is not None:
             return found

@@ -12,13 +12,14 @@ import torch
 from torch import nn
 
 from trainer.config.schema import RunConfig
+from trainer.data.tokenizer import TOKENIZER_FILE
 from trainer.errors import UserError
+from trainer.export.folder import MODEL_FILE as MODEL_JSON
+from trainer.export.folder import WEIGHTS_FILE as WEIGHTS
 from trainer.lifecycle.checkpoints import plain_model_state, read_training_checkpoint
 from trainer.lifecycle.run_dir import CHECKPOINTS, CONFIG_FILE, LAST_CKPT, run_dir_of
 
-TOKENIZER_FILE = "tokenizer.json"  # a run's, and its export's, tokenizer
-
-MODEL_JSON, WEIGHTS, HF_CONFIG = "model.json", "model.safetensors", "config.json"
+HF_CONFIG = "config.json"  # a Transformers folder's (an export of a huggingface run is one)
 
 
 def load_initial_weights(cfg: RunConfig, model: nn.Module) -> str | None:
