@@ -4,6 +4,7 @@ local folders (tiny models built here: no hub), through every command; and warm 
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 from pathlib import Path
 
@@ -163,14 +164,36 @@ def test_a_warm_start_takes_an_earlier_runs_weights_and_a_new_head(tmp_path: Pat
         (["model.pretrained=EMPTY"], "model.pretrained: cannot read the config of"),
         (["data.max_length=400"], "data.max_length=400 is more than the 128 positions model.pretrained was trained"),
         (["init_from=/no/such/run"], "init_from='/no/such/run' does not exist"),
+        (["model.pretrained=NOWEIGHTS"], "model.pretrained: cannot load the weights of"),
+        (["model.pretrained=BROKENWEIGHTS"], "model.pretrained: cannot load the weights of"),
+        (["model.pretrained=NOHEAD"], "model.pretrained: a vit model has no sequence-classification head"),
     ],
 )
 def test_pretrained_settings_that_cannot_work_are_one_line(
     bert: Path, reviews: Path, tmp_path: Path, words: list[str], expected: str, main_cli
 ) -> None:
     (tmp_path / "empty").mkdir()
-    words = [w.replace("EMPTY", str(tmp_path / "empty")) for w in words]
+    broken = {"EMPTY": tmp_path / "empty"}
+    for name, damage in (("NOWEIGHTS", "remove"), ("BROKENWEIGHTS", "truncate")):
+        broken[name] = shutil.copytree(bert, tmp_path / name.lower())
+        weights = broken[name] / "model.safetensors"
+        weights.unlink() if damage == "remove" else weights.write_bytes(weights.read_bytes()[:100])
+    broken["NOHEAD"] = shutil.copytree(bert, tmp_path / "vit")  # a vision model's config: no text head
+    vit = {"model_type": "vit", "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
+    (broken["NOHEAD"] / "config.json").write_text(json.dumps(vit))
+    for name, folder in broken.items():
+        words = [w.replace(name, str(folder)) for w in words]
     recipe = _classifier_recipe(tmp_path / "project", bert, reviews)
     line = one_error_line(main_cli("fit", str(recipe), *words, cwd=tmp_path))
     assert expected in line, line
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_decoder_without_a_padding_token_classifies_text(reviews: Path, tmp_path: Path) -> None:
+    """GPT-2 style configs name no padding token, which their classification head needs to find each text's
+    last token: the data's padding id is given to it."""
+    text = (reviews / "train.csv").read_text() + (reviews / "test.csv").read_text()
+    gpt = tiny_gpt2(tmp_path / "gpt", text)
+    summary = fit(str(_classifier_recipe(tmp_path / "project", gpt, reviews)), "trainer.max_steps=3",
+                  f"run_dir={tmp_path / 'run'}", *FAST)  # fmt: skip
+    assert summary["global_step"] == 3 and "test/acc" in summary["test"]

@@ -81,7 +81,8 @@ def _pretrained_kwargs(cfg: RunConfig, facts: dict[str, Any]) -> dict[str, Any]:
         raise UserError(f"{key}={length} is more than the {limit} positions model.pretrained was trained with; "
                         f"set {key}={limit} or less")  # fmt: skip
     if cfg.task == "text_classification":
-        return {"config": config, "num_classes": facts["num_classes"], "label_names": facts.get("label_names")}
+        return {"config": config, "num_classes": facts["num_classes"], "label_names": facts.get("label_names"),
+                "pad_id": facts.get("pad_id", 0)}  # fmt: skip
     return {"config": config}
 
 

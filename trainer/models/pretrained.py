@@ -63,15 +63,18 @@ def _config(config: dict[str, Any], **changes: Any) -> Any:
 class PretrainedClassifier(nn.Module):
     """AutoModelForSequenceClassification, its head sized from the data and named by its labels."""
 
-    def __init__(self, config: dict[str, Any], num_classes: int, label_names: list[str] | None = None) -> None:
+    def __init__(
+        self, config: dict[str, Any], num_classes: int, label_names: list[str] | None = None, pad_id: int = 0
+    ) -> None:
         super().__init__()
         from transformers import AutoModelForSequenceClassification
 
         names = label_names if label_names and len(label_names) == num_classes else [str(i) for i in range(num_classes)]
-        hf_config = _config(config, num_labels=num_classes, id2label=dict(enumerate(names)),
-                            label2id={name: index for index, name in enumerate(names)})  # fmt: skip
-        with quiet_transformers():
-            self.hf = AutoModelForSequenceClassification.from_config(hf_config)
+        labels = {"id2label": dict(enumerate(names)), "label2id": {name: index for index, name in enumerate(names)}}
+        # A decoder's classification head reads the last token that is not padding; GPT-2 style configs name none.
+        padding = {"pad_token_id": pad_id} if config.get("pad_token_id") is None else {}
+        hf_config = _config(config, num_labels=num_classes, **labels, **padding)
+        self.hf = _from_config(AutoModelForSequenceClassification, hf_config, "sequence-classification head")
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.hf(input_ids=input_ids, attention_mask=attention_mask).logits
@@ -89,9 +92,8 @@ class PretrainedCausalLM(nn.Module):
         super().__init__()
         from transformers import AutoModelForCausalLM
 
-        with quiet_transformers():
-            # is_decoder: an encoder's LM head (BERT's) would otherwise attend to the tokens it is to predict.
-            self.hf = AutoModelForCausalLM.from_config(_config(config, is_decoder=True))
+        # is_decoder: an encoder's LM head (BERT's) would otherwise attend to the tokens it is to predict.
+        self.hf = _from_config(AutoModelForCausalLM, _config(config, is_decoder=True), "causal language-model head")
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.hf(input_ids=input_ids, use_cache=False).logits
@@ -102,15 +104,33 @@ class PretrainedCausalLM(nn.Module):
         return _load_into(self, AutoModelForCausalLM, pretrained, local_files_only)
 
 
+def _from_config(auto_class: Any, config: Any, head: str) -> nn.Module:
+    try:
+        with quiet_transformers():
+            return auto_class.from_config(config)
+    except ValueError as err:  # transformers: "Unrecognized configuration class ... for this kind of AutoModel"
+        reason = str(err).splitlines()[0][:120]
+        raise PretrainedSettingError(f"model.pretrained: a {config.model_type} model has no {head} in transformers "
+                                     f"({reason}); give a model that has one") from None  # fmt: skip
+
+
 def _load_into(model: nn.Module, auto_class: Any, pretrained: str, local_files_only: bool) -> list[str]:
     """The folder's weights as `model.hf`; returns the names of the weights that start fresh (a new head)."""
-    with quiet_transformers():
-        loaded, info = auto_class.from_pretrained(
-            str(Path(pretrained).expanduser()), config=model.hf.config, local_files_only=local_files_only,
-            ignore_mismatched_sizes=True, output_loading_info=True,
-        )  # fmt: skip
+    from safetensors import SafetensorError
+
+    config, dtype, training = model.hf.config, next(model.hf.parameters()).dtype, model.training
+    del model.hf  # the freshly initialised copy goes first: one copy in memory while the weights load, not two
+    try:
+        with quiet_transformers():
+            loaded, info = auto_class.from_pretrained(
+                str(Path(pretrained).expanduser()), config=config, local_files_only=local_files_only,
+                ignore_mismatched_sizes=True, output_loading_info=True,
+            )  # fmt: skip
+    except (OSError, ValueError, RuntimeError, SafetensorError) as err:  # no, damaged or foreign weights
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise PretrainedSettingError(f"model.pretrained: cannot load the weights of {pretrained!r}: {reason}") from None
     # from_pretrained hands back a model in eval mode; the run decides the mode (Lightning keeps what it finds).
-    model.hf = loaded.to(next(model.hf.parameters()).dtype).train(model.training)
+    model.hf = loaded.to(dtype).train(training)
     mismatched = [entry[0] if isinstance(entry, tuple | list) else entry for entry in info.get("mismatched_keys", [])]
     return sorted({*info.get("missing_keys", []), *mismatched})
 
@@ -120,11 +140,12 @@ def quiet_transformers() -> Iterator[None]:
     """No load report, progress bar or advice from transformers: the CLI says what matters in one line."""
     from transformers.utils import logging as hf_logging
 
-    level = hf_logging.get_verbosity()
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
         yield
     finally:
         hf_logging.set_verbosity(level)
-        hf_logging.enable_progress_bar()
+        if bars:
+            hf_logging.enable_progress_bar()
