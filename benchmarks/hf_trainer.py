@@ -28,21 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from own_models import bert_folder, imdb_texts
-from record import machine, run_child, write_results
+from record import machine, peak_memory, run_child, write_results
 
 HERE = Path(__file__).resolve().parent
 DATA = Path(os.environ.get("TRAINER_SHARED_DATA", HERE.parent.parent / "shared" / "data"))
 WARMUP = 5
-
-
-def _peak_memory(accelerator: str) -> int:
-    import resource
-
-    if accelerator == "gpu":
-        import torch
-
-        return torch.cuda.max_memory_allocated()
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _sync(accelerator: str) -> float:
@@ -121,7 +111,7 @@ def child(args: argparse.Namespace) -> None:
 
     ends = (_trainer_side if args.child == "trainer" else _hf_side)(args)
     steps = [later - earlier for earlier, later in zip(ends, ends[1:], strict=False)][WARMUP:]
-    print(json.dumps({"median_step_s": statistics.median(steps), "peak_memory_bytes": _peak_memory(args.accelerator)}))
+    print(json.dumps({"median_step_s": statistics.median(steps), "peak_memory_bytes": peak_memory(args.accelerator)}))
 
 
 def main() -> None:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import sys
 import tempfile
@@ -36,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from own_models import bert_recipe, custom_recipe
-from record import machine, run_child, write_results
+from record import machine, peak_memory, run_child, write_results
 
 HERE = Path(__file__).resolve().parent
 DATA = Path(os.environ.get("TRAINER_SHARED_DATA", HERE.parent.parent / "shared" / "data"))
@@ -139,14 +138,6 @@ def _alone(cfg: Any, variant: str) -> None:
         loop.step(next(batches))
 
 
-def _peak_memory(accelerator: str) -> int:
-    if accelerator == "gpu":
-        import torch
-
-        return torch.cuda.max_memory_allocated()
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-
-
 def child(args: argparse.Namespace) -> None:
     import trainer.api  # noqa: F401 - every side imports the same libraries before memory is counted
 
@@ -156,7 +147,7 @@ def child(args: argparse.Namespace) -> None:
             print(json.dumps(_interleaved(cfg)))
             return
         _alone(cfg, args.child)
-    print(json.dumps({"peak_memory_bytes": _peak_memory(args.accelerator)}))
+    print(json.dumps({"peak_memory_bytes": peak_memory(args.accelerator)}))
 
 
 # ----------------------------------------------------------------------------- the comparison (parent)

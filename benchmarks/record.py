@@ -58,3 +58,14 @@ def write_results(folder: Path, name: str, record: dict[str, Any], header: list[
     lines = [header, ["---"] * len(header), *rows]
     out.with_suffix(".md").write_text("".join("| " + " | ".join(map(str, line)) + " |\n" for line in lines))
     return out
+
+
+def peak_memory(accelerator: str) -> int:
+    """What this process used at its peak: CUDA's peak allocation on a GPU, the peak RSS on a CPU."""
+    if accelerator == "gpu":
+        import torch
+
+        return torch.cuda.max_memory_allocated()
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
