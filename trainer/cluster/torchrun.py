@@ -7,6 +7,9 @@
 - A worker that fails (bad input: its one `error:` line is already in the job's log) makes torchrun raise
   ChildFailedError, printed as another traceback per node, and exit 1. Here the exit status is the
   worker's own (2 for bad input, 3 for a diverged run), as under `trainer fit`, with no traceback.
+- When the head node's agent, which holds the rendezvous store, ends first (its workers failed on bad
+  input), another node's agent loses the store and raises RendezvousConnectionError (torch 2.13): one line
+  here, pointing at the head node's log, where the reason is.
 
     python -m trainer.cluster.torchrun TORCHRUN_ARGS...
 """
@@ -18,6 +21,7 @@ import sys
 
 from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+from torch.distributed.elastic.rendezvous.api import RendezvousConnectionError
 from torch.distributed.run import main
 
 from trainer.cluster.launch import EXIT_FAILED, STATUS_KEY
@@ -31,6 +35,10 @@ def run() -> None:
         sys.exit(128 + stop.sigval)
     except ChildFailedError as failed:
         sys.exit(_first_failure_status(failed))
+    except RendezvousConnectionError:
+        print("torchrun: lost the rendezvous store on the head node, which ended first; its log says why",
+              file=sys.stderr)  # fmt: skip
+        sys.exit(EXIT_FAILED)
 
 
 def _first_failure_status(failed: ChildFailedError) -> int:
