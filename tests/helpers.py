@@ -88,3 +88,15 @@ def sentiment_csvs(folder: Path, train: int = 400, test: int = 100, seed: int = 
                 words.insert(rng.randrange(5), rng.choice(POSITIVE_WORDS if label == "positive" else NEGATIVE_WORDS))
                 writer.writerow([" ".join(words), label])
     return folder
+
+
+# A module whose import is interrupted, inside a library that swallows what the interruption raises.
+SELF_INTERRUPTING_MODULE = """
+import os, signal
+try:
+    os.kill(os.getpid(), signal.SIGINT)
+    sum(range(1000))  # the handler runs here, between bytecodes, inside the import
+except BaseException:
+    INTERRUPTION_SWALLOWED = True
+IMPORT_FINISHED = True
+"""

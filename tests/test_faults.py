@@ -22,7 +22,7 @@ import lightning as L
 import pytest
 import torch
 from conftest import run_main
-from helpers import FAST, metric_series, one_error_line, snapshot
+from helpers import FAST, SELF_INTERRUPTING_MODULE, metric_series, one_error_line, snapshot
 
 from trainer import api
 from trainer.errors import UserError
@@ -377,6 +377,30 @@ def test_ctrl_c_before_training_is_one_line_exit_130_and_leaves_no_empty_run(tmp
     assert not run_dir.exists() or (run_dir / "checkpoints" / "last.ckpt").is_file()
 
 
+def test_ctrl_c_inside_an_import_ends_the_process_even_where_a_library_swallows_it(tmp_path: Path) -> None:
+    """The process-wide guard `python -m trainer` installs first: outside an import Ctrl-C raises as usual;
+    inside one it ends the process at once, before a library's bare `except` can carry on half-made."""
+    (tmp_path / "interrupts_its_import.py").write_text(SELF_INTERRUPTING_MODULE)
+    script = (
+        "import signal\n"
+        "from trainer.cluster.signals import install_ctrl_c_guard\n"
+        "install_ctrl_c_guard()\n"
+        "try:\n"
+        "    signal.raise_signal(signal.SIGINT)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('raised outside an import', flush=True)\n"
+        "import interrupts_its_import\n"
+        "print('carried on after the import', flush=True)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        preexec_fn=_as_at_a_terminal,
+    )  # fmt: skip
+    assert result.returncode == 130, result.stderr[-3000:]
+    assert result.stdout == "raised outside an import\n"
+    assert result.stderr == "error: interrupted (Ctrl-C); nothing was saved\n"
+
+
 # ----------------------------------------------------------------------------- undone unless training started
 
 
@@ -414,6 +438,47 @@ def test_overwrite_refuses_a_folder_that_holds_more_than_a_run(main_cli, digits_
     (folder / ".git").mkdir()
     line = one_error_line(main_cli("fit", "digits_cnn", f"run_dir={folder}", "overwrite=true"))
     assert "holds '.git', which no run writes" in line and (folder / ".git").is_dir()
+
+
+# A model whose run fails late in set-up, once another run in the same tree has started training.
+FAILS_ONCE_ANOTHER_RUN_TRAINS = """
+import glob, time
+from torch import nn
+
+class FailsOnceAnotherRunTrains(nn.Module):
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        deadline = time.monotonic() + 240
+        while not glob.glob("runs/digits_cnn/*/metrics.csv") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        raise ValueError("this model never builds")
+"""
+
+
+def test_a_run_failing_before_training_leaves_the_folders_another_run_trains_in(tmp_path: Path) -> None:
+    """Two real processes in a fresh tree: the failing run makes `runs/digits_cnn/`, the other starts
+    training in it, then the first fails; its roll-back removes its own run directory and nothing else."""
+    (tmp_path / "late_failure.py").write_text(FAILS_ONCE_ANOTHER_RUN_TRAINS)
+
+    def start(*words: str) -> subprocess.Popen:
+        command = [sys.executable, "-m", "trainer", "fit", "digits_cnn", *FAST, *words]
+        return subprocess.Popen(command, cwd=tmp_path, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    failing = start("model.family=custom", "model.class_path=late_failure:FailsOnceAnotherRunTrains")
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob("runs/digits_cnn/*")) and failing.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    training = start("trainer.max_steps=40")
+    _, failing_stderr = failing.communicate(timeout=300)
+    _, training_stderr = training.communicate(timeout=300)
+    assert "this model never builds" in one_error_line_of(failing, failing_stderr)
+    assert training.returncode == 0, training_stderr[-3000:]
+    (run_dir,) = (tmp_path / "runs" / "digits_cnn").iterdir()  # the failed run's directory is gone, this one kept
+    assert json.loads((run_dir / "summary.json").read_text())["global_step"] == 40
+
+
+def one_error_line_of(process: subprocess.Popen, stderr: str) -> str:
+    return one_error_line(subprocess.CompletedProcess(process.args, process.returncode, "", stderr))
 
 
 # ----------------------------------------------------------------------------- more hostile input

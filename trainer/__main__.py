@@ -7,15 +7,15 @@ EXIT_BROKEN_PIPE = 128 + 13  # SIGPIPE, as a shell tool stopped by `| head` woul
 
 
 def run() -> int:
-    # Ctrl-C while the CLI's own modules import (pydantic builds the config schema then) is one line too.
+    # First, before any library imports: Ctrl-C inside an import must not raise (see install_ctrl_c_guard).
     try:
-        from trainer.cluster.signals import ctrl_c_exits_at_once
-
-        with ctrl_c_exits_at_once():
-            from trainer.cli import main
-    except KeyboardInterrupt:  # before the handler was in place
+        from trainer.cluster.signals import install_ctrl_c_guard
+    except KeyboardInterrupt:  # inside the standard library's few imports before the guard: nothing swallows it
         print("error: interrupted (Ctrl-C); nothing was saved", file=sys.stderr)
         return 130
+    install_ctrl_c_guard()
+    from trainer.cli import main
+
     try:
         status = main()
         sys.stdout.flush()

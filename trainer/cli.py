@@ -203,9 +203,8 @@ def _run(args: argparse.Namespace) -> int:
         return _predict(args)
     if args.command == "nodecheck":
         return _nodecheck(args.master_addr, args.nnodes)
-    with ctrl_c_exits_at_once():  # imports only: see there why
-        from trainer.config import load_config, shipped_recipes, to_yaml
-        from trainer.extras import check_extras
+    from trainer.config import load_config, shipped_recipes, to_yaml
+    from trainer.extras import check_extras
 
     if args.command == "recipes":
         return _list_recipes(shipped_recipes())
@@ -304,9 +303,8 @@ def _in_process(args: argparse.Namespace, cfg) -> int:
     # Progress bars and library chatter (DeepSpeed logs to stdout) go to stderr; stdout carries only the
     # result, so that `trainer test ... > metrics.json` and `trainer generate ... > sample.txt` work.
     with contextlib.redirect_stdout(sys.stderr):
-        with ctrl_c_exits_at_once():  # torch, Lightning, numpy import; fit and test then install their own
-            from trainer import api
-            from trainer.quiet import progress_bars_follow_the_terminal
+        from trainer import api
+        from trainer.quiet import progress_bars_follow_the_terminal
 
         progress_bars_follow_the_terminal()
 

@@ -33,15 +33,32 @@ class StopRequest:
         self.signals: tuple[int, ...] = STOP_SIGNALS
         self.training = False
         self._interrupted = False
+        self._interrupt_deferred = False
 
     def _handle(self, signum: int, frame: Any) -> None:
         if signum == signal.SIGINT and not self.training:
-            if not self._interrupted:  # a second Ctrl-C while the first unwinds changes nothing
-                self._interrupted = True
-                raise Interrupted("interrupted (Ctrl-C) before training started; nothing was saved")
+            if _importing(frame):  # raised here it would leave a half-made module: see ctrl_c_guard
+                self._interrupt_deferred = True
+            else:
+                self._interrupt()
             return
         if self.signum is None:
             self.signum = signum
+
+    def _interrupt(self) -> None:
+        if not self._interrupted:  # a second Ctrl-C while the first unwinds changes nothing
+            self._interrupted = True
+            raise Interrupted("interrupted (Ctrl-C) before training started; nothing was saved")
+
+    def honour_deferred_interrupt(self) -> None:
+        """A Ctrl-C that came during an import interrupts here, the next point the run checks."""
+        if self._interrupt_deferred:
+            self._interrupt()
+
+    def begin_training(self) -> None:
+        """From here on, Ctrl-C saves a checkpoint instead of interrupting."""
+        self.honour_deferred_interrupt()
+        self.training = True
 
     def install(self) -> None:
         """(Re)install the handlers: Lightning puts its own SIGTERM handler in at every fit, validate and test
@@ -60,6 +77,7 @@ class StopRequest:
         self.install()
         try:
             yield self
+            self.honour_deferred_interrupt()
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
@@ -73,26 +91,56 @@ class StopRequest:
         return signal.Signals(self.signum).name if self.signum is not None else None
 
 
+def _importing(frame: Any) -> bool:
+    """Whether the interrupted code runs inside an import (importlib's frames are on its stack)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _exit_interrupted(signum: int = signal.SIGINT, frame: Any = None) -> None:
+    os.write(2, b"error: interrupted (Ctrl-C); nothing was saved\n")
+    os._exit(128 + signal.SIGINT)
+
+
+def _ctrl_c_may_be_handled_here() -> bool:
+    # Where SIGINT is ignored (a backgrounded shell's job) it stays ignored; handlers belong to the main thread.
+    return (
+        signal.getsignal(signal.SIGINT) is not signal.SIG_IGN and threading.current_thread() is threading.main_thread()
+    )
+
+
+def install_ctrl_c_guard() -> None:
+    """For the whole process: Ctrl-C inside an import ends the process at once (one line, exit 130);
+    anywhere else it raises KeyboardInterrupt as usual.
+
+    A KeyboardInterrupt raised inside an import leaves that module half-made, and a library that
+    swallows it carries on; numpy then recurses without end at its next
+    import (RecursionError, a traceback where Ctrl-C should be one line). Runs replace this guard with
+    their StopRequest, which defers such a Ctrl-C to the end of the import instead."""
+    if _ctrl_c_may_be_handled_here():
+
+        def guard(signum: int, frame: Any) -> None:
+            if _importing(frame):
+                _exit_interrupted()
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGINT, guard)
+
+
 @contextlib.contextmanager
 def ctrl_c_exits_at_once() -> Iterator[None]:
-    """Ctrl-C while libraries import (or while nothing is being written): one line, exit 130, at once.
-
-    A KeyboardInterrupt raised inside an import leaves that module half-made; numpy's then recurses without
-    end at its next import (RecursionError, seen when Ctrl-C reached `import torchmetrics`). Nothing exists
-    yet to clean up, so the process ends from the handler. Where SIGINT is ignored (a backgrounded shell's
-    job) it stays ignored."""
-    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN or threading.current_thread() is not threading.main_thread():
+    """Ctrl-C while nothing is being written (a config read and checked, predictions printed): one line,
+    exit 130, at once, whatever the code then running does with a KeyboardInterrupt."""
+    if not _ctrl_c_may_be_handled_here():
         yield
         return
-
-    def exit_at_once(signum: int, frame: Any) -> None:
-        os.write(2, b"error: interrupted (Ctrl-C); nothing was saved\n")
-        os._exit(128 + signal.SIGINT)
-
-    previous = signal.signal(signal.SIGINT, exit_at_once)
+    previous = signal.signal(signal.SIGINT, _exit_interrupted)
     try:
         yield
     except KeyboardInterrupt:  # a library swapped the handler back for a moment: the same one line, at once
-        exit_at_once(signal.SIGINT, None)
+        _exit_interrupted()
     finally:
         signal.signal(signal.SIGINT, previous)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from trainer.errors import UserError
 
+PARENT_RACES = 100  # attempts to create a run directory while other runs' roll-backs remove empty parents
 ASIDE = ".replaced-run"  # where the old run waits, inside its own directory, until the new one trains
 
 
@@ -41,14 +42,13 @@ class RunClaim:
     def make(cls, run_dir: Path, unique: bool = False) -> RunClaim:
         """Create `run_dir` (and its missing parents) and lock it. `unique`: a timestamped default name, so
         if another run took it in the same second, take the next free `-1`, `-2`, ... instead."""
-        missing = [p for p in reversed(run_dir.parents) if not p.exists()]
-        for parent in missing:
-            parent.mkdir(exist_ok=True)
         candidate, suffix = run_dir, 1
-        while True:
+        for _ in range(PARENT_RACES):
+            missing = [p for p in reversed(run_dir.parents) if not p.exists()]
             try:
+                for parent in missing:
+                    parent.mkdir(exist_ok=True)
                 candidate.mkdir()
-                break
             except FileExistsError:
                 if not unique:
                     claim = cls(candidate)
@@ -56,9 +56,13 @@ class RunClaim:
                     return claim._locked()
                 candidate = run_dir.with_name(f"{run_dir.name}-{suffix}")
                 suffix += 1
-        claim = cls(candidate)
-        claim._made = [*missing, candidate]
-        return claim._locked()
+                continue
+            except FileNotFoundError:
+                continue  # another run's roll-back removed a parent that had just emptied: make it again
+            claim = cls(candidate)
+            claim._made = [*missing, candidate]
+            return claim._locked()
+        raise UserError(f"could not create run directory {str(run_dir)!r}: its parent folders kept disappearing")
 
     @classmethod
     def existing(cls, run_dir: Path) -> RunClaim:
@@ -73,9 +77,8 @@ class RunClaim:
             return self  # a file system without locks: carry on unguarded
         if held_elsewhere:
             os.close(fd)
-            for folder in reversed(self._made):  # only if still empty: the other process may be setting up in it
-                with contextlib.suppress(OSError):
-                    folder.rmdir()
+            self._made = [folder for folder in self._made if folder != self.run_dir]  # the other process's
+            self._remove_made()
             raise UserError(
                 f"run {str(self.run_dir)!r} is in use by another trainer process; wait for it to finish or stop it "
                 "(SIGTERM saves a checkpoint), then resume it or choose another run_dir"
@@ -148,8 +151,14 @@ class RunClaim:
             self._fd = None
 
     def _remove_made(self) -> None:
+        """The run directory this claim made goes with what this run wrote into it (nobody else writes in a
+        locked run). A parent it made goes only if empty: other runs may have started in it meanwhile."""
         for folder in reversed(self._made):
-            shutil.rmtree(folder, ignore_errors=True)
+            if folder == self.run_dir:
+                shutil.rmtree(folder, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
         self._made = []
 
 

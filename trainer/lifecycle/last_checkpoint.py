@@ -78,7 +78,6 @@ class LastCheckpoint(Checkpoint):
     # ------------------------------------------------------------------ hooks
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.request.training = True  # from here on, Ctrl-C saves a checkpoint instead of interrupting
         self.request.install()
         if 0 < self.max_steps <= trainer.global_step:  # a resumed run that has already arrived
             trainer.should_stop = True
@@ -86,9 +85,11 @@ class LastCheckpoint(Checkpoint):
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._stopping_on_request:
             raise RunStopped  # the validation Lightning forces after `should_stop`: the run has saved, go now
+        self.request.honour_deferred_interrupt()
         self.request.install()
 
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.request.honour_deferred_interrupt()
         self.request.install()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:

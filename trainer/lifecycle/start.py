@@ -14,6 +14,7 @@ from typing import Any
 import lightning as L
 
 from trainer.cluster.env import job_identity, restart_count
+from trainer.cluster.signals import StopRequest
 from trainer.config import RunConfig
 from trainer.data.tokenizer import TOKENIZER_FILE
 from trainer.errors import UserError
@@ -153,10 +154,14 @@ def write_run_files(cfg: RunConfig, start: RunStart, claim: RunClaim, wandb_id: 
 
 
 class CommitAtTrainStart(L.Callback):
-    """Training has started: what the run wrote into its directory before is final (see RunClaim)."""
+    """Training has started: what the run wrote into its directory before is final (see RunClaim), and
+    from here on Ctrl-C saves a checkpoint instead of interrupting. A Ctrl-C still pending from set-up
+    interrupts first, while the directory can still be put back."""
 
-    def __init__(self, claim: RunClaim) -> None:
+    def __init__(self, claim: RunClaim, stop: StopRequest) -> None:
         self.claim = claim
+        self.stop = stop
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.stop.begin_training()
         self.claim.commit()

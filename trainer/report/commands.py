@@ -12,8 +12,6 @@ import contextlib
 import sys
 from pathlib import Path
 
-from trainer.cluster.signals import ctrl_c_exits_at_once
-
 COMMANDS = ("report", "compare", "runs")
 
 
@@ -38,13 +36,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     with contextlib.redirect_stdout(sys.stderr):  # torch, datasets and DeepSpeed may talk on stdout
         if args.command == "report":
-            with ctrl_c_exits_at_once():  # imports only: see there why
-                from trainer.report.report import write_report
+            from trainer.report.report import write_report
 
             folder = write_report(args.run_dir)
         else:
-            with ctrl_c_exits_at_once():
-                from trainer.report.compare import write_comparison
+            from trainer.report.compare import write_comparison
 
             folder = write_comparison(args.run_dirs, args.out)
     print(folder, flush=True)
