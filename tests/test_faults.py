@@ -507,6 +507,28 @@ def test_a_broken_launcher_environment_is_one_line(main_cli) -> None:
     assert "start the workers with torchrun" in one_error_line(main_cli("fit", "digits_cnn", env={"RANK": "0"}))
 
 
+def test_a_fifo_where_a_command_reads_a_file_is_named_and_never_opened(main_cli, digits_run: Path, tmp_path) -> None:
+    """Each of these blocked forever, or said "does not exist"; tests/unit has the recipe, export and report cases."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    images = tmp_path / "photos"
+    images.mkdir()
+    os.mkfifo(images / "b.png")
+    data = tmp_path / "texts"
+    data.mkdir()
+    (data / "train.csv").write_text("text,label\ngood,1\n")
+    os.mkfifo(data / "test.csv")
+    cases = [
+        (["predict", str(digits_run), str(images)], f"input '{images / 'b.png'}' is a FIFO"),
+        (["test", "digits_cnn", f"ckpt={fifo}"], f"checkpoint '{fifo}' is a FIFO"),
+        (["fit", "digits_cnn", f"data.path={fifo}"], f"data.path '{fifo}' is a FIFO"),
+        (["fit", "imdb_lstm", f"data.path={data}"], f"data file '{data / 'test.csv'}' is a FIFO"),
+        (["fit", "digits_cnn", f"init_from={fifo}"], "init_from"),
+    ]
+    for words, expected in cases:
+        assert expected in one_error_line(main_cli(*words, *([] if words[0] == "predict" else FAST))), words
+
+
 def test_damaged_records_and_handmade_checkpoints_are_one_line(main_cli, digits_run: Path, tmp_path: Path) -> None:
     run_dir = _copy(digits_run, tmp_path)
     last = run_dir / "checkpoints" / "last.ckpt"

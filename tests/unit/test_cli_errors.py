@@ -5,6 +5,7 @@ test_bad_input.py keeps the end-to-end cases through the console script, and the
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -104,3 +105,22 @@ def test_an_override_may_refer_to_another_key(main_cli) -> None:
     result = main_cli("config", "shakespeare_gpt", "model.d_model=64", "model.n_heads=4", "model.d_ff=${model.d_model}")
     assert result.returncode == 0, result.stderr
     assert "d_ff: 64" in result.stdout
+
+
+@pytest.mark.parametrize("command", ["recipe", "device recipe", "model folder", "report"])
+def test_a_fifo_or_device_given_as_a_file_is_named_for_what_it_is(main_cli, tmp_path: Path, command: str) -> None:
+    """Opened, a FIFO would block forever and /dev/zero never end: neither is read, on any command."""
+    fifo = tmp_path / "recipe.yaml"
+    os.mkfifo(fifo)
+    export = tmp_path / "export"
+    export.mkdir()
+    os.mkfifo(export / "manifest.json")
+    words, expected = {
+        "recipe": (["fit", str(fifo)], f"recipe '{fifo}' is a FIFO (named pipe), not a file"),
+        "device recipe": (["config", "/dev/zero"], "recipe '/dev/zero' is a character device, not a file"),
+        "model folder": (["predict", str(export), "x"], "manifest.json' is a FIFO (named pipe), not a file"),
+        "report": (["report", str(export.parent)], "summary.json"),
+    }[command]
+    if command == "report":
+        os.mkfifo(tmp_path / "summary.json")
+    assert expected in one_error_line(main_cli(*words))

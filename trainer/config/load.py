@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from trainer.config.schema import RunConfig
 from trainer.errors import UserError
+from trainer.files import refuse_special
 
 RECIPE_SUFFIXES = (".yaml", ".yml")
 # Dotted keys of the schema are a few levels deep; anything deeper is unknown (and OmegaConf would recurse).
@@ -49,6 +50,7 @@ def find_recipe(recipe: str, relative_to: Path | None = None) -> Path:
         path = Path(recipe).expanduser()
         if not path.is_absolute() and relative_to is not None and (relative_to / path).is_file():
             path = relative_to / path
+        refuse_special(path, "recipe")
         if path.is_file():
             return path
         raise UserError(f"recipe file {recipe!r} does not exist; give a path to a YAML file or a shipped name")

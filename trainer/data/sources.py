@@ -16,6 +16,7 @@ import pyarrow.parquet
 
 from trainer.config.schema import DataConfig
 from trainer.errors import UserError
+from trainer.files import refuse_special, refuse_special_inside
 from trainer.writable import check_writable
 
 SKLEARN_DIGITS = "sklearn:digits"
@@ -52,10 +53,13 @@ def check_source(cfg: DataConfig) -> None:
     if cfg.path is None:
         return
     path = Path(cfg.path).expanduser()
+    refuse_special(path, "data.path")
     if not path.exists():
         of = f" of {cfg.name!r}" if cfg.name else ""
         where = "" if path.is_absolute() else f" (a relative path is read from the working directory, {Path.cwd()})"
         raise UserError(f"data.path {cfg.path!r} does not exist{where}; point data.path at a local copy{of}")
+    if path.is_dir():
+        refuse_special_inside(path, "data file")
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix in _FILE_BUILDERS)
     for file in files:
         if file.stat().st_size == 0:

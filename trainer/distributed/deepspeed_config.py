@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.errors import UserError
+from trainer.files import refuse_special
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ def read_user_config(config: str | dict[str, Any] | None) -> dict[str, Any]:
     if isinstance(config, dict):
         return copy.deepcopy(config)
     path = Path(config).expanduser()
+    refuse_special(path, "deepspeed.config")
     if not path.is_file():
         raise UserError(f"deepspeed.config {config!r} does not exist; give a DeepSpeed JSON file or a mapping")
     try:

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from trainer.errors import UserError
+from trainer.files import refuse_special
 from trainer.lifecycle.run_dir import CHECKPOINTS, LAST_CKPT, checkpoint_step
 from trainer.lifecycle.universal import LATEST, is_deepspeed_checkpoint
 from trainer.tasks.base import TASK_KEY
@@ -75,6 +76,7 @@ def checkpoint_digest(path: Path) -> str:
 def verified_digest(path: Path) -> str:
     """`verify_checkpoint` and `checkpoint_digest` together: a checkpoint file is read and hashed once, not
     twice (an export's manifest records the digest of what it verified)."""
+    refuse_special(path, "checkpoint")
     if path.is_file():
         digest = file_digest(path)
         recorded = recorded_file_digests(path)
@@ -146,6 +148,7 @@ def remove_record(path: Path) -> None:
 
 def verify_checkpoint(path: Path) -> None:
     """Raise CorruptCheckpoint if `path` does not match its record; do nothing if it has none."""
+    refuse_special(path, "checkpoint")
     problem = _mismatch(path)
     if problem is None:
         return
@@ -242,6 +245,7 @@ def _check_written_by_fit(state: Any, path: Path, weights: bool) -> None:
 
 
 def _torch_load(path: Path, mmap: bool = False) -> Any:
+    refuse_special(path, "checkpoint")
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # torch raises many types (EOFError, RuntimeError, UnpicklingError, ...)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from trainer.errors import UserError
+from trainer.files import refuse_special
 from trainer.model_io import MANIFEST_FILE, ModelIO
 
 CONFIG_FILE = "config.yaml"
@@ -31,6 +32,10 @@ class Loaded:
 
 def load(path: Path, ckpt: str | None = None) -> Loaded:
     """An export folder (its manifest.json) or a run directory (its config.yaml and a checkpoint)."""
+    refuse_special(path, "model")
+    if path.is_dir():
+        for entry in path.iterdir():  # the files predict reads: the manifest, the model, the tokenizer, the config
+            refuse_special(entry, "file")
     if not path.exists():
         raise UserError(f"{str(path)!r} does not exist; give an export folder (trainer export) or a run directory")
     if (path / MANIFEST_FILE).is_file():

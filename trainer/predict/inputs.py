@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from trainer.errors import UserError
+from trainer.files import refuse_special
 from trainer.model_io import UNKNOWN_TOKENS
 from trainer.pixels import uint8_image
 
@@ -25,8 +26,11 @@ def expand_images(words: list[str]) -> list[str]:
         path = Path(word).expanduser()
         if not word.strip():  # Path("") is the working directory
             raise UserError("an input is empty; give image files or folders of them")
+        refuse_special(path, "input")
         if path.is_dir():
             found = sorted(str(p) for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            for image in found:
+                refuse_special(Path(image), "input")
             if not found:
                 raise UserError(f"folder {word!r} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
             paths += found
@@ -66,6 +70,7 @@ def expand_texts(words: list[str]) -> list[str]:
         path = Path(word).expanduser()
         if not word.strip():  # before the path tests: Path("") is the working directory
             raise UserError("an input text is empty; give some text (or a file with one example per line)")
+        refuse_special(path, "input")
         if path.is_file():
             try:
                 lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from trainer.errors import UserError
+from trainer.files import refuse_special
 from trainer.lifecycle.run_dir import CHECKPOINTS, CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, checkpoint_step
 
 STEP = "step"
@@ -172,6 +173,8 @@ class RunFiles:
     def open(cls, path: str | Path, command: str) -> RunFiles:
         """The run at `path`, or a UserError naming the problem and the fix."""
         run_dir = Path(path).expanduser()
+        for name in (CONFIG_FILE, SUMMARY_FILE, METRICS_FILE):
+            refuse_special(run_dir / name, "run file")
         export = next((name for name in EXPORT_FILES if (run_dir / name).is_file()), None)
         if export is not None:
             raise UserError(
