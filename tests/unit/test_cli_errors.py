@@ -26,6 +26,8 @@ from helpers import one_error_line
         (["generate", "mnist_cnn", "ckpt=x.ckpt"], "needs a language-modelling recipe"),
         (["fit", "mnist_cnn", "resume=/no/run"], "no checkpoints/last.ckpt there"),
         (["frobnicate"], "invalid choice"),
+        (["fit", "mnist_cnn", "name=../../../x"], "a recipe name is a folder name under runs/, not a path"),
+        (["fit", "mnist_cnn", "name=.hidden"], "a recipe name is a folder name under runs/, not a path"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(main_cli, tmp_path: Path, words: list[str], expected: str) -> None:
@@ -124,3 +126,18 @@ def test_a_fifo_or_device_given_as_a_file_is_named_for_what_it_is(main_cli, tmp_
     if command == "report":
         os.mkfifo(tmp_path / "summary.json")
     assert expected in one_error_line(main_cli(*words))
+
+
+@pytest.mark.parametrize(
+    ("address", "kind"),
+    [("0.0.0.0", "the unspecified address"), ("::", "the unspecified address"), ("::ffff:127.0.0.1", "loopback"),
+     ("127.0.1.1", "loopback"), ("localhost", "loopback"), ("::1", "loopback"), ("169.254.3.4", "link-local"),
+     ("fe80::1", "link-local")],
+)  # fmt: skip
+def test_nodecheck_refuses_every_head_address_that_leads_a_node_to_itself(main_cli, address: str, kind: str) -> None:
+    skip_own_hostname = {"GLOO_SOCKET_IFNAME": "eth0"}  # this machine's hostname is not the question here
+    line = one_error_line(main_cli("nodecheck", address, "--nnodes", "2", env=skip_own_hostname))
+    assert f"({kind})" in line and "set MASTER_ADDR" in line
+    # One node dials itself by design; a routable address passes across nodes.
+    assert main_cli("nodecheck", address, env=skip_own_hostname).returncode == 0
+    assert main_cli("nodecheck", "10.1.2.3", "--nnodes", "2", env=skip_own_hostname).returncode == 0

@@ -26,32 +26,57 @@ def resolve(name: str) -> list[str]:
     return sorted({str(info[4][0]) for info in infos})
 
 
+def unreachable_kind(address: str) -> str | None:
+    """Why other nodes cannot dial `address`, in words, or None when they may: the unspecified address
+    (0.0.0.0, ::) and loopback (127.0.0.0/8, ::1, and IPv4-mapped ::ffff:127.x) each lead a node to itself,
+    and a link-local address (169.254/16, fe80::/10) only works on one link, with a scope no URL carries."""
+    ip = ipaddress.ip_address(address.split("%")[0])  # fe80::1%eth0: the scope, not part of the address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_unspecified:
+        return "the unspecified address"
+    if ip.is_loopback:
+        return "loopback"
+    if ip.is_link_local:
+        return "link-local"
+    return None
+
+
+def _unreachable(addresses: list[str]) -> str | None:
+    """The kind when every address is unreachable from other nodes (one reachable address suffices)."""
+    kinds = [unreachable_kind(address) for address in addresses]
+    return None if None in kinds else ", ".join(sorted(set(kinds)))  # type: ignore[arg-type]
+
+
 def check_rendezvous_host(master_addr: str, nnodes: int = 1) -> None:
-    """The head node's name, as every node's torchrun dials it for the rendezvous. Across nodes it must not
-    be a loopback address (127.0.0.1, localhost, the default of a one-node launch): each node would then
-    hold a rendezvous of its own and wait for the others until torchrun's timeout (10 minutes). On the head
-    node its own hostname may resolve to loopback as far as the rendezvous goes (its store listens on every
-    address); whether gloo can use it is check_reachable_hostname's question."""
+    """The head node's name, as every node's torchrun dials it for the rendezvous. Across nodes it must be
+    an address the others reach: not loopback in any spelling (127.0.0.1, localhost, ::1, ::ffff:127.0.0.1,
+    the default of a one-node launch), not 0.0.0.0 or ::, not link-local. Each node would otherwise dial
+    itself, hold a rendezvous of its own and wait for the others until torchrun's timeout (10 minutes). On
+    the head node its own hostname may resolve to loopback as far as the rendezvous goes (its store listens
+    on every address); whether gloo can use it is check_reachable_hostname's question."""
     addresses = resolve(master_addr)
     own_name = master_addr in {socket.gethostname(), socket.gethostname().split(".")[0]}
-    if nnodes > 1 and not own_name and all(ipaddress.ip_address(address).is_loopback for address in addresses):
+    kind = _unreachable(addresses)
+    if nnodes > 1 and kind is not None and not (own_name and kind == "loopback"):
         raise UserError(
-            f"the head node {master_addr!r} resolves to {', '.join(addresses)} (loopback), but a job of {nnodes} "
+            f"the head node {master_addr!r} resolves to {', '.join(addresses)} ({kind}), but a job of {nnodes} "
             "nodes needs an address every node reaches; set MASTER_ADDR to the head node's hostname or address"
         )
 
 
 def check_reachable_hostname() -> None:
     """This node's own hostname: gloo binds each worker to the address it resolves to, so a loopback one
-    (Debian's `127.0.1.1 <hostname>` line, say) leaves the other nodes unable to connect. Skipped when
-    GLOO_SOCKET_IFNAME names the interface to use instead."""
+    (Debian's `127.0.1.1 <hostname>` line, say), an unspecified or a link-local one leaves the other nodes
+    unable to connect. Skipped when GLOO_SOCKET_IFNAME names the interface to use instead."""
     if os.environ.get("GLOO_SOCKET_IFNAME"):
         return
     name = socket.gethostname()
     addresses = resolve(name)
-    if all(ipaddress.ip_address(address).is_loopback for address in addresses):
+    kind = _unreachable(addresses)
+    if kind is not None:
         raise UserError(
-            f"this node's hostname {name!r} resolves to {', '.join(addresses)} (loopback), which the other nodes "
+            f"this node's hostname {name!r} resolves to {', '.join(addresses)} ({kind}), which the other nodes "
             f"cannot reach; {FIX_HOSTS} to map it to the node's network address, or set GLOO_SOCKET_IFNAME to "
             "the network interface to use"
         )

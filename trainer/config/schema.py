@@ -416,6 +416,22 @@ class RunConfig(Section):
 
     name: str | None = Field(default=None, description="Recipe name; runs go to runs/<name>/<timestamp>.")
     description: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _a_name_not_a_path(cls, name: str | None) -> str | None:
+        # runs/<name>/ is a folder of runs/: '../x' would write outside it, where `trainer runs` never looks.
+        plain = name is None or (
+            name.strip() == name and name and not name.startswith(".") and len(name) <= 128
+            and not any(c in "/\\" or not c.isprintable() for c in name)
+        )  # fmt: skip
+        if not plain:
+            raise ValueError(
+                "a recipe name is a folder name under runs/, not a path: give a plain name (no '/', not starting "
+                "with '.', at most 128 characters), or set run_dir= to write elsewhere"
+            )
+        return name
+
     inherits: str | None = Field(default=None, description="Recipe (name or path) this one changes.")
     task: Task
     seed: int = Field(default=42, ge=0, le=2**32 - 1, description="numpy's seed range, which Lightning keeps to.")
