@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import errno
 import json
+import re
 import signal
 import sys
 from pathlib import Path
@@ -28,6 +29,7 @@ EXIT_USER_ERROR = 2
 EXIT_DIVERGED = 3
 EXIT_WRITE_FAILED = 4
 EXIT_INTERRUPTED = 128 + signal.SIGINT
+MAX_GPU_MEMORY = 64 * 2**40  # `trainer plan --gpu-memory`: more than any accelerator holds
 # A full disk, a quota, a read-only or immutable place: the environment refused a write.
 WRITE_FAILURES = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG)
 # `trainer generate ... prompt="ROMEO:" max_new_tokens=200`: short names for the generate section.
@@ -69,6 +71,18 @@ def _port(text: str) -> int:
     return value
 
 
+def _memory_size(text: str) -> int:
+    """'80GB', '80GiB', '141G', '40000MB' -> bytes (GB and GiB both read as 2**30, as GPU vendors' cards are)."""
+    match = re.fullmatch(r"\s*(\d{1,9}(?:\.\d{1,9})?)\s*([KMGT])i?B?\s*", text, flags=re.IGNORECASE)
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size; write it like 80GB")
+    scale = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}[match.group(2).upper()]
+    size = int(float(match.group(1)) * scale)
+    if not 2**20 <= size <= MAX_GPU_MEMORY:
+        raise argparse.ArgumentTypeError(f"{text!r} is not the memory of one GPU; give 1MB to 64TB, like 80GB")
+    return size
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="trainer", description="Train models from YAML recipes.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -85,9 +99,9 @@ def _parser() -> argparse.ArgumentParser:
     plan = commands.add_parser("plan", help="world size, batches, memory per GPU and launch commands for a cluster")
     plan.add_argument("recipe", help="shipped recipe name or path to a YAML file")
     plan.add_argument("overrides", nargs="*", help="key.path=value words")
-    plan.add_argument("--nodes", type=int, default=1)
-    plan.add_argument("--gpus-per-node", type=int, default=8)
-    plan.add_argument("--gpu-memory", default=None, help="e.g. 80GB: say whether each strategy fits")
+    plan.add_argument("--nodes", type=_positive, default=1)
+    plan.add_argument("--gpus-per-node", type=_positive, default=8)
+    plan.add_argument("--gpu-memory", type=_memory_size, default=None, help="e.g. 80GB: say whether each strategy fits")
     plan.add_argument("--head-node", default="$HEAD_NODE", help="rendezvous host in the printed commands")
     plan.add_argument("--port", type=_port, default=29500)
     slurm = commands.add_parser("slurm", help="render slurm/train.sbatch for a recipe and submit it (--dry-run: print)")
@@ -214,6 +228,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "plan":
         cfg = load_config(args.recipe, args.overrides)
         check_extras(cfg, "plan")
+        from trainer.distributed.batching import plan_batches
+
+        plan_batches(cfg.data.global_batch_size, cfg.data.micro_batch_size, args.nodes * args.gpus_per_node)
         return _plan(args, cfg)
     if args.command == "slurm":
         return _slurm(args, load_config(args.recipe, args.overrides))

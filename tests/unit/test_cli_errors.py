@@ -6,6 +6,7 @@ test_bad_input.py keeps the end-to-end cases through the console script, and the
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,19 @@ def test_nodecheck_refuses_every_head_address_that_leads_a_node_to_itself(main_c
     # One node dials itself by design; a routable address passes across nodes.
     assert main_cli("nodecheck", address, env=skip_own_hostname).returncode == 0
     assert main_cli("nodecheck", "10.1.2.3", "--nnodes", "2", env=skip_own_hostname).returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (["--gpu-memory", "1PB"], "'1PB' is not a size"),
+        (["--gpu-memory", "99999TB"], "is not the memory of one GPU"),
+        (["--nodes", "-3"], "'-3' is not a count of 1 or more"),
+        (["--gpus-per-node", "0"], "'0' is not a count of 1 or more"),
+        (["--nodes", "3", "--gpus-per-node", "8"], "does not divide over 24 processes"),
+    ],
+)
+def test_plan_options_are_checked_before_torch_is_imported(main_cli, options: list[str], expected: str) -> None:
+    torch_before = "torch" in sys.modules
+    assert expected in one_error_line(main_cli("plan", "shakespeare_gpt", *options))
+    assert torch_before or "torch" not in sys.modules

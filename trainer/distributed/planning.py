@@ -19,6 +19,7 @@ from trainer.errors import UserError, error_with_place
 from trainer.models import build_model
 
 GIB = 1024**3
+HEAD_NODE_VARIABLE = "$HEAD_NODE"  # the printed commands' default rendezvous host
 # What a plan assumes where the data decide at run time (the tokenizer's size, the label count).
 ASSUMED_CHAR_VOCAB = 256
 ASSUMED_CLASSES = {"image_classification": 10, "text_classification": 2}
@@ -42,15 +43,6 @@ class Plan:
     memory: list[MemoryRow]
     gpu_memory_bytes: int | None
     commands: list[str]
-
-
-def parse_memory(text: str) -> int:
-    """'80GB', '80GiB', '141G', '40000MB' -> bytes (GB and GiB both read as 2**30, as GPU vendors' cards are)."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT])i?B?\s*", text, flags=re.IGNORECASE)
-    if not match:
-        raise UserError(f"--gpu-memory {text!r} is not a size; write it like 80GB")
-    scale = {"K": 1024, "M": 1024**2, "G": GIB, "T": 1024**4}[match.group(2).upper()]
-    return int(float(match.group(1)) * scale)
 
 
 def count_parameters(cfg: RunConfig) -> tuple[int, int]:
@@ -113,26 +105,26 @@ def make_plan(
     overrides: list[str],
     nodes: int,
     gpus_per_node: int,
-    gpu_memory: str | None,
+    gpu_memory_bytes: int | None,
     head_node: str,
     port: int,
 ) -> Plan:
-    if nodes < 1 or gpus_per_node < 1:
-        raise UserError("--nodes and --gpus-per-node must be at least 1")
     batches = plan_batches(cfg.data.global_batch_size, cfg.data.micro_batch_size, nodes * gpus_per_node)
     parameters, largest = count_parameters(cfg)
     words = " ".join(_quote(w) for w in overrides)
+    # Every field is quoted for pasting into a shell; the default head node stays a variable the shell expands.
+    endpoint = f'"$HEAD_NODE":{port}' if head_node == HEAD_NODE_VARIABLE else _quote(f"{head_node}:{port}")
     launcher = (
         f"torchrun --nnodes={nodes} --nproc_per_node={gpus_per_node} --rdzv_backend=c10d "
-        f"--rdzv_endpoint={head_node}:{port} --rdzv_id={cfg.name or 'trainer'}"
+        f"--rdzv_endpoint={endpoint} --rdzv_id={_quote(cfg.name or 'trainer')}"
     )
-    commands = [f"{launcher} -m trainer fit {recipe} {words}".rstrip()]
+    commands = [f"{launcher} -m trainer fit {_quote(recipe)} {words}".rstrip()]
     return Plan(
         batches=batches,
         parameters=parameters,
         largest_layer=largest,
         memory=memory_rows(parameters, largest, gpus_per_node, nodes),
-        gpu_memory_bytes=parse_memory(gpu_memory) if gpu_memory else None,
+        gpu_memory_bytes=gpu_memory_bytes,
         commands=commands * nodes,
     )
 
