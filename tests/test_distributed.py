@@ -345,3 +345,34 @@ def test_a_pretrained_encoder_fine_tunes_under_zero_on_two_processes(cli, tmp_pa
     from transformers import AutoModelForSequenceClassification
 
     assert AutoModelForSequenceClassification.from_pretrained(str(run / "export")).config.id2label[1] == "positive"
+
+
+def test_a_run_resumes_under_another_strategy_only_where_a_converter_carries_it(cli, main_cli, tmp_path: Path) -> None:
+    """The strategy-change matrix. ZeRO-1/2, with or without offload, convert among themselves through
+    DeepSpeed's universal format; plain (one process, DDP) and DeepSpeed checkpoints, or ZeRO-3 and the
+    other stages, do not: one line naming the strategy the run was trained with, the run untouched."""
+    from helpers import FAST, one_error_line, snapshot
+
+    plain, zero2 = tmp_path / "plain", tmp_path / "zero2"
+    for run_dir, strategy in ((plain, "auto"), (zero2, "deepspeed_stage_2")):
+        done = cli("fit", "digits_cnn", f"trainer.strategy={strategy}", "trainer.max_steps=4", f"run_dir={run_dir}",
+                   *FAST, env=ENV)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+    refused = {
+        plain: ["deepspeed_stage_1", "deepspeed_stage_2_offload", "deepspeed_stage_3"],
+        zero2: ["auto", "ddp", "deepspeed_stage_3", "deepspeed_stage_3_offload"],
+    }
+    for run_dir, strategies in refused.items():
+        trained = "auto (one process) or ddp" if run_dir == plain else "deepspeed_stage_2"
+        before = snapshot(run_dir)
+        for strategy in strategies:
+            line = one_error_line(main_cli("fit", "digits_cnn", f"resume={run_dir}", f"trainer.strategy={strategy}",
+                                           "trainer.max_steps=8", *FAST))  # fmt: skip
+            assert f"the run was trained with trainer.strategy={trained}" in line, (run_dir.name, strategy)
+            assert f"cannot be resumed under {strategy}" in line and f"init_from='{run_dir}'" in line
+        assert snapshot(run_dir) == before
+    # Converted: ZeRO-2's shards into ZeRO-2 with the optimizer offloaded to the CPU.
+    resumed = cli("fit", "digits_cnn", f"resume={zero2}", "trainer.strategy=deepspeed_stage_2_offload",
+                  "trainer.max_steps=8", *FAST, env=ENV)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads(resumed.stdout)["global_step"] == 8

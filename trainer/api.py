@@ -42,7 +42,7 @@ from trainer.data.sources import check_source
 from trainer.data.tokenizer import TOKENIZER_FILE, load_tokenizer
 from trainer.distributed.batching import BatchPlan, plan_batches
 from trainer.distributed.process_group import init_process_group, rank_hostnames, rank_zero_decides, rank_zero_first
-from trainer.distributed.strategy import check_precision, check_strategy_settings
+from trainer.distributed.strategy import check_precision, check_strategy_settings, zero_settings
 from trainer.distributed.topology import Topology, resolve_topology
 from trainer.errors import TrainingDiverged, UserError
 from trainer.export import EXPORT_DIRS, FORMATS, ExportSource, export_model
@@ -174,7 +174,14 @@ def _build_fit(
     claim: RunClaim,
     started: float,
 ) -> FitRun:
-    load_universal = start.checkpoint is not None and needs_conversion(start.checkpoint, plan.world_size)
+    load_universal = start.checkpoint is not None and needs_conversion(
+        start.checkpoint,
+        read_info(start.checkpoint).zero,
+        cfg.trainer.strategy,
+        zero_settings(cfg),
+        plan.world_size,
+        start.run_dir,
+    )
     if load_universal:
         with rank_zero_first():
             if _is_rank_zero():

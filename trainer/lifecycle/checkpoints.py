@@ -22,10 +22,11 @@ from typing import Any
 
 import torch
 
+from trainer.distributed.deepspeed_config import ZeroSettings
 from trainer.errors import UserError
 from trainer.files import refuse_special
 from trainer.lifecycle.run_dir import CHECKPOINTS, LAST_CKPT, checkpoint_step
-from trainer.lifecycle.universal import LATEST, is_deepspeed_checkpoint
+from trainer.lifecycle.universal import LATEST, is_deepspeed_checkpoint, saved_zero
 from trainer.tasks.base import TASK_KEY
 
 MODEL_PREFIX = "model."  # the plain model's attribute name in every task module
@@ -47,6 +48,7 @@ class CheckpointInfo:
     task: str | None  # None: written before the task was recorded
     hparams: dict[str, Any]
     global_step: int
+    zero: ZeroSettings | None = None  # a DeepSpeed checkpoint's ZeRO settings; None for a plain one
 
 
 class CorruptCheckpoint(UserError):
@@ -207,7 +209,8 @@ def read_training_checkpoint(path: Path) -> TrainingCheckpoint:
 def read_info(path: Path) -> CheckpointInfo:
     """The task and constructor arguments a checkpoint was written with, without reading its tensors."""
     state = _deepspeed_client_state(path) if path.is_dir() else _lightning_checkpoint(path, mmap=True)
-    return CheckpointInfo(state.get(TASK_KEY), state["hyper_parameters"], state.get("global_step", 0))
+    zero = saved_zero(state.get("ds_config") or {}) if path.is_dir() else None
+    return CheckpointInfo(state.get(TASK_KEY), state["hyper_parameters"], state.get("global_step", 0), zero)
 
 
 def check_resumable(path: Path) -> None:

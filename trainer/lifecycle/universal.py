@@ -1,9 +1,14 @@
-"""DeepSpeed checkpoints across world sizes, through DeepSpeed's own universal checkpoint format.
+"""A run resumed under another strategy or world size: converted where a converter exists, else refused.
 
-A ZeRO checkpoint holds one optimizer shard per data-parallel rank and DeepSpeed refuses to load it on
-a different number of ranks. On resume with another world size, the checkpoint is converted once with
-DeepSpeed's `ds_to_universal` (next to the original, which stays untouched) and loaded with
-`checkpoint.load_universal`.
+A ZeRO checkpoint holds one optimizer shard per data-parallel rank, laid out for its stage and offloads,
+and DeepSpeed refuses to load it on a different number of ranks or under other offloads. On such a
+resume the checkpoint is converted once with DeepSpeed's `ds_to_universal` (next to the original, which
+stays untouched) and loaded with `checkpoint.load_universal`. That carries ZeRO-1 and -2 runs, with or
+without offload, among themselves (measured with DeepSpeed 0.18 on CPU), and any stage across world sizes.
+
+No converter carries the optimizer state between a plain Lightning checkpoint (one process, DDP) and a
+DeepSpeed one, nor between ZeRO-3 and the other stages (DeepSpeed 0.18 finds no model states either way):
+those resumes are refused before anything is written, naming the strategy the run was trained with.
 """
 
 from __future__ import annotations
@@ -11,7 +16,9 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+from trainer.distributed.deepspeed_config import ZeroSettings
 from trainer.errors import UserError
 
 LATEST, LATEST_UNIVERSAL = "latest", "latest_universal"
@@ -30,8 +37,46 @@ def saved_world_size(checkpoint: Path) -> int:
     return len(shards)
 
 
-def needs_conversion(checkpoint: Path, world_size: int) -> bool:
-    return is_deepspeed_checkpoint(checkpoint) and saved_world_size(checkpoint) != world_size
+def saved_zero(ds_config: dict[str, Any]) -> ZeroSettings:
+    """The ZeRO settings a DeepSpeed checkpoint was written with (its ds_config, as the engine used it)."""
+    section = ds_config.get("zero_optimization") or {}
+
+    def offloaded(key: str) -> bool:
+        return (section.get(key) or {}).get("device") in ("cpu", "nvme")
+
+    return ZeroSettings(int(section.get("stage", 0)), offloaded("offload_optimizer"), offloaded("offload_param"))
+
+
+def zero_strategy_name(zero: ZeroSettings | None) -> str:
+    """The trainer.strategy that writes checkpoints like these ("auto" or "ddp" for a plain one)."""
+    if zero is None:
+        return "auto (one process) or ddp"
+    offload = "_offload" if zero.offload_optimizer or zero.offload_parameters else ""
+    return f"deepspeed_stage_{zero.stage}{offload}"
+
+
+def needs_conversion(
+    checkpoint: Path,
+    saved: ZeroSettings | None,
+    strategy: str,
+    wanted: ZeroSettings | None,
+    world_size: int,
+    run_dir: Path,
+) -> bool:
+    """Whether resuming `checkpoint` (written with `saved`, None for a plain one) under `strategy` (whose
+    ZeRO settings are `wanted`) on `world_size` ranks goes through the universal format; a UserError when
+    no converter exists."""
+    convertible = (saved is None) == (wanted is None) and (saved is None or (saved.stage == 3) == (wanted.stage == 3))
+    if not convertible:
+        raise UserError(
+            f"the run was trained with trainer.strategy={zero_strategy_name(saved)}, and its checkpoint "
+            f"{str(checkpoint)!r} cannot be resumed under {strategy} (no converter carries its "
+            f"optimizer state across); resume with trainer.strategy={zero_strategy_name(saved)}, or start a new run "
+            f"from its weights with init_from={str(run_dir)!r}"
+        )
+    if saved is None:
+        return False  # a plain checkpoint loads on any number of processes
+    return saved != wanted or saved_world_size(checkpoint) != world_size
 
 
 def convert_to_universal(checkpoint: Path) -> None:
@@ -49,4 +94,4 @@ def convert_to_universal(checkpoint: Path) -> None:
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise UserError(f"cannot convert {str(checkpoint)!r} for a new world size: {last}")
+        raise UserError(f"cannot convert {str(checkpoint)!r} for a new world size or ZeRO setting: {last}")
