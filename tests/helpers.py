@@ -25,6 +25,15 @@ def metric_series(run_dir: Path, key: str) -> list[float]:
         return [float(row[key]) for row in csv.DictReader(f) if row.get(key)]
 
 
+def logged_steps(run_dir: Path) -> list[tuple[int, str, float]]:
+    """(step, metric, value) for every value metrics.csv holds, in order."""
+    with open(Path(run_dir) / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    return [
+        (int(row["step"]), key, float(value)) for row in rows for key, value in row.items() if key != "step" and value
+    ]
+
+
 def logged_losses(run_dir: Path) -> list[float]:
     """The training losses a run has logged so far; none before its metrics.csv exists."""
     try:

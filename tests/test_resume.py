@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from callbacks import SignalAt
-from helpers import FAST, fit, metric_series
+from helpers import FAST, fit, logged_steps, metric_series
 
 from trainer import api
 
@@ -45,6 +45,11 @@ def test_stopped_and_resumed_run_matches_a_straight_run(straight: Path, tmp_path
     assert resumed["global_step"] == 60 and resumed["stopped_by"] is None
     # One metrics.csv holds the whole run, both sessions of it, and the same losses as the straight run.
     assert metric_series(stopped, "train/loss") == metric_series(straight, "train/loss")
+    # ... each at its step, with one value per step and metric: the resumed session's first step does not
+    # repeat the last logged one (Lightning's `epoch` column comes with every row, the same value).
+    train_steps = [entry[:2] for entry in logged_steps(stopped) if entry[1].startswith(("train/", "lr-"))]
+    assert train_steps == [entry[:2] for entry in logged_steps(straight) if entry[1].startswith(("train/", "lr-"))]
+    assert_one_value_per_step_and_metric(stopped)
 
     expected, actual = _weights(straight), _weights(stopped)
     assert expected.keys() == actual.keys()
@@ -65,6 +70,18 @@ def test_resume_can_extend_a_finished_run(tmp_path: Path) -> None:
     fit("digits_cnn", *COMMON, "trainer.max_steps=5", f"run_dir={tmp_path / 'run'}")
     summary = fit("digits_cnn", f"resume={tmp_path / 'run'}", "trainer.max_steps=8")
     assert summary["global_step"] == 8
+    # A finished run's checkpoint is written after its last validation: its losses continue at step 5.
+    assert [step for step, key, _ in logged_steps(tmp_path / "run") if key == "train/loss"] == list(range(8))
+    assert_one_value_per_step_and_metric(tmp_path / "run", but=("epoch",))
+
+
+def assert_one_value_per_step_and_metric(run_dir: Path, but: tuple[str, ...] = ()) -> None:
+    """`but`: Lightning's `epoch` column, which a finished session's final test logs as the next epoch."""
+    values: dict[tuple[int, str], set[float]] = {}
+    for step, key, value in logged_steps(run_dir):
+        if key not in but:
+            values.setdefault((step, key), set()).add(value)
+    assert all(len(logged) == 1 for logged in values.values()), {k: v for k, v in values.items() if len(v) > 1}
 
 
 @pytest.mark.parametrize(("saved", "resumed"), [("false", "true"), ("true", "false")])

@@ -26,7 +26,7 @@ from trainer.errors import UserError, error_with_place
 from trainer.lifecycle.divergence import DivergenceGuard
 from trainer.lifecycle.last_checkpoint import BestCheckpoints, LastCheckpoint
 from trainer.lifecycle.run_dir import CHECKPOINTS, LAST_CKPT
-from trainer.lifecycle.state import BatchCounterRescale, RNGState
+from trainer.lifecycle.state import BatchCounterRescale, LoggedStepOnResume, RNGState
 from trainer.lifecycle.throughput import Throughput
 from trainer.tasks import TASKS, Task
 
@@ -190,6 +190,7 @@ def build_callbacks(cfg: RunConfig, run_dir: Path, plan: BatchPlan, stop: StopRe
         RNGState(cfg.seed),
         DivergenceGuard(),
         BatchCounterRescale(plan.world_size, plan.grad_accum_steps),
+        LoggedStepOnResume(),
         Throughput(plan.global_batch_size, cfg.trainer.precision),
         LearningRateMonitor(logging_interval="step"),
         # Checkpoint callbacks run last, in this order: the best-k record is current when last.ckpt is written.

@@ -79,6 +79,27 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class LoggedStepOnResume(L.Callback):
+    """A resumed run logs each step's metrics at that step, not at the one before.
+
+    Lightning logs at its count of batches that stepped, which it adds to only after a batch's hooks and
+    validation: a checkpoint our LastCheckpoint writes there records one step short, and Lightning's own
+    correction on restart does not apply to it. The first resumed step then repeated the last logged one
+    in metrics.csv (two values for one step and metric). At a session's first batch the count is set to
+    the optimizer steps done, which it equals at every batch start of an uninterrupted run.
+    """
+
+    def __init__(self) -> None:
+        self._aligned = False
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if not self._aligned:
+            trainer.fit_loop.epoch_loop._batches_that_stepped = trainer.global_step
+            self._aligned = True
+
+
 class BatchCounterRescale(L.Callback):
     """Resume on another world size: rescales Lightning's per-rank batch counters.
 
