@@ -114,9 +114,10 @@ def test_a_new_report_replaces_the_old_one_whole(runs_root: Path, tmp_path: Path
 def test_each_metric_has_its_curves(runs_root: Path) -> None:
     figures = curve_figures(read_metrics(runs_root / "digits_cnn" / "plain" / "metrics.csv"))
     lines = {stem: [len(axes.get_lines()) for axes in figure.axes] for stem, figure in figures.items()}
-    assert lines["loss"] == [2]  # train and val
-    assert lines["acc"] == lines["f1"] == [1]  # val only
-    assert lines["learning_rate"] == [2]  # the two param groups (with and without weight decay)
+    assert lines["loss"] == lines["acc"] == [2]  # train and val
+    assert lines["f1"] == [1]  # val only
+    # The two param groups (with and without weight decay) follow one schedule: one line, both names.
+    assert [line.get_label() for line in figures["learning_rate"].axes[0].get_lines()] == ["lr-AdamW (pg1, pg2)"]
     assert lines["throughput"] == [1]  # samples/s (no tokens, no MFU on a CPU)
     train, val = figures["loss"].axes[0].get_lines()
     assert list(train.get_xdata()) == list(range(24))  # 2 epochs of 12 steps, each logged

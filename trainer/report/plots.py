@@ -42,11 +42,32 @@ def curve_figures(log: MetricLog) -> dict[str, Figure]:
     figures = {_stem(name): curve_figure(name, {key: log[key] for key in keys}) for name, keys in groups.items()}
     rates = [key for key in log if key.startswith(LR_PREFIX)]
     if rates:
-        figures["learning_rate"] = curve_figure("learning rate", {key: log[key] for key in rates})
+        figures["learning_rate"] = curve_figure(
+            "learning rate", coinciding_drawn_once({key: log[key] for key in rates})
+        )
     panels = {label: log[key] for key, label in THROUGHPUT.items() if key in log}
     if panels:
         figures["throughput"] = throughput_figure(panels)
     return figures
+
+
+def coinciding_drawn_once(series: dict[str, Series]) -> dict[str, Series]:
+    """Series with the same points become one line, labelled by all their names: Lightning logs a learning
+    rate per param group (with and without weight decay), equal unless a schedule sets them apart."""
+    same: dict[tuple[tuple[int, ...], tuple[float, ...]], list[str]] = {}
+    for label, line in series.items():
+        same.setdefault((tuple(line.steps), tuple(line.values)), []).append(label)
+    return {_joint_label(labels): series[labels[0]] for labels in same.values()}
+
+
+def _joint_label(labels: list[str]) -> str:
+    """`lr-AdamW/pg1`, `lr-AdamW/pg2` -> `lr-AdamW (pg1, pg2)`."""
+    if len(labels) == 1:
+        return labels[0]
+    heads = {label.rsplit("/", 1)[0] for label in labels}
+    if len(heads) == 1 and all("/" in label for label in labels):
+        return f"{heads.pop()} ({', '.join(label.rsplit('/', 1)[1] for label in labels)})"
+    return ", ".join(labels)
 
 
 def curve_figure(title: str, series: dict[str, Series]) -> Figure:

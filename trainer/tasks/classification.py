@@ -36,8 +36,11 @@ class ClassificationTask(Task):
         return self.model(*self.model_inputs(batch))
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = F.cross_entropy(self.logits(batch), batch["labels"])
+        logits = self.logits(batch)
+        loss = F.cross_entropy(logits, batch["labels"])
         self.log("train/loss", loss, prog_bar=True)
+        # This rank's batch, as train/loss is (micro accuracy, as val/acc): the report draws them together.
+        self.log("train/acc", (logits.detach().argmax(-1) == batch["labels"]).float().mean())
         return loss  # checked for NaN by trainer.lifecycle.divergence
 
     def _evaluate(
