@@ -209,6 +209,7 @@ def test_runs_lists_each_run_with_its_state(cli, main_cli, runs_root: Path, tmp_
     summary = {**_summary(stopped), "stopped_by": "SIGUSR1", "requeued": True}
     (requeued / "summary.json").write_text(json.dumps(summary))
     shutil.copytree(runs / "plain", runs / "20200101-000000")
+    shutil.copytree(runs / "plain", root / "named")  # run_dir=runs/named: a run right under the root
 
     claim = RunClaim.existing(running)  # this process holds the run, as a training rank 0 does
     try:
@@ -220,9 +221,12 @@ def test_runs_lists_each_run_with_its_state(cli, main_cli, runs_root: Path, tmp_
     assert list(lines[0]) == ["recipe", "run", "state", "steps", "best", "wall time"]
     assert lines[0]["run"] == str(runs / "20200101-000000")  # the oldest first
     found = {Path(line["run"]).name: line for line in lines}
-    assert set(found) == {"plain", "evals", "resumed", "stopped", "failed", "running", "requeued", "20200101-000000"}
-    for name in ("plain", "evals", "resumed", "20200101-000000"):
-        assert found[name]["state"] == "finished" and found[name]["steps"] == str(_summary(runs / name)["global_step"])
+    assert set(found) == {
+        "plain", "evals", "resumed", "stopped", "failed", "running", "requeued", "20200101-000000", "named"
+    }  # fmt: skip
+    for name in ("plain", "evals", "resumed", "20200101-000000", "named"):
+        summary = _summary(runs / name if name != "named" else root / name)
+        assert found[name]["state"] == "finished" and found[name]["steps"] == str(summary["global_step"])
         assert found[name]["recipe"] == "digits_cnn" and found[name]["wall time"].endswith(" s")
     assert (found["stopped"]["state"], found["stopped"]["steps"]) == ("stopped at step 5", "5")
     assert found["requeued"]["state"] == "stopped at step 5, requeued"

@@ -77,6 +77,11 @@ def test_recipe_files_that_are_not_recipes_are_one_line(main_cli, tmp_path: Path
     deep = tmp_path / "deep.yaml"
     deep.write_text("a: " + "[" * 20000 + "]" * 20000 + "\n")
     assert "nested too deeply" in one_error_line(main_cli("config", str(deep)))
+    huge = tmp_path / "huge.yaml"
+    huge.write_text("description: " + "x" * (38 * 2**20) + "\n")  # parsed, it took minutes; refused at once
+    assert "recipe" in one_error_line(main_cli("config", str(huge))) and "38.0 MiB" in one_error_line(
+        main_cli("fit", str(huge))
+    )
 
 
 def test_an_override_given_twice_takes_the_last(main_cli) -> None:

@@ -28,6 +28,7 @@ MAX_KEY_DEPTH = 8
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 # `${oc.env:NAME}` would copy an environment variable (an API key, say) into the saved config.yaml.
 _RESOLVER_CALL = re.compile(r"\$\{\s*[\w.]+\s*:")
+MAX_RECIPE_BYTES = 2**20  # shipped recipes are under 2 KB; a 38 MB one took 157 s to refuse
 
 
 def recipes_dir() -> Path:
@@ -65,6 +66,12 @@ def find_recipe(recipe: str, relative_to: Path | None = None) -> Path:
 
 
 def _read_yaml(path: Path) -> DictConfig:
+    size = path.stat().st_size if path.is_file() else 0
+    if size > MAX_RECIPE_BYTES:  # parsing tens of MB of YAML takes minutes before any check could answer
+        raise UserError(
+            f"recipe {path} is {size / 2**20:.1f} MiB; a recipe is a few KB of settings (at most "
+            f"{MAX_RECIPE_BYTES // 2**20} MiB): keep data in files that data.path names"
+        )
     try:
         conf = OmegaConf.load(path)
     except yaml.YAMLError as err:

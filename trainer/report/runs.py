@@ -47,15 +47,20 @@ class RunLine:
 
 
 def list_runs(root: Path | None = None, recipe: str | None = None) -> list[RunLine]:
-    """The runs under `root` (default runs/; runs live at <root>/<recipe>/<run>), of `recipe` alone if given,
-    oldest first. A `root` given that does not exist is a UserError; the default one missing means no runs."""
+    """The runs under `root` (default runs/), of `recipe` alone if given, oldest first. Runs live at
+    <root>/<recipe>/<run> (the default run directory) or at <root>/<run> (`run_dir=runs/<name>`). A `root`
+    given that does not exist is a UserError; the default one missing means no runs."""
     folder = root if root is not None else RUNS_ROOT
     if root is not None and not root.is_dir():
         what = "is not a folder" if root.exists() else "does not exist"
         raise UserError(f"--root {str(root)!r} {what}; give the folder that holds <recipe>/<run> run directories")
-    recipes = [folder / recipe] if recipe is not None else _folders(folder)
-    runs = [RunFiles(path) for recipe_dir in recipes for path in _folders(recipe_dir) if _is_a_run(path)]
-    return sorted((_line(run) for run in runs), key=lambda line: (line.started, str(line.path)))
+    runs: list[Path] = []
+    for entry in _folders(folder):
+        runs += [entry] if _is_a_run(entry) else [path for path in _folders(entry) if _is_a_run(path)]
+    lines = [_line(RunFiles(path)) for path in runs]
+    if recipe is not None:
+        lines = [line for line in lines if line.recipe == recipe or line.path.parent.name == recipe]
+    return sorted(lines, key=lambda line: (line.started, str(line.path)))
 
 
 def _line(run: RunFiles) -> RunLine:
