@@ -55,8 +55,10 @@ def test_each_readme_recipe_trains_on_data_laid_out_as_it_says(
     small = {"my_photos.yaml": ["model.channels=[4,8]", "data.image_size=[16,16]", "data.global_batch_size=8"],
              "my_reviews.yaml": ["model.d_model=16", "data.tokenizer.vocab_size=200", "data.max_length=16"],
              "my_corpus.yaml": ["model.d_model=16", "model.n_layers=1", "data.block_size=32"]}[name]  # fmt: skip
-    result = main_cli("fit", name, *small, *QUICK, "run_dir=run", cwd=tmp_path)
+    # The default logging interval, longer than an epoch of this data.
+    result = main_cli("fit", name, *small, *QUICK, "trainer.log_every_n_steps=50", "run_dir=run", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "smaller than the logging interval" not in result.stderr  # a small data set is no mistake
     summary = json.loads(result.stdout)
     assert summary["global_step"] == 4
     if name != "my_corpus.yaml":

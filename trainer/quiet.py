@@ -19,6 +19,12 @@ _WARNINGS = (
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated",),
     # Lightning at every resume: the checkpoints folder is the run's own, of course not empty.
     (r"Checkpoint directory .* exists and is not empty",),
+    # Lightning on every data set of fewer batches than log_every_n_steps: it counts logging steps across
+    # epochs (the run logs every N optimizer steps all the same), so there is nothing to change.
+    (r"The number of training batches \(\d+\) is smaller than the logging interval",),
+    # Lightning under DeepSpeed, because the task defines configure_gradient_clipping (for the other
+    # strategies): trainer.gradient_clip_val goes to DeepSpeed's own clipping, which the warning recommends.
+    (r"Since DeepSpeed handles gradient clipping internally",),
 )
 # Log lines, by logger.
 _LOG_LINES = {
