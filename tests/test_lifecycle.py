@@ -29,18 +29,35 @@ def _lr_by_step(run_dir: Path) -> dict[int, float]:
         }
 
 
-@pytest.mark.parametrize(("first", "extended"), [(60, 70), (30, 80)])
-def test_extending_a_run_continues_its_learning_rate_schedule(tmp_path: Path, first: int, extended: int) -> None:
-    """digits_cnn: 20 warmup steps, then cosine to 0. A run that ended (or stopped) at `first` and is extended
-    to `extended` decays on from where it was, never back up the old curve, and reaches the floor at the end."""
+@pytest.mark.parametrize(("first", "stop_at", "extended"), [(60, None, 70), (60, 30, 80)])
+def test_extending_a_run_continues_its_learning_rate_schedule(tmp_path: Path, first, stop_at, extended) -> None:
+    """digits_cnn: 20 warmup steps, then cosine to a floor of 5%. A run that ended at `first` (or stopped at
+    `stop_at` on its way there) and is extended to `extended` decays on from where it was, never back up the
+    old curve, and reaches the floor at the end."""
     run_dir = tmp_path / "run"
-    fit("digits_cnn", f"trainer.max_steps={first}", f"run_dir={run_dir}", *FAST)
+    words = ["scheduler.min_lr_ratio=0.05", f"trainer.max_steps={first}", f"run_dir={run_dir}", *FAST]
+    api.fit(api.resolve_fit_config("digits_cnn", words), callbacks=[SignalAt(stop_at)] if stop_at else [])
     fit("digits_cnn", f"resume={run_dir}", f"trainer.max_steps={extended}")
     lr = _lr_by_step(run_dir)
-    after = [lr[step] for step in sorted(lr) if step >= first]  # the seam and every step after it
-    assert len(after) >= extended - first
+    seam = stop_at or first
+    after = [lr[step] for step in sorted(lr) if step >= seam]  # the seam and every step after it
+    assert len(after) >= extended - seam
     assert all(b <= a * (1 + 1e-6) for a, b in zip(after, after[1:], strict=False)), after
-    assert after[-1] < 0.05 * lr[20]  # decayed towards the floor by the new end
+    assert after[-1] == pytest.approx(0.05 * lr[20], rel=0.05)  # decayed to the floor by the new end
+
+
+def test_extending_a_run_whose_schedule_reached_0_is_refused(main_cli, tmp_path: Path) -> None:
+    """Its schedule is part of what a resume restores: it would train on at learning rate 0."""
+    from helpers import one_error_line, snapshot
+
+    run_dir = tmp_path / "run"
+    fit("digits_cnn", "trainer.max_steps=25", "scheduler.warmup_steps=5", f"run_dir={run_dir}", *FAST)
+    before = snapshot(run_dir)
+    line = one_error_line(main_cli("fit", "digits_cnn", f"resume={run_dir}", "trainer.max_steps=40"))
+    assert "reached 0 at step 25" in line and f"init_from='{run_dir}'" in line
+    assert snapshot(run_dir) == before
+    warm = main_cli("fit", "digits_cnn", f"init_from={run_dir}", "trainer.max_steps=2", f"run_dir={tmp_path / 'warm'}")
+    assert warm.returncode == 0, warm.stderr[-3000:]  # the way the message names
 
 
 def test_a_resumed_run_keeps_its_best_checkpoint_record(tmp_path: Path) -> None:

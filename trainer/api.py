@@ -73,6 +73,7 @@ from trainer.lifecycle.start import (
     CommitAtTrainStart,
     RunStart,
     check_checkpoint_fits,
+    check_the_run_can_go_on,
     decide_start,
     write_run_files,
 )
@@ -210,14 +211,8 @@ def _build_fit(
     if start.checkpoint is not None:
         saved = read_info(start.checkpoint)
         check_checkpoint_fits(cfg, saved, start.checkpoint, task.hparams.model_kwargs)
-        end = task.hparams.schedule_steps
-        if cfg.resume is not None and saved.global_step >= end:
-            t = cfg.trainer
-            raise UserError(
-                f"the run is already at step {saved.global_step}, where its limits end it (trainer.max_steps="
-                f"{t.max_steps}, trainer.max_epochs={t.max_epochs}: {end} steps); raise them to train on "
-                "(both, where max_epochs stops it first)"
-            )
+        if cfg.resume is not None:
+            check_the_run_can_go_on(cfg, saved, task.hparams.schedule_steps, start.run_dir)
 
     wandb_id = _wandb_id(start.run_dir) if "wandb" in cfg.logger else None
     callbacks = [*build_callbacks(cfg, start.run_dir, plan, stop), CommitAtTrainStart(claim, stop), *extra_callbacks]

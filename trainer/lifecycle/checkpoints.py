@@ -49,6 +49,7 @@ class CheckpointInfo:
     hparams: dict[str, Any]
     global_step: int
     zero: ZeroSettings | None = None  # a DeepSpeed checkpoint's ZeRO settings; None for a plain one
+    lr_fraction: float | None = None  # the learning rate reached, as a fraction of optim.lr; None: no schedule
 
 
 class CorruptCheckpoint(UserError):
@@ -210,7 +211,21 @@ def read_info(path: Path) -> CheckpointInfo:
     """The task and constructor arguments a checkpoint was written with, without reading its tensors."""
     state = _deepspeed_client_state(path) if path.is_dir() else _lightning_checkpoint(path, mmap=True)
     zero = saved_zero(state.get("ds_config") or {}) if path.is_dir() else None
-    return CheckpointInfo(state.get(TASK_KEY), state["hyper_parameters"], state.get("global_step", 0), zero)
+    step = state.get("global_step", 0)
+    return CheckpointInfo(state.get(TASK_KEY), state["hyper_parameters"], step, zero, _lr_fraction(state))
+
+
+def _lr_fraction(state: dict[str, Any]) -> float | None:
+    """The highest of the param groups' learning rates the schedule had reached, over their base rates."""
+    schedulers = state.get("lr_schedulers") or []
+    saved = schedulers[0] if schedulers and isinstance(schedulers[0], dict) else {}
+    last, base = saved.get("_last_lr"), saved.get("base_lrs")
+    if not (isinstance(last, list) and isinstance(base, list) and last and len(last) == len(base)):
+        return None
+    try:
+        return max(float(now) / float(start) if start else 0.0 for now, start in zip(last, base, strict=True))
+    except (TypeError, ValueError):
+        return None
 
 
 def check_resumable(path: Path) -> None:

@@ -34,6 +34,8 @@ from trainer.lifecycle.run_dir import (
 )
 from trainer.writable import check_writable
 
+FINISHED_SCHEDULE = 1e-9  # a learning rate this fraction of optim.lr (or less) moves no weight
+
 
 @dataclass(frozen=True)
 class RunStart:
@@ -135,6 +137,26 @@ def _data_setting(name: str) -> str:
         "in_channels": "the image channels",
         "pad_id": "the tokenizer",
     }.get(name, name)
+
+
+def check_the_run_can_go_on(cfg: RunConfig, saved: CheckpointInfo, end: int, run_dir: Path) -> None:
+    """A resumed run has steps left to train (`end`: where its limits now end it), at a learning rate that
+    can still move its weights: a schedule that decayed to 0 stays there (the schedule is part of the
+    resumed state), so extending such a run would change nothing while seeming to train."""
+    t = cfg.trainer
+    if saved.global_step >= end:
+        raise UserError(
+            f"the run is already at step {saved.global_step}, where its limits end it (trainer.max_steps="
+            f"{t.max_steps}, trainer.max_epochs={t.max_epochs}: {end} steps); raise them to train on "
+            "(both, where max_epochs stops it first)"
+        )
+    if saved.lr_fraction is not None and saved.lr_fraction <= FINISHED_SCHEDULE:
+        raise UserError(
+            f"the run's learning-rate schedule ({cfg.scheduler.name}) reached 0 at step {saved.global_step}: "
+            f"extending it to step {end} would train at learning rate 0 and change nothing; start a new run from "
+            f"its weights with a fresh schedule (init_from={str(run_dir)!r}), or train with scheduler.min_lr_ratio "
+            "above 0 to keep a floor to extend at"
+        )
 
 
 def write_run_files(cfg: RunConfig, start: RunStart, claim: RunClaim, wandb_id: str | None) -> None:
