@@ -48,6 +48,7 @@ from trainer.errors import TrainingDiverged, UserError
 from trainer.export import EXPORT_DIRS, FORMATS, ExportSource, export_model
 from trainer.extras import check_onnx_extra
 from trainer.lifecycle.checkpoints import (
+    file_digest,
     plain_model_state,
     read_info,
     read_training_checkpoint,
@@ -81,7 +82,7 @@ from trainer.lifecycle.summary import metrics_with_prefix, write_summary
 from trainer.lifecycle.throughput import Throughput, checkpoint_seconds
 from trainer.lifecycle.universal import convert_to_universal, needs_conversion
 from trainer.loggers import build_loggers, close_loggers
-from trainer.model_io import model_io, never_generated
+from trainer.model_io import TOKENIZER_SHA256, check_tokenizer, model_io, never_generated
 from trainer.models.generate import sample
 from trainer.predict.inputs import prompt_ids
 from trainer.quiet import print_on_a_line_of_its_own, silence_dependency_noise
@@ -227,10 +228,12 @@ def _write_run(run: FitRun) -> None:
         return
     write_run_files(run.cfg, run.start, run.claim, run.wandb_id)
     tokenizer = getattr(run.datamodule, "tokenizer", None)
+    facts = run.datamodule.inference_facts()
     if tokenizer is not None:
         tokenizer.save(str(run.start.run_dir / TOKENIZER_FILE))
-    facts = json.dumps(run.datamodule.inference_facts(), indent=2)
-    (run.start.run_dir / INPUTS_FILE).write_text(facts + "\n")
+        # Which tokenizer this is: another run's, of the same vocabulary size, would otherwise pass unnoticed.
+        facts[TOKENIZER_SHA256] = file_digest(run.start.run_dir / TOKENIZER_FILE)
+    (run.start.run_dir / INPUTS_FILE).write_text(json.dumps(facts, indent=2) + "\n")
     for logger in run.trainer.loggers:
         logger.log_hyperparams(run.cfg.model_dump(mode="json"))
     print(f"trainer: run directory {run.start.run_dir}", file=sys.stderr, flush=True)
@@ -434,11 +437,13 @@ def export_source(run_dir: Path, ckpt: str | None = None) -> ExportSource:
     check_checkpoint_fits(cfg, read_info(ckpt_path), ckpt_path)
     checkpoint = read_training_checkpoint(ckpt_path)
     tokenizer_path = run_dir / TOKENIZER_FILE
+    facts = _inference_facts(cfg, run_dir)
     suppress: list[int] = []
     if tokenizer_path.is_file():
+        check_tokenizer(tokenizer_path, facts.get(TOKENIZER_SHA256), run_dir / INPUTS_FILE)
         tokenizer = load_tokenizer(tokenizer_path)
         suppress = never_generated(tokenizer)
-    io = model_io(cfg, model_sizes(checkpoint.hparams), _inference_facts(cfg, run_dir), suppress)
+    io = model_io(cfg, model_sizes(checkpoint.hparams), facts, suppress)
     return ExportSource(run_dir, ckpt_path, digest, checkpoint, io, _final_metrics(run_dir))
 
 

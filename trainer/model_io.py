@@ -5,14 +5,21 @@ the framework's training code."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
+
+from trainer.errors import UserError
 
 BATCH, SEQUENCE = "batch", "sequence"  # the dynamic axes' names
 MAX_IMAGE_SIDE = 8192  # pixels: what predict resizes to, at most (a checked manifest never asks more)
 MAX_SEQUENCE = 10_000_000  # tokens, vocabulary entries
 MANIFEST_FILE = "manifest.json"  # an export folder's description of its model: a ModelIO, and where it came from
+TOKENIZER_SHA256 = "tokenizer_sha256"  # inputs.json and preprocess: which tokenizer.json the model reads
+SEAL_KEY = "trainer.model_io"  # the ModelIO a model file was exported with, in the file's own metadata
 PAD, UNK = "[PAD]", "[UNK]"  # the special tokens of every tokenizer the framework trains
 # ... and their spellings in pretrained tokenizers (BERT's are the framework's; GPT-2 style ones use <...>).
 PADDING_TOKENS, UNKNOWN_TOKENS = (PAD, "<pad>"), (UNK, "<unk>")
@@ -117,7 +124,7 @@ def model_io(cfg: Any, model_kwargs: dict[str, Any], facts: dict[str, Any], supp
         mask = TensorSpec("attention_mask", "int64", [BATCH, SEQUENCE])
         logits = TensorSpec("logits", "float32", [BATCH, model_kwargs["num_classes"]])
         preprocess = {"kind": "text", "max_length": cfg.data.max_length, "pad_id": model_kwargs.get("pad_id", 0),
-                      "vocab_size": model_kwargs["vocab_size"]}  # fmt: skip
+                      "vocab_size": model_kwargs["vocab_size"], **_tokenizer_identity(facts)}  # fmt: skip
         labels = _labels(facts, model_kwargs["num_classes"])
         return ModelIO(task, family, [ids, mask], [logits], preprocess, labels, cfg.data.max_length)
     # A Transformer has no positions beyond the context it was trained with; an LSTM reads any length, and
@@ -125,8 +132,58 @@ def model_io(cfg: Any, model_kwargs: dict[str, Any], facts: dict[str, Any], supp
     context = model_kwargs.get("max_len", cfg.data.block_size)
     logits = TensorSpec("logits", "float32", [BATCH, SEQUENCE, model_kwargs["vocab_size"]])
     preprocess = {"kind": "prompt", "context_length": context, "suppress_ids": suppress_ids,
-                  "vocab_size": model_kwargs["vocab_size"]}  # fmt: skip
+                  "vocab_size": model_kwargs["vocab_size"], **_tokenizer_identity(facts)}  # fmt: skip
     return ModelIO(task, family, [ids], [logits], preprocess, None, context)
+
+
+def _tokenizer_identity(facts: dict[str, Any]) -> dict[str, str]:
+    """The sha256 of the run's tokenizer.json, where the run recorded it (runs before it did: nothing)."""
+    digest = facts.get(TOKENIZER_SHA256)
+    return {TOKENIZER_SHA256: digest} if isinstance(digest, str) else {}
+
+
+def check_tokenizer(path: Path, expected: str | None, recorded_in: Path) -> None:
+    """`path` is the tokenizer the model was trained with, by its sha256 (when one was recorded)."""
+    if expected is None:
+        return
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != expected:
+        raise UserError(
+            f"{str(path)!r} is not the tokenizer this model was trained with (its sha256 differs from the one "
+            f"{recorded_in.name} records); put back the tokenizer.json of the run it was trained in"
+        )
+
+
+def seal(io: ModelIO) -> str:
+    """The description a model file carries inside itself (SEAL_KEY in its metadata), so that predict can
+    check manifest.json against what the file really is, not only against itself."""
+    return json.dumps(asdict(io), sort_keys=True)
+
+
+def first_difference(io: ModelIO, sealed: str) -> tuple[str, Any, Any] | None:
+    """(dotted field, manifest's value, the model file's) where manifest.json's description differs from the
+    one sealed into the model file at export; None when they agree."""
+    try:
+        theirs = json.loads(sealed)
+    except ValueError:
+        return ("(sealed description)", None, sealed[:60])
+    return _difference(asdict(io), theirs, "")
+
+
+def _difference(ours: Any, theirs: Any, where: str) -> tuple[str, Any, Any] | None:
+    if isinstance(ours, dict) and isinstance(theirs, dict):
+        for key in sorted(set(ours) | set(theirs), key=str):
+            found = _difference(ours.get(key), theirs.get(key), f"{where}.{key}" if where else str(key))
+            if found:
+                return found
+        return None
+    if isinstance(ours, list) and isinstance(theirs, list) and len(ours) == len(theirs):
+        for index, (mine, other) in enumerate(zip(ours, theirs, strict=True)):
+            found = _difference(mine, other, f"{where}[{index}]")
+            if found:
+                return found
+        return None
+    return None if ours == theirs else (where, ours, theirs)
 
 
 def _integer(values: dict, key: Any, low: int, high: int) -> int:

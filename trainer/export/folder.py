@@ -29,7 +29,7 @@ from torch import nn
 from trainer.errors import UserError, WriteFailed
 from trainer.export.graph import ATOL, RTOL, check_parity, write_onnx, write_torchscript
 from trainer.lifecycle.checkpoints import TrainingCheckpoint, plain_model_state
-from trainer.model_io import MANIFEST_FILE, ModelIO
+from trainer.model_io import MANIFEST_FILE, SEAL_KEY, ModelIO, seal
 from trainer.models import model_from_hparams
 from trainer.writable import check_writable
 
@@ -159,7 +159,8 @@ def _write_model(source: ExportSource, fmt: str, folder: Path) -> float | None:
             with quiet_transformers():
                 model.hf.save_pretrained(str(folder), safe_serialization=True)
         else:
-            save_model(model, str(path))  # handles tied weights (one copy stored)
+            # Tied weights stored once; the ModelIO in the file's metadata is what predict checks manifest.json against.
+            save_model(model, str(path), metadata={SEAL_KEY: seal(source.model_io)})
         description = {"task": source.model_io.task, "family": hparams["family"],
                        "model_kwargs": hparams["model_kwargs"], "global_step": step,
                        **{key: hparams[key] for key in MODEL_CLASS_KEYS if hparams.get(key)}}  # fmt: skip

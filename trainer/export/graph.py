@@ -9,13 +9,14 @@ import logging
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from trainer.errors import UserError
-from trainer.model_io import ModelIO
+from trainer.model_io import SEAL_KEY, ModelIO, seal
 from trainer.models import LSTMClassifier
 
 # Outputs of the graph may differ from PyTorch's by float rounding (fused kernels, another summation order):
@@ -140,6 +141,27 @@ def write_onnx(model: nn.Module, model_io: ModelIO, path: Path) -> None:
             external_data=False,  # one file: the models here are far below ONNX's 2 GB protobuf limit
             verbose=False,
         )
+    import onnx
+
+    graph = onnx.load(str(path))
+    _declare_dynamic_axes(graph, model_io)
+    graph.metadata_props.add(key=SEAL_KEY, value=seal(model_io))  # what predict checks manifest.json against
+    onnx.save(graph, str(path))
+
+
+def _declare_dynamic_axes(graph: Any, model_io: ModelIO) -> None:
+    """The graph's declared input and output shapes, dynamic where the manifest's are. torch.export keeps the
+    example's length on an LSTM's output and the shapes noted between nodes (the computation is dynamic all
+    the same), and onnxruntime then warns (VerifyOutputSizes) at every call whose length differs: at every
+    token a language model generates. The notes between nodes are optional; onnxruntime infers its own."""
+    del graph.graph.value_info[:]
+    for specs, values in ((model_io.inputs, graph.graph.input), (model_io.outputs, graph.graph.output)):
+        for spec, value in zip(specs, values, strict=True):
+            dims = value.type.tensor_type.shape.dim
+            for axis, size in enumerate(spec.shape):
+                if isinstance(size, str) and axis < len(dims):
+                    dims[axis].ClearField("dim_value")
+                    dims[axis].dim_param = size
 
 
 def write_torchscript(model: nn.Module, model_io: ModelIO, path: Path) -> None:
@@ -147,7 +169,7 @@ def write_torchscript(model: nn.Module, model_io: ModelIO, path: Path) -> None:
     graph_model = exportable(model)
     with _quiet(), torch.no_grad():
         traced = torch.jit.trace(graph_model, sample_inputs(model_io)[0], check_trace=False)
-    traced.save(str(path))
+    traced.save(str(path), _extra_files={SEAL_KEY: seal(model_io)})  # what predict checks manifest.json against
 
 
 def check_parity(model: nn.Module, model_io: ModelIO, run_graph: Callable[..., np.ndarray], what: str) -> float:

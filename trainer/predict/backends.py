@@ -1,5 +1,10 @@
 """Where the logits come from: each backend maps numpy inputs (by the manifest's input names) to numpy logits.
 
+An export's manifest.json is checked against the files it describes before any input is read: the files it
+needs are there, the description sealed into the model file at export (SEAL_KEY) is the manifest's, an
+ONNX graph's input and output names, ranks and fixed sizes are the manifest's, and tokenizer.json is the
+one the model was trained with. A mismatch is one line naming the file and the field.
+
 Imports are local to each backend, so that the ONNX one brings in onnxruntime and nothing of torch."""
 
 from __future__ import annotations
@@ -14,10 +19,11 @@ import numpy as np
 
 from trainer.errors import UserError
 from trainer.files import refuse_special
-from trainer.model_io import MANIFEST_FILE, ModelIO
+from trainer.model_io import MANIFEST_FILE, SEAL_KEY, TOKENIZER_SHA256, ModelIO, check_tokenizer, first_difference
 
 CONFIG_FILE = "config.yaml"
 TOKENIZER_FILE = "tokenizer.json"
+DESCRIPTION_FILES = {"safetensors": "model.json"}  # what builds the model around its weights (Transformers': config.json)
 
 Backend = Callable[[dict[str, np.ndarray]], np.ndarray]
 
@@ -61,26 +67,59 @@ def _from_export(folder: Path) -> Loaded:
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise UserError(f"{str(folder / MANIFEST_FILE)!r} is not a manifest written by `trainer export` ({err}); "
                         "export the run again") from None  # fmt: skip
+    if fmt not in ("onnx", "torchscript", "safetensors"):
+        raise UserError(f"the export {str(folder)!r} is in format {fmt!r}, which this version cannot run; export again")
+    description = DESCRIPTION_FILES.get(fmt)
+    if description is not None and model_io.family == "huggingface":
+        description = "config.json"
     if not model_file.is_file():
         raise UserError(f"the export {str(folder)!r} lacks its model file {model_file.name}; export the run again")
+    if description is not None and not (folder / description).is_file():
+        raise UserError(f"the export {str(folder)!r} lacks {description}, which its model needs; export the run again")
     tokenizer = folder / TOKENIZER_FILE
     tokenizer_path = tokenizer if tokenizer.is_file() else None
+    if tokenizer_path is not None:
+        check_tokenizer(tokenizer_path, model_io.preprocess.get(TOKENIZER_SHA256), folder / MANIFEST_FILE)
     source = f"{fmt} export {str(folder)!r}"
     if fmt == "onnx":
-        return Loaded(model_io, _onnx(model_file, model_io), tokenizer_path, source)
-    if fmt == "torchscript":
-        return Loaded(model_io, _torchscript(model_file, model_io), tokenizer_path, source)
-    if fmt == "safetensors":
-        from safetensors import SafetensorError
+        run, sealed = _onnx(model_file, model_io)
+    elif fmt == "torchscript":
+        run, sealed = _torchscript(model_file, model_io)
+    else:
+        run, sealed = _safetensors(folder, model_file, model_io)
+    _check_sealed(model_io, sealed, folder / MANIFEST_FILE, model_file)
+    return Loaded(model_io, _checked(run, model_io, source), tokenizer_path, source)
 
-        from trainer.export import load_exported
 
+def _check_sealed(model_io: ModelIO, sealed: str | None, manifest: Path, model_file: Path) -> None:
+    """The manifest describes the model file it came with (exports made before the seal: nothing to check)."""
+    if sealed is None:
+        return
+    difference = first_difference(model_io, sealed)
+    if difference is not None:
+        field, ours, theirs = difference
+        raise UserError(f"{str(manifest)!r} says {field}={json.dumps(ours)}, but {model_file.name} was exported "
+                        f"with {json.dumps(theirs)}; export the run again")  # fmt: skip
+
+
+def _checked(run: Backend, model_io: ModelIO, source: str) -> Backend:
+    """A model that fails on inputs its manifest describes, or gives logits of another width, is one line."""
+    output = model_io.outputs[0]
+    width = output.shape[-1] if isinstance(output.shape[-1], int) else None
+
+    def checked(inputs: dict[str, np.ndarray]) -> np.ndarray:
         try:
-            model = load_exported(folder)
-        except (SafetensorError, RuntimeError, ValueError, KeyError, TypeError) as err:
-            raise _unloadable(model_file, err) from None
-        return Loaded(model_io, _module(model, model_io), tokenizer_path, source)
-    raise UserError(f"the export {str(folder)!r} is in format {fmt!r}, which this version cannot run; export again")
+            logits = run(inputs)
+        except Exception as err:  # onnxruntime's and torch's many types: the manifest and model disagree
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+            raise UserError(f"{source} fails on inputs its manifest.json describes ({reason}); export the run "
+                            "again") from None  # fmt: skip
+        if width is not None and logits.shape[-1] != width:
+            raise UserError(f"{source} gives {logits.shape[-1]} logits, but its manifest.json describes {width} "
+                            f"({output.name}); export the run again")  # fmt: skip
+        return logits
+
+    return checked
 
 
 def _unloadable(path: Path, err: Exception) -> UserError:
@@ -91,14 +130,14 @@ def _unloadable(path: Path, err: Exception) -> UserError:
 def _from_run(run_dir: Path, ckpt: str | None) -> Loaded:
     from trainer import api
 
-    source = api.export_source(run_dir, ckpt)
+    source = api.export_source(run_dir, ckpt)  # checks the run's tokenizer against its inputs.json
     tokenizer = run_dir / TOKENIZER_FILE
     where = f"run {str(run_dir)!r} ({source.checkpoint_path.name})"
-    return Loaded(source.model_io, _module(source.model(), source.model_io), tokenizer if tokenizer.is_file() else None,
-                  where)  # fmt: skip
+    run = _checked(_module(source.model(), source.model_io), source.model_io, where)
+    return Loaded(source.model_io, run, tokenizer if tokenizer.is_file() else None, where)
 
 
-def _onnx(path: Path, model_io: ModelIO) -> Backend:
+def _onnx(path: Path, model_io: ModelIO) -> tuple[Backend, str | None]:
     from trainer.extras import check_onnx_extra
 
     check_onnx_extra("predicting from an ONNX export")
@@ -108,18 +147,51 @@ def _onnx(path: Path, model_io: ModelIO) -> Backend:
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime's own types (InvalidProtobuf, Fail, ...), none public
         raise _unloadable(path, err) from None
+    _check_graph(model_io, session, path)
     output = model_io.outputs[0].name
-    return lambda inputs: session.run([output], inputs)[0]
+    return (lambda inputs: session.run([output], inputs)[0]), session.get_modelmeta().custom_metadata_map.get(SEAL_KEY)
 
 
-def _torchscript(path: Path, model_io: ModelIO) -> Backend:
+def _check_graph(model_io: ModelIO, session: Any, path: Path) -> None:
+    """The ONNX graph's own inputs and outputs: the manifest's names, ranks and fixed sizes."""
+    for kind, specs, nodes in (("input", model_io.inputs, session.get_inputs()),
+                               ("output", model_io.outputs, session.get_outputs())):  # fmt: skip
+        if [spec.name for spec in specs] != [node.name for node in nodes]:
+            raise UserError(f"manifest.json names the {kind}s {[s.name for s in specs]}, but {path.name} has "
+                            f"{[n.name for n in nodes]}; export the run again")  # fmt: skip
+        for spec, node in zip(specs, nodes, strict=True):
+            fixed = [size if isinstance(size, int) else None for size in node.shape]
+            wanted = [size if isinstance(size, int) else None for size in spec.shape]
+            if fixed != wanted:
+                raise UserError(f"manifest.json gives {kind} {spec.name} the shape {spec.shape}, but {path.name} "
+                                f"takes {node.shape}; export the run again")  # fmt: skip
+
+
+def _torchscript(path: Path, model_io: ModelIO) -> tuple[Backend, str | None]:
     import torch
 
+    files = {SEAL_KEY: ""}
     try:
-        graph = torch.jit.load(str(path), map_location="cpu")
+        graph = torch.jit.load(str(path), map_location="cpu", _extra_files=files)
     except (RuntimeError, ValueError) as err:
         raise _unloadable(path, err) from None
-    return _torch_call(graph, model_io)
+    sealed = files[SEAL_KEY]
+    sealed = sealed.decode(errors="replace") if isinstance(sealed, bytes) else sealed
+    return _torch_call(graph, model_io), sealed or None
+
+
+def _safetensors(folder: Path, model_file: Path, model_io: ModelIO) -> tuple[Backend, str | None]:
+    from safetensors import SafetensorError, safe_open
+
+    from trainer.export import load_exported
+
+    try:
+        with safe_open(str(model_file), framework="pt") as weights:
+            sealed = (weights.metadata() or {}).get(SEAL_KEY)
+        model = load_exported(folder)
+    except (SafetensorError, OSError, RuntimeError, ValueError, KeyError, TypeError) as err:
+        raise _unloadable(model_file, err) from None
+    return _module(model, model_io), sealed
 
 
 def _module(model: Any, model_io: ModelIO) -> Backend:
