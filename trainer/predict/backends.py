@@ -23,7 +23,7 @@ from trainer.model_io import MANIFEST_FILE, SEAL_KEY, TOKENIZER_SHA256, ModelIO,
 
 CONFIG_FILE = "config.yaml"
 TOKENIZER_FILE = "tokenizer.json"
-DESCRIPTION_FILES = {"safetensors": "model.json"}  # what builds the model around its weights (Transformers': config.json)
+DESCRIPTION_FILES = {"safetensors": "model.json"}  # builds the model around its weights (Transformers: config.json)
 
 Backend = Callable[[dict[str, np.ndarray]], np.ndarray]
 

@@ -6,6 +6,7 @@ Pure Python (no torch, no matplotlib): `trainer runs` reads every run under a fo
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 from collections.abc import Iterator
@@ -195,6 +196,10 @@ class RunFiles:
 
     def config(self) -> dict[str, Any]:
         """The run's saved config.yaml, as written (complete: every section and key)."""
+        return self._config
+
+    @functools.cached_property
+    def _config(self) -> dict[str, Any]:  # read once: `trainer runs` asks each run for its recipe and monitor
         try:
             text = (self.path / CONFIG_FILE).read_text(encoding="utf-8", errors="replace")
             loaded = yaml.load(text, Loader=_YAML_LOADER)
