@@ -23,6 +23,7 @@ NOT_CURVES = {"epoch", "train/flops_per_second", *THROUGHPUT}
 STAGES = ("train/", "val/")  # test metrics are one value at the end: report.md's table holds them
 LR_PREFIX = "lr-"  # Lightning's LearningRateMonitor: lr-AdamW/pg1, lr-AdamW/pg2 (one per param group)
 MARKERS_UP_TO = 40  # points: a series this short (validations) shows each point
+PLOTTED_POINTS = 4000  # at most, per line: a 7-inch plot at 100 dpi has 700 columns of pixels
 DPI = 100
 
 
@@ -70,11 +71,27 @@ def _joint_label(labels: list[str]) -> str:
     return ", ".join(labels)
 
 
+def thinned(line: Series, most: int = PLOTTED_POINTS) -> Series:
+    """At most `most` points, drawn as the full series would be: each bucket of consecutive steps keeps its
+    lowest and highest value, in step order (spikes stay visible). A plot's cost then stops growing with a
+    run's length: a million-step metrics.csv draws as fast as a ten-thousand-step one."""
+    if len(line.steps) <= most:
+        return line
+    count = len(line.steps)
+    size = -(-2 * count // (most - 2))  # two points per bucket, and the first and last points
+    kept = {0, count - 1}
+    for start in range(0, count, size):
+        bucket = range(start, min(start + size, count))
+        kept |= {min(bucket, key=line.values.__getitem__), max(bucket, key=line.values.__getitem__)}
+    return Series([line.steps[i] for i in sorted(kept)], [line.values[i] for i in sorted(kept)])
+
+
 def curve_figure(title: str, series: dict[str, Series]) -> Figure:
     """One line per series, against the step; lines that coincide (param groups) stay visible by their style."""
     figure = Figure(figsize=(7, 4), layout="constrained")
     axes = figure.add_subplot()
     for index, (label, line) in enumerate(series.items()):
+        line = thinned(line)
         axes.plot(
             line.steps,
             line.values,
@@ -95,6 +112,7 @@ def throughput_figure(panels: dict[str, Series]) -> Figure:
     figure = Figure(figsize=(7, 2.5 * len(panels) + 0.5), layout="constrained")
     axes_list = figure.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
     for axes, (label, line) in zip(axes_list, panels.items(), strict=True):
+        line = thinned(line)
         axes.plot(line.steps, line.values, marker="o" if len(line.steps) <= MARKERS_UP_TO else None, markersize=3)
         axes.set_ylabel(label)
         axes.grid(alpha=0.3)
