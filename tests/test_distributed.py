@@ -252,6 +252,46 @@ def test_a_failure_on_every_worker_is_one_line_from_the_command(cli, small_shake
     assert not (tmp_path / "run").exists()
 
 
+def test_a_worker_that_dies_ends_the_run_in_one_line_naming_it_and_where_to_go_on(tmp_path: Path) -> None:
+    """kill -9 on rank 1 of a 2-process run: rank 0's collective fails (gloo: "Connection reset by peer").
+    One line names the rank, the newest checkpoint and the resume command; exit status 5; no traceback."""
+    import os
+    import signal
+    import sys
+    import time
+
+    run_dir = tmp_path / "run"
+    words = ["trainer.devices=2", "trainer.max_steps=9999", "checkpoint.every_n_train_steps=2", f"run_dir={run_dir}"]
+    command = [sys.executable, "-m", "trainer", "fit", "digits_cnn", *words, "trainer.enable_progress_bar=false"]
+    with open(tmp_path / "stderr.txt", "w") as log:  # a file, not a pipe: nothing blocks while the test waits
+        launcher = subprocess.Popen(command, stderr=log, env={**os.environ, **ENV})
+        deadline = time.monotonic() + 240
+        while not (run_dir / "checkpoints" / "last.ckpt").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        os.kill(_worker_of_rank(launcher.pid, 1), signal.SIGKILL)
+        launcher.wait(timeout=240)
+    stderr = (tmp_path / "stderr.txt").read_text()
+    assert launcher.returncode == 5 and "Traceback" not in stderr, stderr[-3000:]
+    line = stderr.strip().splitlines()[-1]
+    assert line.startswith("error: rank 1 died (killed by SIGKILL) and the other ranks stopped"), line
+    assert f"its newest checkpoint is {run_dir / 'checkpoints' / 'last.ckpt'}" in line
+    assert f"continue with `trainer fit digits_cnn resume={run_dir}`" in line
+    assert read_training_checkpoint(run_dir / "checkpoints" / "last.ckpt").global_step >= 2  # whole, loadable
+
+
+def _worker_of_rank(launcher: int, rank: int) -> int:
+    """The pid of the launcher's worker process of `rank` (its environment says RANK=...)."""
+    for entry in Path("/proc").iterdir():
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            environment = (entry / "environ").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == launcher and f"RANK={rank}".encode() in environment:
+            return int(entry.name)
+    raise AssertionError(f"no worker of rank {rank} under process {launcher}")
+
+
 def _one_line_exit_2(result) -> str:
     assert result.returncode == 2, result.stderr[-3000:]
     assert "Traceback" not in result.stderr

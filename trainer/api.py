@@ -32,7 +32,8 @@ from trainer.build import (
     check_model_contract,
     show_flops_in_the_model_summary,
 )
-from trainer.cluster.env import slurm_job_id
+from trainer.cluster.env import run_dir_note, slurm_job_id
+from trainer.cluster.peers import is_lost_peer, where_to_go_on
 from trainer.cluster.requeue import RequeueDecision, decide_requeue, requeue
 from trainer.cluster.signals import StopRequest
 from trainer.config import RunConfig, load_config_file
@@ -44,7 +45,7 @@ from trainer.distributed.batching import BatchPlan, plan_batches
 from trainer.distributed.process_group import init_process_group, rank_hostnames, rank_zero_decides, rank_zero_first
 from trainer.distributed.strategy import check_precision, check_strategy_settings, zero_settings
 from trainer.distributed.topology import Topology, resolve_topology
-from trainer.errors import TrainingDiverged, UserError
+from trainer.errors import PeerLost, TrainingDiverged, UserError
 from trainer.export import EXPORT_DIRS, FORMATS, ExportSource, export_model
 from trainer.extras import check_onnx_extra
 from trainer.lifecycle.checkpoints import (
@@ -131,6 +132,12 @@ def fit(cfg: RunConfig, callbacks: list[L.Callback] | None = None) -> dict[str, 
                 _write_run(run)
                 _train(run)
             return _finish_fit(run)
+        except RuntimeError as err:
+            if not is_lost_peer(err):
+                raise
+            where = run.start.run_dir if run.claim.committed else None
+            raise PeerLost(f"another process of the run stopped answering (it died, or its node went down); "
+                           f"{where_to_go_on(where, cfg.name)}") from None  # fmt: skip
         finally:
             close_loggers(cfg)  # a failed run's too (a no-op once finished)
             run.claim.release()
@@ -237,6 +244,9 @@ def _write_run(run: FitRun) -> None:
     for logger in run.trainer.loggers:
         logger.log_hyperparams(run.cfg.model_dump(mode="json"))
     print(f"trainer: run directory {run.start.run_dir}", file=sys.stderr, flush=True)
+    note = run_dir_note()
+    if note is not None:  # for `trainer fit`'s own launcher, which names the run if a worker dies
+        Path(note).write_text(str(run.start.run_dir.resolve()))
 
 
 def _train(run: FitRun) -> None:

@@ -19,9 +19,11 @@ import signal
 import sys
 from pathlib import Path
 
-from trainer.cluster.launch import report_failure
+from trainer.cluster.env import run_dir_note
+from trainer.cluster.launch import EXIT_PROCESS_DIED, report_failure
+from trainer.cluster.peers import is_lost_peer
 from trainer.cluster.signals import Interrupted, ctrl_c_exits_at_once
-from trainer.errors import TrainingDiverged, UserError, WriteFailed
+from trainer.errors import PeerLost, TrainingDiverged, UserError, WriteFailed
 from trainer.quiet import print_on_a_line_of_its_own, silence_dependency_noise
 from trainer.report import commands as report_commands
 
@@ -174,17 +176,24 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"cannot write{where}: {err.strerror}; free space or fix permissions", EXIT_WRITE_FAILED)
     except Interrupted as err:  # Ctrl-C during a run's set-up
         return _fail(err, EXIT_INTERRUPTED)
+    except PeerLost as err:
+        # Under `trainer fit`'s own launcher, the launcher says it, naming the rank that died.
+        return _fail(err, EXIT_PROCESS_DIED, say=run_dir_note() is None)
+    except RuntimeError as err:  # a lost peer outside `fit` (test, generate under torchrun): no run to name
+        if not is_lost_peer(err):
+            raise
+        return _fail("another process of the job stopped answering (it died, or its node went down)", EXIT_PROCESS_DIED)
     except KeyboardInterrupt:  # Ctrl-C anywhere else, before a run began
         return _fail("interrupted (Ctrl-C); nothing was saved", EXIT_INTERRUPTED)
     finally:
         _release_process_group()
 
 
-def _fail(err: BaseException | str, status: int) -> int:
+def _fail(err: BaseException | str, status: int, say: bool = True) -> int:
     line = f"error: {err}"
-    if "lightning" in sys.modules:
+    if say and "lightning" in sys.modules:
         print_on_a_line_of_its_own(line)
-    else:
+    elif say:
         print(line, file=sys.stderr, flush=True)
     report_failure(line, status)  # to torchrun's agent, when a worker
     return status

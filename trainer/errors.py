@@ -14,6 +14,11 @@ class WriteFailed(Exception):
     checkpoint, the previous export) is intact, and nothing half-written is left behind."""
 
 
+class PeerLost(Exception):
+    """Another process of the run died or its node went down (exit 5): the others stop. The message names the
+    newest checkpoint and the command that continues the run."""
+
+
 def error_with_place(err: BaseException) -> str:
     """An exception from the user's own code (a custom model) in one line: its type, message and where it was
     raised, the innermost frame of the traceback."""

@@ -101,6 +101,14 @@ def job_identity() -> str | None:
     return f"torchrun-{run_id}" if run_id and run_id != "none" else None
 
 
+RUN_DIR_NOTE = "TRAINER_RUN_DIR_NOTE"  # set by trainer.cluster.launch for its workers
+
+
+def run_dir_note() -> str | None:
+    """The file where rank 0 writes its run directory when `trainer fit` started the workers itself."""
+    return os.environ.get(RUN_DIR_NOTE) or None
+
+
 def elastic_error_file() -> str | None:
     """Where torchrun's agent reads a failed worker's reason (TORCHELASTIC_ERROR_FILE), when a launcher set it."""
     return os.environ.get("TORCHELASTIC_ERROR_FILE") or None

@@ -8,6 +8,8 @@ a torchrun the user started. So there is one way to start ranks, whatever the la
 Only rank 0's output reaches the terminal; the other ranks write theirs to files, and a rank that fails
 alone has its last line shown. The exit status is rank 0's (2 bad input, 3 diverged, 128 + signal),
 and a signal sent to this process reaches every worker, which saves and stops as a single process would.
+A worker that dies (kill -9, the out-of-memory killer) takes the others down: one line names it, the run's
+newest checkpoint and the command that continues it, exit status 5.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from trainer.cluster.env import elastic_error_file
+from trainer.cluster.env import RUN_DIR_NOTE, elastic_error_file
+from trainer.cluster.peers import where_to_go_on
 from trainer.errors import UserError
 from trainer.quiet import quiet_elastic_agent
 
@@ -31,6 +34,8 @@ from trainer.quiet import quiet_elastic_agent
 # own default is 30 s), then kills them; older torch keeps its 30 s.
 SHUTDOWN_GRACE_S = 120
 EXIT_FAILED = 1
+EXIT_PROCESS_DIED = 5  # as trainer.cli's: a worker died, and the others stopped
+RUN_DIR_NOTE_FILE = "run_dir"  # in the workers' log folder: where rank 0 notes its run directory
 STATUS_KEY = "trainer_exit_status"  # beside torchelastic's own keys in a worker's error file
 
 
@@ -64,6 +69,8 @@ def run_workers(nproc: int, argv: list[str], gpu_indices: list[int] | None = Non
         **{name: value for name, value in newer.items() if name in known},
     )
     previous_visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    previous_note = os.environ.get(RUN_DIR_NOTE)
+    os.environ[RUN_DIR_NOTE] = str(log_dir / RUN_DIR_NOTE_FILE)  # the workers inherit it
     if gpu_indices is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(_visible_gpu(i, previous_visible) for i in gpu_indices)
     try:
@@ -76,6 +83,7 @@ def run_workers(nproc: int, argv: list[str], gpu_indices: list[int] | None = Non
     finally:
         if gpu_indices is not None:
             _restore_env("CUDA_VISIBLE_DEVICES", previous_visible)
+        _restore_env(RUN_DIR_NOTE, previous_note)
     if status != EXIT_FAILED:  # an unexplained failure keeps its workers' logs, named in its line
         shutil.rmtree(log_dir, ignore_errors=True)
     return status
@@ -89,6 +97,16 @@ def _failure_status(failures: dict, log_dir: Path) -> int:
     trainer.cli); the others fail without one (killed by the agent once a first rank failed, or crashed).
     """
     reported = {rank: f for rank, f in failures.items() if STATUS_KEY in (f.error_file_data or {})}
+    lost_a_peer = {rank for rank, f in reported.items() if int(f.error_file_data[STATUS_KEY]) == EXIT_PROCESS_DIED}
+    unreported = [rank for rank in failures if rank not in reported]
+    if lost_a_peer and unreported:  # the survivors said nothing (see trainer.cli): this line names the rank
+        first = min(unreported, key=lambda rank: failures[rank].timestamp)  # the agent stops the rest after it
+        code = failures[first].exitcode
+        how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+        print(f"error: rank {first} died ({how}) and the other ranks stopped; {_where_to_go_on(log_dir)}",
+              file=sys.stderr, flush=True)  # fmt: skip
+        return EXIT_PROCESS_DIED
+    reported = {rank: f for rank, f in reported.items() if rank not in lost_a_peer}
     if 0 in reported:  # rank 0 said it on the terminal
         return int(reported[0].error_file_data[STATUS_KEY])
     if reported:
@@ -106,6 +124,19 @@ def _failure_status(failures: dict, log_dir: Path) -> int:
     print(f"error: rank {rank} failed (exit status {failure.exitcode}): {line or 'no output'}; its log: {log_dir}",
           file=sys.stderr)  # fmt: skip
     return failure.exitcode or EXIT_FAILED
+
+
+def _where_to_go_on(log_dir: Path) -> str:
+    """The run's checkpoint and resume command, from the run directory rank 0 noted (see trainer.api)."""
+    note = log_dir / RUN_DIR_NOTE_FILE
+    run_dir = Path(note.read_text()) if note.is_file() else None
+    recipe = None
+    if run_dir is not None and (run_dir / "config.yaml").is_file():
+        import yaml
+
+        with contextlib.suppress(yaml.YAMLError, OSError, AttributeError):
+            recipe = yaml.safe_load((run_dir / "config.yaml").read_text()).get("name")
+    return where_to_go_on(run_dir if run_dir is not None and run_dir.is_dir() else None, recipe)
 
 
 def _last_line(log_dir: Path, rank: int) -> str:
