@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -228,6 +229,29 @@ def test_preempted_two_node_job_checkpoints_on_both_nodes_and_resumes_to_the_uni
     assert weights.keys() == expected_weights.keys()
     for name, value in weights.items():
         torch.testing.assert_close(value, expected_weights[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_a_time_limit_warning_while_the_workers_start_is_not_lost(slurm: SlurmCluster, tmp_path: Path) -> None:
+    """USR1 right after the job starts, while the workers still import (and ignore USR1): the batch shell
+    leaves the warning in a file, and the workers act on it as training starts: checkpoint, requeue."""
+    log = tmp_path / "job.out"
+    submit = ["sbatch", "--parsable", "--nodes=2", "--ntasks-per-node=1", f"--output={log}", str(SCRIPT)]
+    words = ["digits_cnn", "trainer.strategy=ddp", "model.channels=[8,16]", "trainer.max_steps=30",
+             "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1"]  # fmt: skip
+    job = slurm.run([*submit, *words], cwd=tmp_path, env={"PYTHON": sys.executable}).stdout.strip()
+    deadline = time.monotonic() + TIMEOUT
+    while not (log.is_file() and f"trainer: job {job} attempt 1" in log.read_text()):  # the shell's traps are set
+        assert time.monotonic() < deadline, slurm.job_state(job)
+        time.sleep(0.05)
+    assert "trainer: run directory" not in log.read_text()  # the workers have not started training
+    slurm.run(["scancel", "--signal=USR1", "--batch", job])
+    state = slurm.wait_done(job, timeout=TIMEOUT)
+
+    text = log.read_text()
+    assert state["JobState"] == "COMPLETED" and state["Restarts"] == "1", text[-3000:]
+    assert f"SLURM job {job} stopped by SIGUSR1: requeued (1 of 20)" in text
+    summary = json.loads((tmp_path / "runs" / "digits_cnn" / f"slurm-{job}" / "summary.json").read_text())
+    assert summary["global_step"] == 30 and summary["stopped_by"] is None
 
 
 def test_a_recipe_asking_for_more_nodes_than_the_allocation_is_one_line(slurm: SlurmCluster, tmp_path: Path) -> None:

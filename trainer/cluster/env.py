@@ -101,6 +101,12 @@ def job_identity() -> str | None:
     return f"torchrun-{run_id}" if run_id and run_id != "none" else None
 
 
+def slurm_warning_file() -> str | None:
+    """Where slurm/train.sbatch leaves the time-limit warning (USR1) it passed on, for workers that were
+    still starting (ignoring USR1) when it came."""
+    return os.environ.get("TRAINER_SLURM_WARNING") or None
+
+
 RUN_DIR_NOTE = "TRAINER_RUN_DIR_NOTE"  # set by trainer.cluster.launch for its workers
 
 

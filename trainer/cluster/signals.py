@@ -16,6 +16,8 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from trainer.cluster.env import slurm_warning_file
+
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
 
@@ -63,10 +65,14 @@ class StopRequest:
     def install(self) -> None:
         """(Re)install the handlers: Lightning puts its own SIGTERM handler in at every fit, validate and test
         (it kills launcher children and broadcasts from inside the handler, which can hang a job), so the
-        hooks that follow its start call this again."""
+        hooks that follow its start call this again. A SLURM time-limit warning that came while this
+        process could not yet receive it (see slurm/train.sbatch) counts as received now."""
         if threading.current_thread() is threading.main_thread():  # Python's rule for signal handlers
             for signum in self.signals:
                 signal.signal(signum, self._handle)
+        warning = slurm_warning_file()
+        if self.signum is None and signal.SIGUSR1 in self.signals and warning and os.path.exists(warning):
+            self.signum = signal.SIGUSR1
 
     @contextlib.contextmanager
     def installed(self, signals: tuple[int, ...] = STOP_SIGNALS) -> Iterator[StopRequest]:
