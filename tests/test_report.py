@@ -175,12 +175,20 @@ def test_compare_overlays_the_runs_and_tabulates_them(main_cli, runs_root: Path,
         stem: ["plain", "evals"] for stem in ("train_loss", "val_loss", "val_acc")
     }
 
-    table = [line for line in (out / "compare.md").read_text().splitlines() if line.startswith("| ")]
+    text = (out / "compare.md").read_text()
+    table = [line for line in text.split("## Settings")[0].splitlines() if line.startswith("| ")]
     assert "| run | recipe | state | steps | best monitored | val/acc |" in table[0]
     for row, run_dir in zip(table[2:], (plain, evals), strict=True):
         summary = _summary(run_dir)
-        assert row.startswith(f"| {run_dir.name} | digits_cnn | finished | {summary['global_step']} | val/acc ")
+        # Each run by its recipe and run name, not by a timestamp alone.
+        assert row.startswith(f"| digits_cnn/{run_dir.name} | digits_cnn | finished | {summary['global_step']} | ")
         assert f"| {summary['val']['val/acc']:.4g} |" in row
+    # ... and the settings they differ in (evals validated 3 times an epoch, plain trained 2 epochs).
+    settings = [line for line in text.split("## Settings that differ")[1].split("## Curves")[0].splitlines()
+                if line.startswith("| ")]  # fmt: skip
+    assert settings[0] == "| setting | digits_cnn/plain | digits_cnn/evals |"
+    assert "| trainer.max_epochs | 2 | 1 |" in settings and "| trainer.val_check_interval | null | 4 |" in settings
+    assert not any(line.startswith("| run_dir") for line in settings)  # where a run is: no setting
 
     # Again into the same folder: the previous comparison is replaced, not mixed with the new one.
     (out / "stale.png").write_bytes(b"old")

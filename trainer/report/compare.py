@@ -36,11 +36,11 @@ def write_comparison(paths: list[str], out: Path | None = None) -> Path:
     given = out if out is not None else DEFAULT_OUT
     target = _check_out(given)
 
-    labels = _labels([run.path for run in runs])
+    labels = _labels(runs)
     monitors = [run.monitor() for run in runs]
     figures = overlay_figures(dict(zip(labels, logs, strict=True)), [monitor for monitor, _ in monitors])
     rows = [_row(*four) for four in zip(labels, runs, logs, monitors, strict=True)]
-    text = _markdown(paths, rows, list(figures))
+    text = _markdown(paths, rows, list(figures), differing_settings(labels, runs))
 
     def fill(folder: Path) -> None:
         for stem, figure in figures.items():
@@ -104,13 +104,64 @@ def _is_comparison(path: Path) -> bool:
     return first.startswith(TITLE)
 
 
-def _labels(paths: list[Path]) -> list[str]:
-    """The shortest tail of each run's path that tells the runs apart (`20260101-120000`, `digits_cnn/a`)."""
+def _labels(runs: list[RunFiles]) -> list[str]:
+    """Each run by its recipe and its run folder's name (`digits_cnn/20260101-120000`, `imdb_lstm/big`); where
+    that does not tell them apart, the shortest tail of their paths that does."""
+    named = [f"{_recipe(run) or run.path.parent.name}/{run.path.name}" for run in runs]
+    if len(set(named)) == len(named):
+        return named
+    paths = [run.path for run in runs]
     for depth in range(1, max(len(path.parts) for path in paths) + 1):
         tails = ["/".join(path.parts[-depth:]) for path in paths]
         if len(set(tails)) == len(tails):
             return tails
     return [str(path.resolve()) for path in paths]
+
+
+def _recipe(run: RunFiles) -> str | None:
+    try:
+        return run.recipe()
+    except UserError:  # a damaged config.yaml: the run is still compared by what else it holds
+        return None
+
+
+# Where a run is, not how it trained: never a difference worth a row.
+NOT_SETTINGS = ("run_dir", "resume", "overwrite", "ckpt", "description")
+
+
+def differing_settings(labels: list[str], runs: list[RunFiles]) -> list[list[str]]:
+    """The settings (dotted keys of config.yaml) whose values differ between the runs: [key, value per run]."""
+    flat = []
+    for run in runs:
+        try:
+            flat.append(_flatten(run.config()))
+        except UserError:
+            flat.append({})
+    keys = sorted({key for settings in flat for key in settings})
+    rows = []
+    for key in keys:
+        values = [settings.get(key, "-") for settings in flat]
+        if key.split(".")[0] not in NOT_SETTINGS and len({repr(value) for value in values}) > 1:
+            rows.append([key, *(_as_in_yaml(value) for value in values)])
+    return rows
+
+
+def _as_in_yaml(value: Any) -> str:
+    """A setting as config.yaml spells it: null, true, false, 3e-3, [8, 16]."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    return str(value)
+
+
+def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
 
 
 def _row(label: str, run: RunFiles, log: MetricLog, monitor: tuple[str, str]) -> dict[str, Any]:
@@ -138,7 +189,7 @@ def _row(label: str, run: RunFiles, log: MetricLog, monitor: tuple[str, str]) ->
     }
 
 
-def _markdown(paths: list[str], rows: list[dict[str, Any]], stems: list[str]) -> str:
+def _markdown(paths: list[str], rows: list[dict[str, Any]], stems: list[str], settings: list[list[str]]) -> str:
     finals = list(dict.fromkeys(key for row in rows for key in sorted(row["final"])))
     header = ["run", "recipe", "state", "steps", "best monitored", *finals, "wall time", "samples/s"]
     cells = [
@@ -156,9 +207,11 @@ def _markdown(paths: list[str], rows: list[dict[str, Any]], stems: list[str]) ->
     ]
     runs = "\n".join(f"- {row['label']}: `{path}`" for row, path in zip(rows, paths, strict=True))
     plots = "".join(f"![{stem}]({stem}.png)\n" for stem in stems) or "No metric is logged by every run.\n"
+    labels = [row["label"] for row in rows]
+    differ = table(["setting", *labels], settings) if settings else "None: the runs share every setting.\n"
     return (
         f"{TITLE}{len(rows)} runs\n\n{runs}\n\n"
         "Final val metrics are the final weights' (summary.json; the last logged values for a run without one); "
         "wall time and samples/s are the last session's.\n\n"
-        f"{table(header, cells)}\n## Curves\n\n{plots}"
+        f"{table(header, cells)}\n## Settings that differ\n\n{differ}\n## Curves\n\n{plots}"
     )
