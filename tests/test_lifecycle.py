@@ -58,6 +58,12 @@ def test_extending_a_run_whose_schedule_reached_0_is_refused(main_cli, tmp_path:
     assert snapshot(run_dir) == before
     warm = main_cli("fit", "digits_cnn", f"init_from={run_dir}", "trainer.max_steps=2", f"run_dir={tmp_path / 'warm'}")
     assert warm.returncode == 0, warm.stderr[-3000:]  # the way the message names
+    # ... and that run resumes as any other: its init_from is the record of where it began, not a conflict.
+    resumed = main_cli("fit", "digits_cnn", f"resume={tmp_path / 'warm'}", "trainer.max_steps=4")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"init_from: {run_dir}" in (tmp_path / "warm" / "config.yaml").read_text()
+    both = main_cli("fit", "digits_cnn", f"resume={tmp_path / 'warm'}", f"init_from={run_dir}")
+    assert "resume continues this one: give one" in one_error_line(both)
 
 
 def test_a_resumed_run_keeps_its_best_checkpoint_record(tmp_path: Path) -> None:

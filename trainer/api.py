@@ -225,7 +225,8 @@ def _build_fit(
     wandb_id = _wandb_id(start.run_dir) if "wandb" in cfg.logger else None
     callbacks = [*build_callbacks(cfg, start.run_dir, plan, stop), CommitAtTrainStart(claim, stop), *extra_callbacks]
     loggers = build_loggers(cfg, start.run_dir, wandb_id)
-    trainer = build_trainer(cfg, plan, topology, start.run_dir, loggers, callbacks, load_universal=load_universal)
+    trainer = build_trainer(cfg, plan, topology, start.run_dir, loggers, callbacks, load_universal=load_universal,
+                            total_steps=task.hparams.schedule_steps)  # fmt: skip
     return FitRun(cfg, start, plan, datamodule, task, trainer, stop, claim, started, wandb_id)
 
 

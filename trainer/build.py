@@ -219,9 +219,15 @@ def build_trainer(
     callbacks: list[Callback],
     load_universal: bool = False,
     strategy: str | Strategy | None = None,
+    total_steps: int | None = None,
 ) -> L.Trainer:
-    """`strategy`: instead of the recipe's (`trainer test` evaluates with DDP whatever trained the model)."""
+    """`strategy`: instead of the recipe's (`trainer test` evaluates with DDP whatever trained the model).
+    `total_steps`: the optimizer steps the run trains to, when it trains."""
     args = cfg.trainer.model_dump(exclude_none=True)
+    if total_steps is not None and total_steps < cfg.trainer.log_every_n_steps:
+        # A run shorter than its logging interval would log no training step (no curve in its report): it
+        # logs ten times instead, or every step.
+        args["log_every_n_steps"] = max(1, total_steps // 10)
     # max_steps is enforced by the LastCheckpoint callback (see there); -1 epochs: no epoch limit.
     args["max_steps"] = -1
     args["max_epochs"] = cfg.trainer.max_epochs if cfg.trainer.max_epochs is not None else -1

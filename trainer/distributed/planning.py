@@ -116,7 +116,7 @@ def make_plan(
     endpoint = f'"$HEAD_NODE":{port}' if head_node == HEAD_NODE_VARIABLE else _quote(f"{head_node}:{port}")
     launcher = (
         f"torchrun --nnodes={nodes} --nproc_per_node={gpus_per_node} --rdzv_backend=c10d "
-        f"--rdzv_endpoint={endpoint} --rdzv_id={_quote(cfg.name or 'trainer')}"
+        f'--rdzv_endpoint={endpoint} --rdzv_id="$RDZV_ID"'  # new for every job: it names the job's run directory
     )
     commands = [f"{launcher} -m trainer fit {_quote(recipe)} {words}".rstrip()]
     return Plan(
@@ -147,7 +147,11 @@ def render(plan: Plan, strategy: str) -> str:
         lines.append(
             f"{mark} {row.strategy:<27}{row.gpu_bytes / GIB:>10.3f}{row.cpu_bytes / GIB:>10.3f}  {fits:<6}{row.source}"
         )
-    lines += ["", "launch, one command on each node:"]
+    lines += [
+        "",
+        "launch, one command on each node (HEAD_NODE: the first node's address; RDZV_ID: an id new for "
+        "each job, such as $(date +%Y%m%d-%H%M%S), which names its run directory runs/<recipe>/torchrun-<id>):",
+    ]
     lines += [f"  node {rank}: {command}" for rank, command in enumerate(plan.commands)]
     return "\n".join(lines)
 

@@ -59,8 +59,9 @@ def _warm_start(cfg: RunConfig, model: nn.Module) -> str:
 
 
 def check_init_from(cfg: RunConfig) -> None:
-    """Before anything is written: init_from names something that holds weights."""
-    if cfg.init_from is not None:
+    """Before anything is written: init_from names something that holds weights (a resumed run goes on from
+    its checkpoint: its init_from is a record only)."""
+    if cfg.init_from is not None and cfg.resume is None:
         _source(Path(cfg.init_from).expanduser(), cfg.init_from)
 
 

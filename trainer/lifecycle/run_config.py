@@ -51,8 +51,16 @@ def fit_config(recipe: str, overrides: list[str]) -> RunConfig:
     given_dir = named.run_dir if _given(overrides, "run_dir") else None
     if given_dir is not None and Path(given_dir).resolve() != run_dir.resolve():
         raise UserError(f"resume= continues the run in its own directory ({run_dir}); drop run_dir=")
-    # The overrides apply to the run's own settings (and are checked against them, not the recipe's).
-    saved = load_config_file(run_dir / CONFIG_FILE, [*overrides, f"resume={run_dir}", f"run_dir={run_dir}"])
+    if _given(overrides, "init_from"):
+        raise UserError("init_from starts a new run from other weights; resume continues this one: give one")
+    # The overrides apply to the run's own settings (and are checked against them, not the recipe's). A run
+    # that began as a warm start keeps `init_from` as the record of where its first weights came from; the
+    # weights it goes on from are its checkpoint's.
+    words = [*overrides, f"resume={run_dir}", f"run_dir={run_dir}"]
+    warm_started_from = compose(str(run_dir / CONFIG_FILE), []).get("init_from")
+    saved = load_config_file(run_dir / CONFIG_FILE, [*words, "init_from=null"] if warm_started_from else words)
+    if warm_started_from:
+        saved = saved.model_copy(update={"init_from": str(warm_started_from)})
     _check_same_recipe(saved, named, f"resume={named.resume}", run_dir, f"resume={run_dir}")
     if saved.ckpt is not None:
         checkpoint = Path(saved.ckpt).expanduser()

@@ -154,8 +154,8 @@ def check_the_run_can_go_on(cfg: RunConfig, saved: CheckpointInfo, end: int, run
         raise UserError(
             f"the run's learning-rate schedule ({cfg.scheduler.name}) reached 0 at step {saved.global_step}: "
             f"extending it to step {end} would train at learning rate 0 and change nothing; start a new run from "
-            f"its weights with a fresh schedule (init_from={str(run_dir)!r}), or train with scheduler.min_lr_ratio "
-            "above 0 to keep a floor to extend at"
+            f"its weights with a fresh schedule (init_from={str(run_dir)!r}); the schedule is part of what a resume "
+            "restores, so scheduler.min_lr_ratio above 0 keeps a floor only for runs started with it"
         )
 
 
