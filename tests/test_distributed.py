@@ -335,7 +335,7 @@ def test_plan_prints_batches_memory_and_launch_commands(main_cli) -> None:
     assert _one_line_exit_2(bad).endswith("use a multiple of 24")
     # Every printed field survives a shell: a hostile head node and override come back as the words given.
     odd = main_cli("plan", "shakespeare_gpt", "--head-node", "head; rm -rf ~", "generate.prompt=it's", "--nodes", "2")
-    command = next(line for line in odd.stdout.splitlines() if "torchrun" in line).split(": ", 1)[1]
+    command = next(line for line in odd.stdout.splitlines() if line.startswith("  node 0: ")).split(": ", 1)[1]
     words = shlex.split(command)
     assert "--rdzv_endpoint=head; rm -rf ~:29500" in words and words[-1] == "generate.prompt=it's"
 
