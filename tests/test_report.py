@@ -413,7 +413,7 @@ def test_damaged_files_never_stop_runs_nor_lose_a_run(main_cli, runs_root: Path,
     runs = root / "digits_cnn"
     result = main_cli("compare", str(runs / "undecodable"), str(runs / "step_text"), "--out", str(tmp_path / "cmp"))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "| step_text | digits_cnn | finished | - |" in (tmp_path / "cmp" / "compare.md").read_text()
+    assert "| digits_cnn/step_text | digits_cnn | finished | - |" in (tmp_path / "cmp" / "compare.md").read_text()
 
 
 def test_report_reads_a_summary_of_the_wrong_types(runs_root: Path, tmp_path: Path, monkeypatch) -> None:

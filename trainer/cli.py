@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import ipaddress
 import json
 import re
 import signal
@@ -22,7 +23,7 @@ from pathlib import Path
 from trainer.cluster.env import run_dir_note
 from trainer.cluster.launch import EXIT_PROCESS_DIED, report_failure
 from trainer.cluster.peers import is_lost_peer
-from trainer.cluster.signals import Interrupted, ctrl_c_exits_at_once
+from trainer.cluster.signals import Interrupted, ctrl_c_exits_at_once, ctrl_c_has_nothing_left_to_stop
 from trainer.errors import PeerLost, TrainingDiverged, UserError, WriteFailed
 from trainer.quiet import print_on_a_line_of_its_own, silence_dependency_noise
 from trainer.report import commands as report_commands
@@ -44,14 +45,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _positive(text: str) -> int:
-    value = int(text) if text.lstrip("-").isdigit() else 0
+    value = int(text) if re.fullmatch(r"[0-9]{1,9}", text) else 0  # ASCII digits: int() also reads '２'
     if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a count of 1 or more")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count of 1 or more (up to 999999999)")
     return value
 
 
 def _count(text: str) -> int:
-    if not text.isdigit():
+    if not re.fullmatch(r"[0-9]+", text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 0 or more")
     return int(text)
 
@@ -67,10 +68,35 @@ def _non_negative(text: str) -> float:
 
 
 def _port(text: str) -> int:
-    value = int(text) if text.isdigit() else 0
+    value = int(text) if re.fullmatch(r"[0-9]{1,5}", text) else 0
     if not 1 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1-65535)")
     return value
+
+
+def _host(text: str) -> str:
+    """A host name or IP address, as `--rdzv_endpoint` takes it (an IPv6 address in brackets)."""
+    bare = text.strip("[]")
+    try:
+        ip = ipaddress.ip_address(bare.split("%")[0])
+    except ValueError:
+        if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})", text) and text != "$HEAD_NODE":
+            raise argparse.ArgumentTypeError(f"{text!r} is not a host name or IP address") from None
+        return text
+    return f"[{bare}]" if ip.version == 6 else bare
+
+
+def _check_head_node(head: str, nodes: int) -> None:
+    """Across nodes, a head address that leads each node to itself (see trainer.cluster.hosts)."""
+    from trainer.cluster.hosts import unreachable_kind
+
+    try:
+        kind = unreachable_kind(head.strip("[]"))
+    except ValueError:  # a name: resolved where the job runs (`trainer nodecheck`)
+        return
+    if nodes > 1 and kind is not None:
+        raise UserError(f"--head-node {head} is {kind}, which no other node reaches; give the head node's "
+                        "hostname or network address")  # fmt: skip
 
 
 def _memory_size(text: str) -> int:
@@ -104,7 +130,7 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--nodes", type=_positive, default=1)
     plan.add_argument("--gpus-per-node", type=_positive, default=8)
     plan.add_argument("--gpu-memory", type=_memory_size, default=None, help="e.g. 80GB: say whether each strategy fits")
-    plan.add_argument("--head-node", default="$HEAD_NODE", help="rendezvous host in the printed commands")
+    plan.add_argument("--head-node", type=_host, default="$HEAD_NODE", help="rendezvous host in the printed commands")
     plan.add_argument("--port", type=_port, default=29500)
     slurm = commands.add_parser("slurm", help="render slurm/train.sbatch for a recipe and submit it (--dry-run: print)")
     slurm.add_argument("recipe", help="shipped recipe name or path to a YAML file")
@@ -239,6 +265,7 @@ def _run(args: argparse.Namespace) -> int:
         check_extras(cfg, "plan")
         from trainer.distributed.batching import plan_batches
 
+        _check_head_node(args.head_node, args.nodes)
         plan_batches(cfg.data.global_batch_size, cfg.data.micro_batch_size, args.nodes * args.gpus_per_node)
         return _plan(args, cfg)
     if args.command == "slurm":
@@ -345,6 +372,7 @@ def _in_process(args: argparse.Namespace, cfg) -> int:
             result = json.dumps(api.test(cfg), indent=2)
         else:
             result = api.generate(cfg)
+        ctrl_c_has_nothing_left_to_stop()
     from lightning.pytorch.utilities import rank_zero_only
 
     if rank_zero_only.rank == 0:  # on several processes, one result

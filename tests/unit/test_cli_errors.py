@@ -29,6 +29,8 @@ from helpers import one_error_line
         (["frobnicate"], "invalid choice"),
         (["fit", "mnist_cnn", "name=../../../x"], "a recipe name is a folder name under runs/, not a path"),
         (["fit", "mnist_cnn", "name=.hidden"], "a recipe name is a folder name under runs/, not a path"),
+        (["fit", "mnist_cnn", "name=" + "é" * 100], "at most 128 bytes"),  # 100 characters, 200 bytes
+        (["fit", "mnist_cnn", "data.path=\udcff"], "is not UTF-8 text"),  # the byte 0xff, as Python keeps it
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(main_cli, tmp_path: Path, words: list[str], expected: str) -> None:
@@ -115,7 +117,7 @@ def test_an_override_may_refer_to_another_key(main_cli) -> None:
     assert "d_ff: 64" in result.stdout
 
 
-@pytest.mark.parametrize("command", ["recipe", "device recipe", "model folder", "report"])
+@pytest.mark.parametrize("command", ["recipe", "device recipe", "model folder", "report", "runs"])
 def test_a_fifo_or_device_given_as_a_file_is_named_for_what_it_is(main_cli, tmp_path: Path, command: str) -> None:
     """Opened, a FIFO would block forever and /dev/zero never end: neither is read, on any command."""
     fifo = tmp_path / "recipe.yaml"
@@ -128,9 +130,18 @@ def test_a_fifo_or_device_given_as_a_file_is_named_for_what_it_is(main_cli, tmp_
         "device recipe": (["config", "/dev/zero"], "recipe '/dev/zero' is a character device, not a file"),
         "model folder": (["predict", str(export), "x"], "manifest.json' is a FIFO (named pipe), not a file"),
         "report": (["report", str(export.parent)], "summary.json"),
+        "runs": (["runs", "--root", str(tmp_path / "runs")], None),
     }[command]
-    if command == "report":
+    if command in ("report", "runs"):
         os.mkfifo(tmp_path / "summary.json")
+    if command == "runs":  # a run among others whose summary.json is a FIFO: listed as unfinished, never read
+        run = tmp_path / "runs" / "digits_cnn" / "a"
+        run.mkdir(parents=True)
+        (run / "config.yaml").write_text("name: digits_cnn\n")
+        os.mkfifo(run / "summary.json")
+        result = main_cli(*words)
+        assert result.returncode == 0 and "digits_cnn/a  failed" in result.stdout, result.stderr
+        return
     assert expected in one_error_line(main_cli(*words))
 
 
@@ -138,7 +149,9 @@ def test_a_fifo_or_device_given_as_a_file_is_named_for_what_it_is(main_cli, tmp_
     ("address", "kind"),
     [("0.0.0.0", "the unspecified address"), ("::", "the unspecified address"), ("::ffff:127.0.0.1", "loopback"),
      ("127.0.1.1", "loopback"), ("localhost", "loopback"), ("::1", "loopback"), ("169.254.3.4", "link-local"),
-     ("fe80::1", "link-local")],
+     ("fe80::1", "link-local"), ("::127.0.0.1", "loopback"), ("64:ff9b::127.0.0.1", "loopback"),
+     ("::ffff:0:127.0.0.1", "loopback"), ("224.0.0.1", "multicast or broadcast"),
+     ("255.255.255.255", "multicast or broadcast")],
 )  # fmt: skip
 def test_nodecheck_refuses_every_head_address_that_leads_a_node_to_itself(main_cli, address: str, kind: str) -> None:
     skip_own_hostname = {"GLOO_SOCKET_IFNAME": "eth0"}  # this machine's hostname is not the question here
@@ -157,6 +170,10 @@ def test_nodecheck_refuses_every_head_address_that_leads_a_node_to_itself(main_c
         (["--nodes", "-3"], "'-3' is not a count of 1 or more"),
         (["--gpus-per-node", "0"], "'0' is not a count of 1 or more"),
         (["--nodes", "3", "--gpus-per-node", "8"], "does not divide over 24 processes"),
+        (["--nodes", "\uff12"], "is not a count of 1 or more"),  # a full-width 2: int() would read it
+        (["--nodes", "999999999999999999999"], "is not a count of 1 or more"),
+        (["--head-node", "a;rm -rf ~"], "is not a host name or IP address"),
+        (["--head-node", "::1", "--nodes", "2"], "--head-node [::1] is loopback, which no other node reaches"),
     ],
 )
 def test_plan_options_are_checked_before_torch_is_imported(main_cli, options: list[str], expected: str) -> None:

@@ -26,19 +26,30 @@ def resolve(name: str) -> list[str]:
     return sorted({str(info[4][0]) for info in infos})
 
 
+# IPv6 prefixes whose last 32 bits are an IPv4 address: IPv4-compatible (::a.b.c.d), IPv4-mapped
+# (::ffff:a.b.c.d), IPv4-translated (::ffff:0:a.b.c.d) and NAT64's well-known prefix (64:ff9b::a.b.c.d).
+_EMBEDDING_IPV4 = tuple(
+    ipaddress.ip_network(net) for net in ("::/96", "::ffff:0:0/96", "::ffff:0:0:0/96", "64:ff9b::/96")
+)
+
+
 def unreachable_kind(address: str) -> str | None:
     """Why other nodes cannot dial `address`, in words, or None when they may: the unspecified address
-    (0.0.0.0, ::) and loopback (127.0.0.0/8, ::1, and IPv4-mapped ::ffff:127.x) each lead a node to itself,
-    and a link-local address (169.254/16, fe80::/10) only works on one link, with a scope no URL carries."""
+    (0.0.0.0, ::) and loopback (127.0.0.0/8, ::1, and any IPv6 spelling of 127.x) each lead a node to itself,
+    a link-local address (169.254/16, fe80::/10) only works on one link, with a scope no URL carries, and a
+    multicast or broadcast address is no host at all."""
     ip = ipaddress.ip_address(address.split("%")[0])  # fe80::1%eth0: the scope, not part of the address
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    special = ip.is_unspecified or ip == ipaddress.IPv6Address("::1")  # inside ::/96, but IPv6's own
+    if isinstance(ip, ipaddress.IPv6Address) and not special and any(ip in net for net in _EMBEDDING_IPV4):
+        ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     if ip.is_unspecified:
         return "the unspecified address"
     if ip.is_loopback:
         return "loopback"
     if ip.is_link_local:
         return "link-local"
+    if ip.is_multicast or ip == ipaddress.IPv4Address("255.255.255.255"):
+        return "multicast or broadcast"
     return None
 
 

@@ -136,6 +136,14 @@ def install_ctrl_c_guard() -> None:
         signal.signal(signal.SIGINT, guard)
 
 
+def ctrl_c_has_nothing_left_to_stop() -> None:
+    """The command's work is done (a run's summary written, its result about to print): Ctrl-C during the
+    exit that follows is ignored. Python restores SIGINT's default handler while it shuts down, and a
+    Ctrl-C then killed a finished run's process without a word, exit 130 after a complete summary."""
+    if _ctrl_c_may_be_handled_here():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 @contextlib.contextmanager
 def ctrl_c_exits_at_once() -> Iterator[None]:
     """Ctrl-C while nothing is being written (a config read and checked, predictions printed): one line,

@@ -127,6 +127,10 @@ def parse_overrides(words: list[str]) -> DictConfig:
             raise UserError(f"override {word!r} has no '='; write overrides as key.path=value (e.g. optim.lr=3e-4)")
         if not key:
             raise UserError(f"override {word!r} has no key; write overrides as key.path=value (e.g. optim.lr=3e-4)")
+        try:
+            raw_value.encode("utf-8")
+        except UnicodeEncodeError:  # bytes the shell passed that are no UTF-8 text (Python keeps them as surrogates)
+            raise UserError(f"the value of override {key!r} is not UTF-8 text; give it as UTF-8") from None
         if not raw_value.strip():
             # An unset shell variable (`resume=$RUN`) must not quietly mean "no value".
             raise UserError(f"override {word!r} has no value; give one, or write {key}=null to unset it")

@@ -422,13 +422,14 @@ class RunConfig(Section):
     def _a_name_not_a_path(cls, name: str | None) -> str | None:
         # runs/<name>/ is a folder of runs/: '../x' would write outside it, where `trainer runs` never looks.
         plain = name is None or (
-            name.strip() == name and name and not name.startswith(".") and len(name) <= 128
+            name.strip() == name and name and not name.startswith(".")
+            and len(name.encode("utf-8", "surrogatepass")) <= 128  # file systems count a folder name in bytes
             and not any(c in "/\\" or not c.isprintable() for c in name)
         )  # fmt: skip
         if not plain:
             raise ValueError(
                 "a recipe name is a folder name under runs/, not a path: give a plain name (no '/', not starting "
-                "with '.', at most 128 characters), or set run_dir= to write elsewhere"
+                "with '.', at most 128 bytes), or set run_dir= to write elsewhere"
             )
         return name
 

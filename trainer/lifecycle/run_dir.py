@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from trainer.errors import UserError
+from trainer.files import refuse_special
 from trainer.lifecycle.claim import in_use
 from trainer.writable import check_writable
 
@@ -127,6 +128,7 @@ def find_resume_dir(resume: str, name: str) -> Path:
         raise UserError(
             f"resume={resume!r}: no {CHECKPOINTS}/{LAST_CKPT} there; give a run directory that holds a checkpoint"
         )
+    refuse_special(run_dir / CONFIG_FILE, "run file")
     if not (run_dir / CONFIG_FILE).is_file():
         raise UserError(f"resume={resume!r}: no {CONFIG_FILE} there; give a run directory written by `trainer fit`")
     return run_dir

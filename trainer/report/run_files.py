@@ -200,6 +200,7 @@ class RunFiles:
 
     @functools.cached_property
     def _config(self) -> dict[str, Any]:  # read once: `trainer runs` asks each run for its recipe and monitor
+        refuse_special(self.path / CONFIG_FILE, "run file")
         try:
             text = (self.path / CONFIG_FILE).read_text(encoding="utf-8", errors="replace")
             loaded = yaml.load(text, Loader=_YAML_LOADER)
@@ -211,8 +212,11 @@ class RunFiles:
 
     def summary(self) -> dict[str, Any] | None:
         """summary.json, written when a run ends (finished or stopped); None before that or after a crash."""
+        path = self.path / SUMMARY_FILE
+        if not path.is_file():  # missing, or a FIFO or device, which a read would block on or never finish
+            return None
         try:
-            loaded = json.loads((self.path / SUMMARY_FILE).read_text(encoding="utf-8", errors="replace"))
+            loaded = json.loads(path.read_text(encoding="utf-8", errors="replace"))
         except (OSError, ValueError, RecursionError):  # missing, unreadable, not JSON
             return None
         return clean_summary(loaded) if isinstance(loaded, dict) else None

@@ -54,8 +54,8 @@ def list_runs(root: Path | None = None, recipe: str | None = None) -> list[RunLi
     if root is not None and not root.is_dir():
         what = "is not a folder" if root.exists() else "does not exist"
         raise UserError(f"--root {str(root)!r} {what}; give the folder that holds <recipe>/<run> run directories")
-    runs: list[Path] = []
-    for entry in _folders(folder):
+    runs: list[Path] = [folder] if _is_a_run(folder) else []  # --root naming one run: that run
+    for entry in _folders(folder) if not runs else []:
         runs += [entry] if _is_a_run(entry) else [path for path in _folders(entry) if _is_a_run(path)]
     lines = [_line(RunFiles(path)) for path in runs]
     if recipe is not None:
