@@ -468,13 +468,13 @@ def test_a_run_failing_before_training_leaves_the_folders_another_run_trains_in(
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob("runs/digits_cnn/*")) and failing.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    training = start("trainer.max_steps=40")
+    training = start("trainer.max_steps=12")
     _, failing_stderr = failing.communicate(timeout=300)
     _, training_stderr = training.communicate(timeout=300)
     assert "this model never builds" in one_error_line_of(failing, failing_stderr)
     assert training.returncode == 0, training_stderr[-3000:]
     (run_dir,) = (tmp_path / "runs" / "digits_cnn").iterdir()  # the failed run's directory is gone, this one kept
-    assert json.loads((run_dir / "summary.json").read_text())["global_step"] == 40
+    assert json.loads((run_dir / "summary.json").read_text())["global_step"] == 12
 
 
 def one_error_line_of(process: subprocess.Popen, stderr: str) -> str:

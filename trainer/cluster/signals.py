@@ -39,7 +39,7 @@ class StopRequest:
 
     def _handle(self, signum: int, frame: Any) -> None:
         if signum == signal.SIGINT and not self.training:
-            if _importing(frame):  # raised here it would leave a half-made module: see ctrl_c_guard
+            if _importing(frame):  # raised here it would leave a half-made module: see install_ctrl_c_guard
                 self._interrupt_deferred = True
             else:
                 self._interrupt()
@@ -122,8 +122,8 @@ def install_ctrl_c_guard() -> None:
     """For the whole process: Ctrl-C inside an import ends the process at once (one line, exit 130);
     anywhere else it raises KeyboardInterrupt as usual.
 
-    A KeyboardInterrupt raised inside an import leaves that module half-made, and a library that
-    swallows it carries on; numpy then recurses without end at its next
+    A KeyboardInterrupt raised inside an import leaves that module half-made, and a library that swallows
+    it (an import guarded by a bare `except`) carries on: numpy then recurses without end at its next
     import (RecursionError, a traceback where Ctrl-C should be one line). Runs replace this guard with
     their StopRequest, which defers such a Ctrl-C to the end of the import instead."""
     if _ctrl_c_may_be_handled_here():
