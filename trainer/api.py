@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import signal
 import sys
 import time
@@ -325,6 +326,7 @@ def _finish_fit(run: FitRun) -> dict[str, Any]:
         **throughput.figures(),  # samples_per_second, tokens_per_second, flops_per_sample, mfu
         "peak_gpu_memory_bytes": throughput.peak_gpu_memory_bytes,
         "best_checkpoint": _best_checkpoint(trainer),
+        "best_score": _best_score(trainer),
         "stopped_by": run.stopped_by,
     }
     continue_with = f"`{resume_command(cfg.name, run.start.run_dir)}`"
@@ -506,6 +508,13 @@ def _wandb_id(run_dir: Path) -> str:
 def _best_checkpoint(trainer: L.Trainer) -> str | None:
     callback = trainer.checkpoint_callback
     return str(callback.best_model_path) if callback and callback.best_model_path else None
+
+
+def _best_score(trainer: L.Trainer) -> float | None:
+    """The monitored metric of the best checkpoint: `trainer runs` shows it without reading metrics.csv."""
+    callback = trainer.checkpoint_callback
+    score = callback.best_model_score if callback else None
+    return round(float(score), 6) if score is not None and math.isfinite(float(score)) else None
 
 
 def task_from_checkpoint(cfg: RunConfig, ckpt_path: Path) -> Task:

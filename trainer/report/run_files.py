@@ -145,6 +145,7 @@ _SUMMARY_FIELDS = {
             "flops_per_sample",
             "mfu",
             "peak_gpu_memory_bytes",
+            "best_score",
         ),
         _is_number,
     ),  # fmt: skip

@@ -83,11 +83,15 @@ def describe(run: RunFiles) -> RunLine:
     except UserError:  # a damaged config.yaml: the line still says what the other files say
         recipe, (monitor, mode) = run.path.parent.name, ("val/loss", "min")
     metrics = run.path / METRICS_FILE
-    try:
-        log = read_metrics(metrics, only={monitor}) if metrics.is_file() else MetricLog()
-    except UserError:
-        log, state = MetricLog(), f"{state}, damaged ({METRICS_FILE} unreadable)"
-    best = best_monitored(log, monitor, mode, run.best_checkpoint(summary) if from_summary else None)
+    recorded = (summary or {}).get("best_score") if from_summary else None
+    if recorded is not None:  # a finished run's summary holds it: its metrics.csv, however long, is not read
+        best = recorded
+    else:
+        try:
+            log = read_metrics(metrics, only={monitor}) if metrics.is_file() else MetricLog()
+        except UserError:
+            log, state = MetricLog(), f"{state}, damaged ({METRICS_FILE} unreadable)"
+        best = best_monitored(log, monitor, mode, run.best_checkpoint(summary) if from_summary else None)
     if from_summary:
         assert summary is not None
         steps, wall = summary.get("global_step"), summary.get("wall_seconds")
