@@ -67,9 +67,16 @@ def template_run(folder: Path) -> Path:
 
     folder.mkdir()
     (folder / "config.yaml").write_text(to_yaml(load_config("digits_cnn", [])))
-    (folder / "summary.json").write_text(json.dumps({"recipe": "digits_cnn", "global_step": 500, "wall_seconds": 60.0,
-                                                     "stopped_by": None, "val": {"val/acc": 0.9}, "best_score": 0.9,
-                                                     "best_checkpoint": "checkpoints/epoch0-step500.ckpt"}))  # fmt: skip
+    summary = {
+        "recipe": "digits_cnn",
+        "global_step": 500,
+        "wall_seconds": 60.0,
+        "stopped_by": None,
+        "val": {"val/acc": 0.9},
+        "best_score": 0.9,
+        "best_checkpoint": "checkpoints/epoch0-step500.ckpt",
+    }
+    (folder / "summary.json").write_text(json.dumps(summary))
     write_metrics(folder / "metrics.csv", 500)
     return folder
 
