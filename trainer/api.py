@@ -184,9 +184,10 @@ def _build_fit(
     claim: RunClaim,
     started: float,
 ) -> FitRun:
-    load_universal = start.checkpoint is not None and needs_conversion(
+    saved = read_info(start.checkpoint) if start.checkpoint is not None else None  # read once: a DeepSpeed state
+    load_universal = saved is not None and needs_conversion(
         start.checkpoint,
-        read_info(start.checkpoint).zero,
+        saved.zero,
         cfg.trainer.strategy,
         zero_settings(cfg),
         plan.world_size,
@@ -197,8 +198,8 @@ def _build_fit(
             if _is_rank_zero():
                 convert_to_universal(start.checkpoint)
 
-    if start.checkpoint is not None:  # the model's settings now, its data-decided sizes below
-        check_checkpoint_fits(cfg, read_info(start.checkpoint), start.checkpoint)
+    if saved is not None:  # the model's settings now, its data-decided sizes below
+        check_checkpoint_fits(cfg, saved, start.checkpoint)
     # A resumed run keeps its own tokenizer; an old run that overwrite=true replaces does not pass its on.
     saved_tokenizer = start.run_dir / TOKENIZER_FILE
     keep_tokenizer = saved_tokenizer.is_file() and not start.replaces_old_run
@@ -217,8 +218,7 @@ def _build_fit(
         if loaded is not None and _is_rank_zero():
             print(f"trainer: {loaded}", file=sys.stderr, flush=True)
     show_flops_in_the_model_summary(cfg, task, datamodule)
-    if start.checkpoint is not None:
-        saved = read_info(start.checkpoint)
+    if saved is not None:
         check_checkpoint_fits(cfg, saved, start.checkpoint, task.hparams.model_kwargs)
         if cfg.resume is not None:
             check_the_run_can_go_on(cfg, saved, task.hparams.schedule_steps, start.run_dir)
