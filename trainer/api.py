@@ -49,6 +49,7 @@ from trainer.distributed.topology import Topology, resolve_topology
 from trainer.errors import PeerLost, TrainingDiverged, UserError
 from trainer.export import EXPORT_DIRS, FORMATS, ExportSource, export_model
 from trainer.extras import check_onnx_extra
+from trainer.host_memory import reuse_freed_host_memory
 from trainer.lifecycle.checkpoints import (
     file_digest,
     plain_model_state,
@@ -147,6 +148,8 @@ def fit(cfg: RunConfig, callbacks: list[L.Callback] | None = None) -> dict[str, 
 def _setup_fit(cfg: RunConfig, stop: StopRequest, extra_callbacks: list[L.Callback]) -> FitRun:
     started = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    if cfg.performance.reuse_host_memory:
+        reuse_freed_host_memory()  # process-wide, before the data and the model are built (trainer/host_memory.py)
     topology = resolve_topology(cfg.trainer.accelerator, cfg.trainer.devices, cfg.trainer.num_nodes)
     plan = plan_batches(cfg.data.global_batch_size, cfg.data.micro_batch_size, topology.world_size)
     check_strategy_settings(cfg)

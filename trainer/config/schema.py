@@ -252,6 +252,11 @@ class PerformanceConfig(Section):
     float32_matmul_precision: Literal["highest", "high", "medium"] = Field(
         default="highest", description="torch.set_float32_matmul_precision; 'high' lets float32 matmuls use TF32."
     )
+    reuse_host_memory: bool = Field(
+        default=True,
+        description="Linux/glibc: freed host memory stays in the process (no trimming, no mmap under 1 GiB), "
+        "so CPU steps reuse pages instead of faulting in zeroed ones. The process keeps its peak heap.",
+    )
 
 
 class SchedulerConfig(Section):
