@@ -6,6 +6,7 @@ model on the same tensors), then a bare loop with the same optimizer, schedule, 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,7 @@ from torch.utils.data import DataLoader
 
 from trainer.build import build_datamodule, build_task
 from trainer.config.schema import RunConfig
+from trainer.data.base import ResumableSampler
 from trainer.distributed.batching import plan_batches
 from trainer.lifecycle.initial_weights import load_initial_weights
 
@@ -47,11 +49,20 @@ class PlainLoop:
         return cls(cfg, task, datamodule, device, optimizer, scheduler)
 
     def batches(self) -> Iterator[dict[str, torch.Tensor]]:
-        """Training batches on the device, epoch after epoch (the last short batch too, as the framework)."""
-        loader = DataLoader(self.datamodule.train_set, batch_size=self.datamodule.micro_batch_size, shuffle=True,
-                            collate_fn=self.datamodule.collate_fn,
+        """Training batches on the device, epoch after epoch (the last short batch too, as the framework).
+
+        In the framework's order: its sampler, seeded the same and told each epoch, and a private generator
+        (creating an iterator then draws nothing from the global RNG that dropout uses). Both sides then
+        train on the same batches, and a comparison of time to accuracy compares the same trajectory, not
+        two shuffles.
+        """
+        data = self.datamodule
+        sampler = ResumableSampler(data.train_set, num_replicas=1, rank=0, shuffle=True, seed=self.cfg.seed)
+        loader = DataLoader(data.train_set, batch_size=data.micro_batch_size, sampler=sampler,
+                            generator=torch.Generator().manual_seed(self.cfg.seed), collate_fn=data.collate_fn,
                             pin_memory=self.device.type == "cuda")  # fmt: skip
-        while True:
+        for epoch in itertools.count():
+            sampler.set_epoch(epoch)
             for batch in loader:
                 yield {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
 
