@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -92,13 +93,40 @@ def test_report_draws_the_curves_and_writes_the_markdown(main_cli, runs_root: Pa
     assert all(f"]({stem}.png)" in text for stem in stems)
 
     # The confusion matrix is the best checkpoint's on the test split: the accuracy fit measured there.
-    with open(report / "confusion_matrix.csv", newline="") as file:
-        header, *rows = list(csv.reader(file))
-    assert header[1:] == [str(digit) for digit in range(10)]  # the ClassLabel's names
-    counts = [[int(cell) for cell in row[1:]] for row in rows]
+    names, counts = _confusion_csv(report)
+    assert names == [str(digit) for digit in range(10)]  # the ClassLabel's names
     assert sum(map(sum, counts)) == TEST_EXAMPLES
     accuracy = sum(counts[i][i] for i in range(10)) / TEST_EXAMPLES
     assert accuracy == pytest.approx(summary["test"]["test/acc"], abs=1e-5)
+
+
+def _confusion_csv(report: Path) -> tuple[list[str], list[list[int]]]:
+    with open(report / "confusion_matrix.csv", newline="") as file:
+        header, *rows = list(csv.reader(file))
+    return header[1:], [[int(cell) for cell in row[1:]] for row in rows]
+
+
+def test_the_report_takes_the_fits_test_counts_for_that_checkpoint_and_evaluates_any_other(
+    runs_root: Path, tmp_path: Path
+) -> None:
+    run_dir = _copy(runs_root / "digits_cnn" / "plain", tmp_path)
+    saved_file = run_dir / "test_confusion.json"
+    saved = json.loads(saved_file.read_text())
+    best = run_dir / "checkpoints" / saved["checkpoint"]
+    assert best.name == Path(_summary(run_dir)["best_checkpoint"]).name
+    assert sum(map(sum, saved["matrix"])) == TEST_EXAMPLES
+
+    # Counts that are not the model's, under the checkpoint's identity: the report shows them, so it read them.
+    doctored = [row[1:] + row[:1] for row in saved["matrix"]]
+    saved_file.write_text(json.dumps({**saved, "matrix": doctored}))
+    assert _confusion_csv(write_report(run_dir))[1] == doctored
+    # The checkpoint rewritten since (a newer modification time): the saved counts are not its; evaluated again.
+    stat = best.stat()
+    os.utime(best, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert _confusion_csv(write_report(run_dir))[1] == saved["matrix"]
+    # A file that is not what fit writes counts as none.
+    saved_file.write_text('{"matrix": "no"}')
+    assert _confusion_csv(write_report(run_dir))[1] == saved["matrix"]
 
 
 def test_a_new_report_replaces_the_old_one_whole(runs_root: Path, tmp_path: Path) -> None:

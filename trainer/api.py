@@ -89,6 +89,7 @@ from trainer.model_io import TOKENIZER_SHA256, check_tokenizer, model_io, never_
 from trainer.models.generate import sample
 from trainer.predict.inputs import prompt_ids
 from trainer.quiet import print_on_a_line_of_its_own, silence_dependency_noise
+from trainer.report.saved_confusion import Confusion, class_names, save_confusion
 from trainer.tasks import TASKS, Task
 
 silence_dependency_noise()
@@ -272,9 +273,12 @@ def _train(run: FitRun) -> None:
         if datamodule.test_set is not None:
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
             if best and run.cfg.trainer.strategy.startswith("deepspeed_stage_3"):
-                run.test_metrics = _test_consolidated(run, Path(best))
+                run.test_metrics, tested = _test_consolidated(run, Path(best))
             else:
                 trainer.test(task, datamodule=datamodule, ckpt_path=best or None, weights_only=True, verbose=False)
+                tested = task
+            if best and trainer.is_global_zero:
+                _save_test_confusion(run, tested, Path(best))
     except RunStopped:
         run.stopped_by = run.stop.signal_name
     except TrainingDiverged as err:
@@ -283,7 +287,16 @@ def _train(run: FitRun) -> None:
         raise TrainingDiverged(f"{err}; {saved}") from None
 
 
-def _test_consolidated(run: FitRun, best: Path) -> dict[str, float]:
+def _save_test_confusion(run: FitRun, tested: Task, best: Path) -> None:
+    """A classifier's test counts by class, for `trainer report` (trainer/report/saved_confusion.py)."""
+    counts = getattr(tested, "test_confusion_counts", None)
+    if counts is None:
+        return
+    names = class_names(run.datamodule.inference_facts().get("label_names"), len(counts))
+    save_confusion(run.start.run_dir, Confusion(counts, names, "test", best))
+
+
+def _test_consolidated(run: FitRun, best: Path) -> tuple[dict[str, float], Task]:
     """The best checkpoint of a ZeRO-3 run, evaluated as `trainer test` does it: consolidated into the plain model
     and sharded over the ranks with DDP. DeepSpeed cannot load a ZeRO-3 checkpoint into the inference engine
     Lightning's `trainer.test(ckpt_path=...)` builds (DeepSpeedZeRoOffload has no _restore_from_bit16_weights:
@@ -294,7 +307,7 @@ def _test_consolidated(run: FitRun, best: Path) -> dict[str, float]:
     strategy = _ddp_for(topology) if topology.world_size > 1 else "auto"
     tester = build_trainer(cfg, run.plan, topology, None, False, [], strategy=strategy)
     tester.test(task, datamodule=run.datamodule, verbose=False)
-    return metrics_with_prefix(tester, "test/")
+    return metrics_with_prefix(tester, "test/"), task
 
 
 @contextlib.contextmanager

@@ -25,6 +25,9 @@ LAST_CKPT = "last.ckpt"
 JOB_FILE = "job"  # the launcher's job id: a restarted job finds its run by it
 WANDB_ID_FILE = "wandb_run_id"  # the W&B run a resume logs into
 INPUTS_FILE = "inputs.json"  # what the model's inputs look like (image size, label names), for export and predict
+TEST_CONFUSION_FILE = (
+    "test_confusion.json"  # a classifier's final test, counted by class (trainer/report/saved_confusion.py)
+)
 
 
 def default_run_dir(name: str, job: str | None = None) -> Path:
@@ -72,8 +75,8 @@ def check_new_run_dir(run_dir: Path, overwrite: bool) -> bool:
 
 # What a run directory holds (this file's names, the loggers', `trainer export`'s, `trainer report`'s).
 RUN_ENTRIES = {CONFIG_FILE, SUMMARY_FILE, METRICS_FILE, CHECKPOINTS, JOB_FILE, WANDB_ID_FILE, INPUTS_FILE,
-               "tokenizer.json", "tensorboard", "wandb", "export", "export-onnx", "export-torchscript", "report",
-               ".replaced-run"}  # fmt: skip
+               TEST_CONFUSION_FILE, "tokenizer.json", "tensorboard", "wandb", "export", "export-onnx",
+               "export-torchscript", "report", ".replaced-run"}  # fmt: skip
 
 
 def _belongs_to_a_run(name: str) -> bool:

@@ -6,7 +6,6 @@ from the run's saved config.yaml, the way `trainer test` does it (trainer.api.te
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,22 +20,7 @@ from trainer.distributed.batching import plan_batches
 from trainer.lifecycle.checkpoints import read_info, verify_checkpoint
 from trainer.lifecycle.run_dir import CONFIG_FILE
 from trainer.lifecycle.start import check_checkpoint_fits
-
-
-@dataclass(frozen=True)
-class Confusion:
-    matrix: list[list[int]]  # rows: true class, columns: predicted class
-    names: list[str]  # the data set's label names (a ClassLabel's), else the class indices
-    split: str  # "test", or "validation" when the data set has no test split
-    checkpoint: Path
-
-    @property
-    def examples(self) -> int:
-        return sum(map(sum, self.matrix))
-
-    @property
-    def accuracy(self) -> float:
-        return sum(self.matrix[i][i] for i in range(len(self.matrix))) / max(self.examples, 1)
+from trainer.report.saved_confusion import Confusion, class_names
 
 
 def confusion_matrix(run_dir: Path, checkpoint: Path) -> Confusion:
@@ -65,7 +49,5 @@ def confusion_matrix(run_dir: Path, checkpoint: Path) -> Confusion:
             batch = {key: value.to(device) for key, value in batch.items()}
             real = batch["sample_mask"]  # padding rows of a sharded set (none on one process) count nowhere
             counts.update(task.logits(batch)[real].argmax(dim=-1), batch["labels"][real])
-    names = datamodule.inference_facts().get("label_names") or []
-    if len(names) != num_classes:  # integer labels (or names that do not cover every output): the indices
-        names = [str(index) for index in range(num_classes)]
-    return Confusion(counts.compute().cpu().tolist(), list(names), "test" if has_test else "validation", checkpoint)
+    names = class_names(datamodule.inference_facts().get("label_names"), num_classes)
+    return Confusion(counts.compute().cpu().tolist(), names, "test" if has_test else "validation", checkpoint)

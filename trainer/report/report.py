@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from trainer.config import RunConfig, load_config_file
 from trainer.errors import UserError
@@ -19,9 +19,7 @@ from trainer.report.output import duration, foreign_entries, number, replace_fol
 from trainer.report.plots import confusion_figure, curve_figures, save_png
 from trainer.report.run_files import MetricLog, RunFiles, best_monitored
 from trainer.report.runs import run_state
-
-if TYPE_CHECKING:
-    from trainer.report.confusion import Confusion
+from trainer.report.saved_confusion import Confusion, saved_confusion
 
 REPORT_DIR = "report"  # inside the run directory (one of trainer.lifecycle.run_dir.RUN_ENTRIES)
 REPORT_FILE = "report.md"
@@ -93,11 +91,14 @@ def _confusion(run: RunFiles, cfg: RunConfig, summary: dict[str, Any] | None) ->
     """The confusion matrix of the best checkpoint (else the newest), or None and why not."""
     if cfg.task not in CLASSIFIERS:
         return None, None
-    from trainer.report import confusion  # torch and the data stack: only here, after every input is checked
-
     checkpoint = run.best_checkpoint(summary) or newest_complete_checkpoint(run.path)
     if checkpoint is None:
         return None, "the run has no checkpoint yet"
+    saved = saved_confusion(run.path, checkpoint)  # the fit's final test counted it: no evaluation here
+    if saved is not None:
+        return saved, None
+    from trainer.report import confusion  # torch and the data stack: only here, after every input is checked
+
     try:
         return confusion.confusion_matrix(run.path, checkpoint), None
     except UserError as err:  # a corrupt checkpoint, a data path that has moved: the curves still stand

@@ -7,7 +7,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torchmetrics import MeanMetric, MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassPrecision, MulticlassRecall
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+    MulticlassPrecision,
+    MulticlassRecall,
+)
 
 from trainer.tasks.base import Task
 
@@ -31,6 +37,9 @@ class ClassificationTask(Task):
         self.val_metrics = classification_metrics(num_classes, "val/")
         self.test_metrics = classification_metrics(num_classes, "test/")
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        # The test's predictions by class, which fit saves for `trainer report` (trainer/report/saved_confusion.py).
+        self.test_confusion = MulticlassConfusionMatrix(num_classes)
+        self.test_confusion_counts: list[list[int]] | None = None
 
     def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.model(*self.model_inputs(batch))
@@ -44,7 +53,12 @@ class ClassificationTask(Task):
         return loss  # checked for NaN by trainer.lifecycle.divergence
 
     def _evaluate(
-        self, batch: dict[str, torch.Tensor], stage: str, metrics: MetricCollection, mean_loss: MeanMetric
+        self,
+        batch: dict[str, torch.Tensor],
+        stage: str,
+        metrics: MetricCollection,
+        mean_loss: MeanMetric,
+        confusion: MulticlassConfusionMatrix | None = None,
     ) -> None:
         # Padding rows of a sharded evaluation set (sample_mask False) count in no metric; torchmetrics
         # then syncs sums and counts across ranks, so the values equal single-process ones.
@@ -53,6 +67,8 @@ class ClassificationTask(Task):
         if labels.numel():
             metrics.update(logits, labels)
             mean_loss.update(F.cross_entropy(logits, labels, reduction="none"))
+            if confusion is not None:
+                confusion.update(logits.argmax(dim=-1), labels)
         self.log(f"{stage}/loss", mean_loss, prog_bar=True)
         self.log_dict(metrics)
 
@@ -60,7 +76,12 @@ class ClassificationTask(Task):
         self._evaluate(batch, "val", self.val_metrics, self.val_loss)
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "test", self.test_metrics, self.test_loss)
+        self._evaluate(batch, "test", self.test_metrics, self.test_loss, self.test_confusion)
+
+    def on_test_epoch_end(self) -> None:
+        # On every rank: compute() sums the counts across them.
+        self.test_confusion_counts = self.test_confusion.compute().cpu().tolist()
+        self.test_confusion.reset()
 
 
 class ImageClassificationTask(ClassificationTask):
