@@ -5,7 +5,8 @@
 # The recipe decides the count (`trainer.devices`; auto: every GPU, or one CPU process); NPROC_PER_NODE,
 # if set, must agree with a count the recipe names. The recipe and its overrides pass through untouched.
 # `trainer fit` runs the agent itself (the exit statuses of the README hold); with MAX_RESTARTS above 0,
-# torchrun's own command does, restarting failed workers that many times.
+# torchrun's own command does (as trainer.cluster.torchrun: the same exit statuses), restarting failed workers
+# that many times.
 set -euo pipefail
 
 PYTHON="${PYTHON:-python}"
@@ -15,7 +16,7 @@ NPROC_PER_NODE="$("$PYTHON" -m trainer devices ${NPROC_PER_NODE:+--expect "$NPRO
 
 if [[ "${MAX_RESTARTS:-0}" -gt 0 ]]; then
   # --standalone: a private rendezvous on a free local port, so several jobs can share a machine.
-  command=("$PYTHON" -m torch.distributed.run --standalone --nnodes=1 --nproc_per_node="$NPROC_PER_NODE"
+  command=("$PYTHON" -m trainer.cluster.torchrun --standalone --nnodes=1 --nproc_per_node="$NPROC_PER_NODE"
     --max-restarts="$MAX_RESTARTS" -m trainer fit "$@")
 else
   command=("$PYTHON" -m trainer fit "$1" "trainer.devices=$NPROC_PER_NODE" "${@:2}")

@@ -6,7 +6,8 @@
 # where an elastic restart finds it again. On one node it defaults to a fresh id. Workers per node: the
 # recipe's count (`trainer.devices`; auto: every GPU, or one CPU process), or NPROC_PER_NODE, which must
 # then agree with a count the recipe names. RDZV_CONF passes torchrun's --rdzv-conf (e.g. read_timeout=120:
-# how long a node waits for the head's store, 60 s by default). torchrun's exit status is 1 when a worker fails.
+# how long a node waits for the head's store, 60 s by default). torchrun runs as trainer.cluster.torchrun: the
+# same agent and arguments, ending with the README's exit statuses (5: a worker died) instead of a traceback.
 set -euo pipefail
 
 NNODES="${NNODES:-1}"
@@ -33,7 +34,7 @@ NPROC_PER_NODE="$("$PYTHON" -m trainer devices ${NPROC_PER_NODE:+--expect "$NPRO
 # line now instead of a rendezvous traceback or a hang later.
 "$PYTHON" -m trainer nodecheck "$MASTER_ADDR" --nnodes "$NNODES"
 
-command=("$PYTHON" -m torch.distributed.run --nnodes="$NNODES" --nproc_per_node="$NPROC_PER_NODE"
+command=("$PYTHON" -m trainer.cluster.torchrun --nnodes="$NNODES" --nproc_per_node="$NPROC_PER_NODE"
   --rdzv_backend=c10d --rdzv_endpoint="$MASTER_ADDR:$MASTER_PORT" --rdzv_id="$RDZV_ID"
   ${RDZV_CONF:+"--rdzv-conf=$RDZV_CONF"} --max-restarts="${MAX_RESTARTS:-0}" -m trainer fit "$@")
 echo "+ ${command[*]}" >&2

@@ -1,5 +1,6 @@
-"""Workers die, jobs restart: torchrun's elastic restart continues the run, and a process killed at any
-moment (checkpoint writes included) never leaves a checkpoint that resume cannot load."""
+"""Workers die, jobs restart: torchrun's elastic restart continues the run, a death with no restart left ends
+it in one line, and a process killed at any moment (checkpoint writes included) never leaves a checkpoint
+that resume cannot load."""
 
 from __future__ import annotations
 
@@ -41,30 +42,49 @@ def _worker_pids(parent: int) -> dict[int, int]:
     return found
 
 
-def test_torchrun_restarts_after_a_worker_is_killed_and_the_run_completes(tmp_path: Path) -> None:
+def _kill_rank_1_once_past(step: int, run_dir: Path, torchrun: subprocess.Popen) -> int | None:
+    """SIGKILL to rank 1 once last.ckpt holds `step` or more; the checkpoint's step, or None if the run ended."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and torchrun.poll() is None:
+        last = run_dir / "checkpoints" / "last.ckpt"
+        if last.is_file() and (saved := read_training_checkpoint(last).global_step) >= step:
+            workers = _worker_pids(torchrun.pid)
+            if 1 in workers:
+                os.kill(workers[1], signal.SIGKILL)
+                return saved
+        time.sleep(0.05)
+    return None
+
+
+def test_torchrun_restarts_a_killed_worker_then_names_it_when_no_restart_is_left(tmp_path: Path) -> None:
+    """torchrun as the launch scripts and SLURM start it (trainer.cluster.torchrun), with one restart: the first
+    SIGKILL to a worker restarts the run from its checkpoint, the second ends it with one line naming the rank,
+    the survivors' line with the checkpoint and the command that continues, and exit status 5."""
     run_dir = tmp_path / "run"
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--max-restarts=1",
+        sys.executable, "-m", "trainer.cluster.torchrun", "--standalone", "--nproc_per_node=2", "--max-restarts=1",
         "-m", "trainer", "fit", "digits_cnn", *DIGITS, "trainer.max_steps=80", "checkpoint.every_n_train_steps=10",
         f"run_dir={run_dir}",
     ]  # fmt: skip
     torchrun = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
-    deadline, killed_at = time.monotonic() + 300, None
-    while time.monotonic() < deadline and torchrun.poll() is None and killed_at is None:
-        last = run_dir / "checkpoints" / "last.ckpt"
-        if last.is_file() and (step := read_training_checkpoint(last).global_step) >= 20:
-            workers = _worker_pids(torchrun.pid)
-            if 1 in workers:
-                os.kill(workers[1], signal.SIGKILL)
-                killed_at = step
-        time.sleep(0.05)
+    first = _kill_rank_1_once_past(20, run_dir, torchrun)
+    assert first is not None, "the run ended before a worker could be killed"
+    second = _kill_rank_1_once_past(first + 20, run_dir, torchrun)  # in the restarted round
+    assert second is not None, "the restarted round ended before its worker could be killed"
     out, err = torchrun.communicate(timeout=600)
-    assert killed_at is not None, "the run ended before a worker could be killed"
-    assert torchrun.returncode == 0, err.decode()[-4000:]
-    summary = json.loads(out)
+    stderr = err.decode()
+    assert torchrun.returncode == 5, stderr[-4000:]
+    assert "torchrun: rank 1 died (killed by SIGKILL) and the other ranks stopped" in stderr
+    assert f"continue with `trainer fit digits_cnn resume={run_dir}`" in stderr
+    assert "Traceback" not in stderr and "ChildFailedError" not in stderr, stderr[-4000:]
+
+    # The command it printed finishes the run; the restarted round resumed from the checkpoint instead of
+    # starting over: the early steps were logged once, by the first round only.
+    finish = subprocess.run([sys.executable, "-m", "trainer", "fit", "digits_cnn", f"resume={run_dir}"],
+                            capture_output=True, text=True, env=ENV)  # fmt: skip
+    assert finish.returncode == 0, finish.stderr[-3000:]
+    summary = json.loads(finish.stdout)
     assert summary["global_step"] == 80 and summary["run_dir"] == str(run_dir)
-    # The restarted workers resumed from the checkpoint instead of starting over: the early steps
-    # were logged once, by the first round only.
     with open(run_dir / "metrics.csv") as f:
         early = [row for row in csv.DictReader(f) if row.get("train/loss") and int(row["step"]) < 10]
     assert len(early) == 10

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from trainer.cluster.env import RUN_DIR_NOTE, elastic_error_file
-from trainer.cluster.peers import where_to_go_on
+from trainer.cluster.peers import rank_that_died, where_to_go_on
 from trainer.errors import UserError
 from trainer.quiet import quiet_elastic_agent
 
@@ -97,13 +97,11 @@ def _failure_status(failures: dict, log_dir: Path) -> int:
     trainer.cli); the others fail without one (killed by the agent once a first rank failed, or crashed).
     """
     reported = {rank: f for rank, f in failures.items() if STATUS_KEY in (f.error_file_data or {})}
-    lost_a_peer = {rank for rank, f in reported.items() if int(f.error_file_data[STATUS_KEY]) == EXIT_PROCESS_DIED}
-    unreported = [rank for rank in failures if rank not in reported]
-    if lost_a_peer and unreported:  # the survivors said nothing (see trainer.cli): this line names the rank
-        first = min(unreported, key=lambda rank: failures[rank].timestamp)  # the agent stops the rest after it
-        code = failures[first].exitcode
-        how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
-        print(f"error: rank {first} died ({how}) and the other ranks stopped; {_where_to_go_on(log_dir)}",
+    lost_a_peer = ranks_that_lost_a_peer(failures)
+    died = rank_that_died(failures, lost_a_peer)
+    if died is not None:  # the survivors said nothing (see trainer.cli): this line names the rank
+        rank, how = died
+        print(f"error: rank {rank} died ({how}) and the other ranks stopped; {_where_to_go_on(log_dir)}",
               file=sys.stderr, flush=True)  # fmt: skip
         return EXIT_PROCESS_DIED
     reported = {rank: f for rank, f in reported.items() if rank not in lost_a_peer}
@@ -124,6 +122,12 @@ def _failure_status(failures: dict, log_dir: Path) -> int:
     print(f"error: rank {rank} failed (exit status {failure.exitcode}): {line or 'no output'}; its log: {log_dir}",
           file=sys.stderr)  # fmt: skip
     return failure.exitcode or EXIT_FAILED
+
+
+def ranks_that_lost_a_peer(failures: dict) -> set[int]:
+    """The ranks that ended saying another process was gone (PeerLost's exit status in their error file)."""
+    said = {rank: (f.error_file_data or {}).get(STATUS_KEY) for rank, f in failures.items()}
+    return {rank for rank, status in said.items() if str(status) == str(EXIT_PROCESS_DIED)}
 
 
 def _where_to_go_on(log_dir: Path) -> str:

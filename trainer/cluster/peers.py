@@ -6,7 +6,9 @@ that it lost a peer, and where the run can go on from.
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
+from typing import Any
 
 # Substrings of the errors torch's process groups raise when a peer is gone.
 _LOST_PEER = (
@@ -29,7 +31,8 @@ def is_lost_peer(err: BaseException) -> bool:
 
 def where_to_go_on(run_dir: Path | None, recipe: str | None) -> str:
     """The run's newest checkpoint and the command that continues from it, or that there is none."""
-    from trainer.lifecycle.run_config import resume_command
+    from trainer.cluster.env import slurm_job_id
+    from trainer.lifecycle.run_config import resume_command, slurm_resume_command
     from trainer.lifecycle.run_dir import CHECKPOINTS, LAST_CKPT
 
     if run_dir is None or not run_dir.is_dir():
@@ -37,4 +40,23 @@ def where_to_go_on(run_dir: Path | None, recipe: str | None) -> str:
     last = run_dir / CHECKPOINTS / LAST_CKPT
     if not last.exists():
         return f"it had saved no checkpoint yet; start it again (its run directory: {run_dir})"
-    return f"its newest checkpoint is {last}; continue with `{resume_command(recipe, run_dir)}`"
+    command = slurm_resume_command if slurm_job_id() else resume_command  # under SLURM: a new job
+    return f"its newest checkpoint is {last}; continue with `{command(recipe, run_dir)}`"
+
+
+def rank_that_died(failures: dict[int, Any], lost_a_peer: set[int]) -> tuple[int, str] | None:
+    """The rank whose death ended the run, and how it died, from torchrun's failures (rank -> ProcessFailure):
+    when some ranks said they lost a peer (`lost_a_peer`) and others failed without a word (killed, or
+    crashed in native code), the first of the silent ones. None for any other failure."""
+    silent = [rank for rank in failures if rank not in lost_a_peer and not _said_why(failures[rank])]
+    if not lost_a_peer or not silent:
+        return None
+    first = min(silent, key=lambda rank: failures[rank].timestamp)  # the agent stops the rest after it
+    code = failures[first].exitcode
+    return first, (f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}")
+
+
+def _said_why(failure: Any) -> bool:
+    from trainer.cluster.launch import STATUS_KEY
+
+    return STATUS_KEY in (failure.error_file_data or {})

@@ -1,4 +1,5 @@
-"""torchrun as the SLURM script starts it: `torch.distributed.run`, unchanged but for how it ends badly.
+"""torchrun as the launch scripts and the SLURM script start it: `torch.distributed.run`, unchanged but for how
+it ends badly.
 
 - A job that requeues itself (`scontrol requeue`) or is cancelled gets SIGTERM from SLURM on every process,
   torchrun's agent included, once the workers have saved. The agent stops its workers and raises
@@ -6,7 +7,9 @@
   requeue, where nothing failed. Here it is one line and the status a signal gives (128 + its number).
 - A worker that fails (bad input: its one `error:` line is already in the job's log) makes torchrun raise
   ChildFailedError, printed as another traceback per node, and exit 1. Here the exit status is the
-  worker's own (2 for bad input, 3 for a diverged run), as under `trainer fit`, with no traceback.
+  worker's own (2 for bad input, 3 for a diverged run), as under `trainer fit`, with no traceback. A worker
+  that dies (killed, out of memory) ends the others, which each say in one line where the run can go on
+  from; this names the rank that died and exits with 5, as `trainer fit` does.
 - When the head node's agent, which holds the rendezvous store, ends first (its workers failed on bad
   input), another node's agent loses the store and raises RendezvousConnectionError (torch 2.13): one line
   here, pointing at the head node's log, where the reason is.
@@ -24,7 +27,8 @@ from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.elastic.rendezvous.api import RendezvousConnectionError
 from torch.distributed.run import main
 
-from trainer.cluster.launch import EXIT_FAILED, STATUS_KEY
+from trainer.cluster.launch import EXIT_FAILED, EXIT_PROCESS_DIED, STATUS_KEY, ranks_that_lost_a_peer
+from trainer.cluster.peers import rank_that_died
 
 
 def run() -> None:
@@ -42,6 +46,11 @@ def run() -> None:
 
 
 def _first_failure_status(failed: ChildFailedError) -> int:
+    died = rank_that_died(failed.failures, ranks_that_lost_a_peer(failed.failures))
+    if died is not None:  # the survivors' lines above name the checkpoint and the command that continues
+        rank, how = died
+        print(f"torchrun: rank {rank} died ({how}) and the other ranks stopped", file=sys.stderr)
+        return EXIT_PROCESS_DIED
     rank, failure = failed.get_first_failure()
     reported = (failure.error_file_data or {}).get(STATUS_KEY)
     if reported is not None:  # the worker's own status; its line is in the log
