@@ -15,6 +15,7 @@ from trainer.distributed.deepspeed_config import (
     read_user_config,
     validate_deepspeed_config,
 )
+from trainer.distributed.deepspeed_ops import say_what_will_be_built
 from trainer.distributed.topology import Topology
 from trainer.errors import UserError
 from trainer.tasks.optim import OptimizerFactory
@@ -131,6 +132,7 @@ def build_strategy(cfg: RunConfig, plan: BatchPlan, topology: Topology, load_uni
     zero = zero_settings(cfg)
     assert zero is not None  # a DeepSpeed strategy
     config = build_deepspeed_config(user_config, zero, plan.micro_batch_size)
+    say_what_will_be_built(topology.accelerator, zero)
     if load_universal:
         config.setdefault("checkpoint", {})["load_universal"] = True
     strategy_cls = CPUDeepSpeedStrategy if topology.accelerator == "cpu" else DeepSpeedStrategy
