@@ -7,7 +7,10 @@ The job script is slurm/train.sbatch (or what `trainer slurm` renders from it); 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,6 +180,38 @@ def test_cancelled_job_saves_a_checkpoint_and_stays_cancelled(slurm: SlurmCluste
     assert f"SLURM job {job} stopped by SIGTERM, checkpoint saved; not requeued" in job_log()
     assert f"continue with `trainer slurm digits_cnn resume={run_dir.relative_to(tmp_path)}`" in job_log()
     assert slurm.job_state(job)["JobState"] == "CANCELLED"
+
+
+def _worker_pid(job: str, local_rank: int) -> int | None:
+    """The pid of a job's torchrun worker, by the variables torchrun and SLURM give it (read from /proc)."""
+    wanted = {f"SLURM_JOB_ID={job}".encode(), f"LOCAL_RANK={local_rank}".encode()}
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and wanted <= set((entry / "environ").read_bytes().split(b"\0")):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return min(found, default=None)  # the worker itself, before any process it started
+
+
+def test_a_worker_killed_in_a_job_ends_it_in_one_line_with_exit_5(slurm: SlurmCluster, tmp_path: Path) -> None:
+    job = submit(slurm, str(SCRIPT), *RUN)
+    run_dir = tmp_path / "runs" / "digits_cnn" / f"slurm-{job}"
+    slurm.wait_until_logged(job, lambda: logged_losses(run_dir), 50, timeout=300)  # past the first epoch
+    deadline = time.monotonic() + 120
+    while not (run_dir / "checkpoints" / "last.ckpt").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    pid = _worker_pid(job, 1)
+    assert pid is not None, slurm.job_state(job)
+    os.kill(pid, signal.SIGKILL)
+    state = slurm.wait_done(job)
+
+    log = job_log()
+    assert state["JobState"] == "FAILED" and state["ExitCode"] == "5:0", (state, log[-3000:])
+    assert "torchrun: rank 1 died (killed by SIGKILL) and the other ranks stopped" in log
+    assert f"continue with `trainer slurm digits_cnn resume={run_dir.relative_to(tmp_path)}`" in log, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
 
 
 def test_recipe_asking_more_devices_than_the_allocation_fails_at_start(slurm: SlurmCluster) -> None:
