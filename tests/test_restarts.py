@@ -75,7 +75,7 @@ def test_torchrun_restarts_a_killed_worker_then_names_it_when_no_restart_is_left
     stderr = err.decode()
     assert torchrun.returncode == 5, stderr[-4000:]
     assert "torchrun: rank 1 died (killed by SIGKILL) and the other ranks stopped" in stderr
-    assert f"continue with `trainer fit digits_cnn resume={run_dir}`" in stderr
+    assert f"continue with `trainer fit digits_cnn resume={run_dir.resolve()}`" in stderr
     assert "Traceback" not in stderr and "ChildFailedError" not in stderr, stderr[-4000:]
 
     # The command it printed finishes the run; the restarted round resumed from the checkpoint instead of

@@ -210,7 +210,7 @@ def test_a_worker_killed_in_a_job_ends_it_in_one_line_with_exit_5(slurm: SlurmCl
     log = job_log()
     assert state["JobState"] == "FAILED" and state["ExitCode"] == "5:0", (state, log[-3000:])
     assert "torchrun: rank 1 died (killed by SIGKILL) and the other ranks stopped" in log
-    assert f"continue with `trainer slurm digits_cnn resume={run_dir.relative_to(tmp_path)}`" in log, log[-3000:]
+    assert f"continue with `trainer slurm digits_cnn resume={run_dir.resolve()}`" in log, log[-3000:]
     assert "Traceback" not in log, log[-3000:]
 
 

@@ -133,6 +133,7 @@ def fit(cfg: RunConfig, callbacks: list[L.Callback] | None = None) -> dict[str, 
         try:
             with _undone_unless_training_started(run):
                 _write_run(run)
+                _note_run_dir(run)
                 _train(run)
             return _finish_fit(run)
         except RuntimeError as err:
@@ -250,8 +251,14 @@ def _write_run(run: FitRun) -> None:
     for logger in run.trainer.loggers:
         logger.log_hyperparams(run.cfg.model_dump(mode="json"))
     print(f"trainer: run directory {run.start.run_dir}", file=sys.stderr, flush=True)
+
+
+def _note_run_dir(run: FitRun) -> None:
+    """For the launcher of this node's workers (`trainer fit`'s own, or trainer.cluster.torchrun), which names
+    the run and its checkpoint if a worker dies: from each node's first worker, since each node's launcher
+    reads its own note."""
     note = run_dir_note()
-    if note is not None:  # for `trainer fit`'s own launcher, which names the run if a worker dies
+    if note is not None and run.trainer.local_rank == 0:
         Path(note).write_text(str(run.start.run_dir.resolve()))
 
 

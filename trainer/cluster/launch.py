@@ -101,7 +101,7 @@ def _failure_status(failures: dict, log_dir: Path) -> int:
     died = rank_that_died(failures, lost_a_peer)
     if died is not None:  # the survivors said nothing (see trainer.cli): this line names the rank
         rank, how = died
-        print(f"error: rank {rank} died ({how}) and the other ranks stopped; {_where_to_go_on(log_dir)}",
+        print(f"error: rank {rank} died ({how}) and the other ranks stopped; {where_to_go_on_from(log_dir)}",
               file=sys.stderr, flush=True)  # fmt: skip
         return EXIT_PROCESS_DIED
     reported = {rank: f for rank, f in reported.items() if rank not in lost_a_peer}
@@ -130,7 +130,7 @@ def ranks_that_lost_a_peer(failures: dict) -> set[int]:
     return {rank for rank, status in said.items() if str(status) == str(EXIT_PROCESS_DIED)}
 
 
-def _where_to_go_on(log_dir: Path) -> str:
+def where_to_go_on_from(log_dir: Path) -> str:
     """The run's checkpoint and resume command, from the run directory rank 0 noted (see trainer.api)."""
     note = log_dir / RUN_DIR_NOTE_FILE
     run_dir = Path(note.read_text()) if note.is_file() else None

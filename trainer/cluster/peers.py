@@ -45,14 +45,25 @@ def where_to_go_on(run_dir: Path | None, recipe: str | None) -> str:
 
 
 def rank_that_died(failures: dict[int, Any], lost_a_peer: set[int]) -> tuple[int, str] | None:
-    """The rank whose death ended the run, and how it died, from torchrun's failures (rank -> ProcessFailure):
-    when some ranks said they lost a peer (`lost_a_peer`) and others failed without a word (killed, or
-    crashed in native code), the first of the silent ones. None for any other failure."""
+    """The rank whose death ended the run, and how it died, from torchrun's failures (rank -> ProcessFailure);
+    None for any other failure. A rank died when it failed without a word (killed, or crashed in native
+    code) and either others said they lost a peer (`lost_a_peer`), or it was the first to fail and a signal
+    killed it (the others were then still starting, and the agent stopped them)."""
     silent = [rank for rank in failures if rank not in lost_a_peer and not _said_why(failures[rank])]
-    if not lost_a_peer or not silent:
+    if not silent:
         return None
-    first = min(silent, key=lambda rank: failures[rank].timestamp)  # the agent stops the rest after it
+
+    # The agent stops the rest after the first failure, with SIGTERM, often within the same second (torchrun's
+    # timestamps are whole seconds): a rank SIGTERM ended sorts after one that failed otherwise at that time.
+    def order(rank: int) -> tuple[int, bool]:
+        return failures[rank].timestamp, failures[rank].exitcode == -signal.SIGTERM
+
+    first = min(silent, key=order)
     code = failures[first].exitcode
+    if not lost_a_peer:
+        first_of_all = min(failures, key=order)
+        if first != first_of_all or code >= 0:  # another failure came first, or a crash that printed its traceback
+            return None
     return first, (f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}")
 
 

@@ -19,37 +19,56 @@ it ends badly.
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import sys
+import tempfile
+from pathlib import Path
 
 from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.elastic.rendezvous.api import RendezvousConnectionError
 from torch.distributed.run import main
 
-from trainer.cluster.launch import EXIT_FAILED, EXIT_PROCESS_DIED, STATUS_KEY, ranks_that_lost_a_peer
+from trainer.cluster.env import RUN_DIR_NOTE
+from trainer.cluster.launch import (
+    EXIT_FAILED,
+    EXIT_PROCESS_DIED,
+    RUN_DIR_NOTE_FILE,
+    STATUS_KEY,
+    ranks_that_lost_a_peer,
+    where_to_go_on_from,
+)
 from trainer.cluster.peers import rank_that_died
 
 
 def run() -> None:
+    # Where each node's first worker notes the run directory: a worker's death is then said here, in one line
+    # with the checkpoint and the command that continues (the workers leave it to this, as under `trainer fit`).
+    notes = Path(tempfile.mkdtemp(prefix="trainer-torchrun-"))
+    os.environ[RUN_DIR_NOTE] = str(notes / RUN_DIR_NOTE_FILE)  # the workers inherit it
     try:
         main()
     except SignalException as stop:  # the agent has stopped its workers before raising this
         print(f"torchrun: stopped by {stop.sigval.name}, its workers with it", file=sys.stderr)
         sys.exit(128 + stop.sigval)
     except ChildFailedError as failed:
-        sys.exit(_first_failure_status(failed))
+        sys.exit(_first_failure_status(failed, notes))
     except RendezvousConnectionError:
         print("torchrun: lost the rendezvous store on the head node, which ended first; its log says why",
               file=sys.stderr)  # fmt: skip
         sys.exit(EXIT_FAILED)
+    finally:
+        shutil.rmtree(notes, ignore_errors=True)
 
 
-def _first_failure_status(failed: ChildFailedError) -> int:
+def _first_failure_status(failed: ChildFailedError, notes: Path) -> int:
     died = rank_that_died(failed.failures, ranks_that_lost_a_peer(failed.failures))
-    if died is not None:  # the survivors' lines above name the checkpoint and the command that continues
+    if died is not None:
         rank, how = died
-        print(f"torchrun: rank {rank} died ({how}) and the other ranks stopped", file=sys.stderr)
+        print(f"torchrun: rank {rank} died ({how}) and the other ranks stopped; {where_to_go_on_from(notes)}",
+              file=sys.stderr)  # fmt: skip
         return EXIT_PROCESS_DIED
     rank, failure = failed.get_first_failure()
     reported = (failure.error_file_data or {}).get(STATUS_KEY)
