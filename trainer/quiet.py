@@ -25,6 +25,8 @@ _WARNINGS = (
     # Lightning under DeepSpeed, because the task defines configure_gradient_clipping (for the other
     # strategies): trainer.gradient_clip_val goes to DeepSpeed's own clipping, which the warning recommends.
     (r"Since DeepSpeed handles gradient clipping internally",),
+    # DeepSpeed 0.19 gathers with an API torch 2.13 deprecates; DeepSpeed's to change.
+    (r"`torch.distributed.all_gather_into_tensor` is deprecated",),
 )
 # Log lines, by logger.
 _LOG_LINES = {
@@ -34,6 +36,8 @@ _LOG_LINES = {
     "lightning.pytorch.utilities.rank_zero": ("💡 Tip:", "Trainer already configured with model summary callbacks"),
     # DeepSpeed's accelerator detection on a machine without CUDA: the trainer chose the CPU on purpose.
     "DeepSpeed": ("Setting accelerator to CPU",),
+    # Lightning's note, on every rank, that DeepSpeed's process group is being set up.
+    "lightning.pytorch.strategies.deepspeed": ("initializing deepspeed distributed",),
 }
 
 

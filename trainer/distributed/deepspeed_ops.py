@@ -52,5 +52,5 @@ def say_what_will_be_built(accelerator: str, zero: ZeroSettings) -> None:
         return
     names = " and ".join(name for name, _ in missing)
     cache = missing[0][1].parent
-    print(f"trainer: compiling DeepSpeed's {names} for this machine, once (a few minutes); later runs load it "
+    print(f"trainer: compiling DeepSpeed's {names} for this machine, once (a minute or two); later runs load it "
           f"from {cache} (TORCH_EXTENSIONS_DIR)", file=sys.stderr, flush=True)  # fmt: skip

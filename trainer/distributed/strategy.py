@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 from typing import Any
 
 import torch
@@ -39,7 +41,14 @@ class CPUDeepSpeedStrategy(DeepSpeedStrategy):
 
         reset_seed()
         self.set_world_ranks()
-        self._init_deepspeed_distributed()
+        # DeepSpeed prints "... deepspeed_shm_comm_op built successfully" at every start, built or loaded from
+        # the cache: dropped; anything else it prints passes (trainer/distributed/deepspeed_ops.py says when an
+        # op is really being compiled).
+        with contextlib.redirect_stdout(io.StringIO()) as printed:
+            self._init_deepspeed_distributed()
+        kept = [line for line in printed.getvalue().splitlines() if not line.endswith("built successfully")]
+        if kept:
+            print("\n".join(kept), flush=True)
 
     @property
     def root_device(self) -> torch.device:
