@@ -33,7 +33,8 @@ def test_a_rank_killed_first_is_named_when_the_others_were_still_starting() -> N
 def test_no_death_is_claimed_for_other_failures() -> None:
     # bad input on rank 1 first, rank 0 stopped by the agent after it
     assert _died({0: _failure(-signal.SIGTERM, 101), 1: _failure(2, 100, status=2)}) is None
-    # a crash (its traceback printed), the other rank stopped
+    # a crash (its traceback printed), the other rank stopped, or the other rank lost its peer
     assert _died({0: _failure(1, 100), 1: _failure(-signal.SIGTERM, 101)}) is None
+    assert _died({0: _failure(EXIT_PROCESS_DIED, 100, EXIT_PROCESS_DIED), 1: _failure(1, 100)}) is None
     # every rank said why
     assert _died({0: _failure(2, 100, status=2), 1: _failure(2, 100, status=2)}) is None

@@ -28,7 +28,7 @@ from pathlib import Path
 from trainer.cluster.env import RUN_DIR_NOTE, elastic_error_file
 from trainer.cluster.peers import rank_that_died, where_to_go_on
 from trainer.errors import UserError
-from trainer.quiet import quiet_elastic_agent
+from trainer.quiet import print_on_a_line_of_its_own, quiet_elastic_agent
 
 # The agent waits this long for workers to save a checkpoint and exit after a stop signal (torchrun's
 # own default is 30 s), then kills them; older torch keeps its 30 s.
@@ -101,8 +101,10 @@ def _failure_status(failures: dict, log_dir: Path) -> int:
     died = rank_that_died(failures, lost_a_peer)
     if died is not None:  # the survivors said nothing (see trainer.cli): this line names the rank
         rank, how = died
-        print(f"error: rank {rank} died ({how}) and the other ranks stopped; {where_to_go_on_from(log_dir)}",
-              file=sys.stderr, flush=True)  # fmt: skip
+        print_on_a_line_of_its_own(
+            f"error: rank {rank} died ({how}) and the other ranks stopped; {where_to_go_on_from(log_dir)}",
+            after_bars=True,
+        )
         return EXIT_PROCESS_DIED
     reported = {rank: f for rank, f in reported.items() if rank not in lost_a_peer}
     if 0 in reported:  # rank 0 said it on the terminal

@@ -46,9 +46,9 @@ def where_to_go_on(run_dir: Path | None, recipe: str | None) -> str:
 
 def rank_that_died(failures: dict[int, Any], lost_a_peer: set[int]) -> tuple[int, str] | None:
     """The rank whose death ended the run, and how it died, from torchrun's failures (rank -> ProcessFailure);
-    None for any other failure. A rank died when it failed without a word (killed, or crashed in native
-    code) and either others said they lost a peer (`lost_a_peer`), or it was the first to fail and a signal
-    killed it (the others were then still starting, and the agent stopped them)."""
+    None for any other failure. A rank died when a signal ended it without a word (SIGKILL, the out-of-memory
+    killer, a segfault) and either others said they lost a peer (`lost_a_peer`), or it was the first to fail
+    (the others were then still starting, and the agent stopped them)."""
     silent = [rank for rank in failures if rank not in lost_a_peer and not _said_why(failures[rank])]
     if not silent:
         return None
@@ -60,11 +60,11 @@ def rank_that_died(failures: dict[int, Any], lost_a_peer: set[int]) -> tuple[int
 
     first = min(silent, key=order)
     code = failures[first].exitcode
-    if not lost_a_peer:
-        first_of_all = min(failures, key=order)
-        if first != first_of_all or code >= 0:  # another failure came first, or a crash that printed its traceback
-            return None
-    return first, (f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}")
+    if code >= 0:  # a crash, whose traceback is in its output: not a death to resume from
+        return None
+    if not lost_a_peer and first != min(failures, key=order):  # another failure came first
+        return None
+    return first, f"killed by {signal.Signals(-code).name}"
 
 
 def _said_why(failure: Any) -> bool:

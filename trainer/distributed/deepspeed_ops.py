@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from trainer.distributed.deepspeed_config import ZeroSettings
+from trainer.errors import UserError
 
 
 def _builders(accelerator: str, zero: ZeroSettings) -> list[str]:
@@ -37,7 +38,14 @@ def ops_to_build(accelerator: str, zero: ZeroSettings) -> list[tuple[str, Path]]
         builder = get_accelerator().create_op_builder(builder_name)
         if builder is None or installed_ops.get(builder.name, False):
             continue  # not used on this accelerator, or compiled into the DeepSpeed install
-        folder = Path(_get_build_directory(builder.name, verbose=False))
+        try:  # the folder DeepSpeed builds in: made here if missing, as torch's build would
+            folder = Path(_get_build_directory(builder.name, verbose=False))
+        except OSError as err:
+            raise UserError(
+                f"DeepSpeed cannot build its {builder.name} op in TORCH_EXTENSIONS_DIR "
+                f"({os.environ.get('TORCH_EXTENSIONS_DIR') or 'its default, ~/.cache/torch_extensions'}): "
+                f"{err.strerror}; point TORCH_EXTENSIONS_DIR at a writable folder"
+            ) from None
         if not (folder / f"{builder.name}.so").is_file():
             missing.append((builder.name, folder))
     return missing

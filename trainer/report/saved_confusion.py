@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainer.lifecycle.run_dir import TEST_CONFUSION_FILE
+from trainer.lifecycle.run_dir import INPUTS_FILE, TEST_CONFUSION_FILE
 
 _MAX_BYTES = 64 << 20  # a 2,000-class matrix is a few MB
+_MAX_CLASSES = 4096  # a matrix a report can draw
+_MAX_COUNT = 2**53  # counts a float holds exactly (the plot's colours are floats)
 
 
 @dataclass(frozen=True)
@@ -59,19 +61,42 @@ def save_confusion(run_dir: Path, confusion: Confusion) -> None:
 
 def saved_confusion(run_dir: Path, checkpoint: Path) -> Confusion | None:
     """The counts the fit saved for `checkpoint` as it is now; None when there are none, or they are of another
-    checkpoint (or of this one before it was rewritten), or the file is not what fit writes."""
-    path = run_dir / TEST_CONFUSION_FILE
+    checkpoint (or of this one before it was rewritten), or the file is not what fit writes, or they disagree
+    with the run's label names (inputs.json)."""
+    inputs = _read_record(run_dir / INPUTS_FILE) or {}
+    label_names = inputs.get("label_names")
+    if not (isinstance(label_names, list) and all(isinstance(name, str) for name in label_names)):
+        label_names = None  # integer labels: the names are the class indices
+    record = _read_record(run_dir / TEST_CONFUSION_FILE)
+    if record is None or any(record.get(key) != value for key, value in _identity(checkpoint).items()):
+        return None
+    matrix, names, split = record.get("matrix"), record.get("names"), record.get("split")
+    if not isinstance(matrix, list) or not 2 <= len(matrix) <= _MAX_CLASSES or split not in ("test", "validation"):
+        return None
+    square = all(isinstance(row, list) and len(row) == len(matrix) for row in matrix)
+    if not square or not all(_is_count(n) for row in matrix for n in row):
+        return None
+    if label_names and len(label_names) != len(matrix):
+        return None  # another class count than the run's
+    if not isinstance(names, list) or names != class_names(label_names, len(matrix)):
+        return None  # names of another data set
+    return Confusion(matrix, names, split, checkpoint)
+
+
+def _read_record(path: Path) -> dict[str, Any] | None:
+    """The file's JSON object; None for anything else: a link or special file (never opened: a FIFO or a
+    /proc file would block), more than _MAX_BYTES, not JSON, nested past the parser's depth."""
     try:
-        if not path.is_file() or path.stat().st_size > _MAX_BYTES:  # never a FIFO's endless read
+        if path.is_symlink() or not path.is_file():
             return None
-        record = json.loads(path.read_text())
-        if not isinstance(record, dict) or any(record.get(k) != v for k, v in _identity(checkpoint).items()):
-            return None
-        matrix, names, split = record["matrix"], record["names"], record["split"]
-    except (OSError, ValueError, KeyError):
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(descriptor, "rb") as file:
+            data = file.read(_MAX_BYTES + 1)
+        record = json.loads(data) if len(data) <= _MAX_BYTES else None
+    except (OSError, ValueError, RecursionError):
         return None
-    square = isinstance(matrix, list) and all(isinstance(row, list) and len(row) == len(matrix) for row in matrix)
-    counts = square and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for row in matrix for n in row)
-    if not counts or not isinstance(names, list) or len(names) != len(matrix) or split not in ("test", "validation"):
-        return None
-    return Confusion(matrix, [str(name) for name in names], split, checkpoint)
+    return record if isinstance(record, dict) else None
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_COUNT
