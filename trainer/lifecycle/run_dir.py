@@ -25,9 +25,7 @@ LAST_CKPT = "last.ckpt"
 JOB_FILE = "job"  # the launcher's job id: a restarted job finds its run by it
 WANDB_ID_FILE = "wandb_run_id"  # the W&B run a resume logs into
 INPUTS_FILE = "inputs.json"  # what the model's inputs look like (image size, label names), for export and predict
-TEST_CONFUSION_FILE = (
-    "test_confusion.json"  # a classifier's final test, counted by class (trainer/report/saved_confusion.py)
-)
+TEST_CONFUSION_FILE = "test_confusion.json"  # a classifier's test counts by class (report/saved_confusion.py)
 
 
 def default_run_dir(name: str, job: str | None = None) -> Path:
