@@ -38,3 +38,15 @@ def test_no_death_is_claimed_for_other_failures() -> None:
     assert _died({0: _failure(EXIT_PROCESS_DIED, 100, EXIT_PROCESS_DIED), 1: _failure(1, 100)}) is None
     # every rank said why
     assert _died({0: _failure(2, 100, status=2), 1: _failure(2, 100, status=2)}) is None
+
+
+def test_where_to_go_on_names_the_checkpoint_resume_would_take(tmp_path) -> None:
+    from trainer.cluster.peers import where_to_go_on
+
+    (tmp_path / "checkpoints").mkdir()
+    assert "saved no checkpoint yet" in where_to_go_on(tmp_path, "digits_cnn")
+    # killed before its first last.ckpt, after a best-k one: resume continues from that
+    (tmp_path / "checkpoints" / "epoch0-step41.ckpt").write_bytes(b"weights")
+    line = where_to_go_on(tmp_path, "digits_cnn")
+    assert f"its newest checkpoint is {tmp_path / 'checkpoints' / 'epoch0-step41.ckpt'}" in line
+    assert f"continue with `trainer fit digits_cnn resume={tmp_path}`" in line

@@ -33,12 +33,12 @@ def where_to_go_on(run_dir: Path | None, recipe: str | None) -> str:
     """The run's newest checkpoint and the command that continues from it, or that there is none."""
     from trainer.cluster.env import slurm_job_id
     from trainer.lifecycle.run_config import resume_command, slurm_resume_command
-    from trainer.lifecycle.run_dir import CHECKPOINTS, LAST_CKPT
+    from trainer.lifecycle.run_dir import newest_complete_checkpoint
 
     if run_dir is None or not run_dir.is_dir():
         return "it had not started training; nothing was saved"
-    last = run_dir / CHECKPOINTS / LAST_CKPT
-    if not last.exists():
+    last = newest_complete_checkpoint(run_dir)  # what `resume=` continues from: last.ckpt, else the newest best-k
+    if last is None:
         return f"it had saved no checkpoint yet; start it again (its run directory: {run_dir})"
     command = slurm_resume_command if slurm_job_id() else resume_command  # under SLURM: a new job
     return f"its newest checkpoint is {last}; continue with `{command(recipe, run_dir)}`"
