@@ -50,3 +50,15 @@ def test_where_to_go_on_names_the_checkpoint_resume_would_take(tmp_path) -> None
     line = where_to_go_on(tmp_path, "digits_cnn")
     assert f"its newest checkpoint is {tmp_path / 'checkpoints' / 'epoch0-step41.ckpt'}" in line
     assert f"continue with `trainer fit digits_cnn resume={tmp_path}`" in line
+
+
+def test_the_torchrun_wrapper_exits_with_the_status_of_the_rank_that_caused_the_failure(tmp_path) -> None:
+    from trainer.cluster.torchrun import _first_failure_status
+
+    def status(failures: dict[int, SimpleNamespace]) -> int:
+        return _first_failure_status(SimpleNamespace(failures=failures), tmp_path)
+
+    lost = _failure(EXIT_PROCESS_DIED, 100, EXIT_PROCESS_DIED)  # rank 0 only lost its peer, in the same second
+    assert status({0: lost, 1: _failure(2, 100, status=2)}) == 2  # bad input on rank 1
+    assert status({0: lost, 1: _failure(1, 100)}) == 1  # a crash on rank 1, its traceback in the log
+    assert status({0: lost, 1: _failure(-signal.SIGKILL, 100)}) == EXIT_PROCESS_DIED

@@ -65,7 +65,9 @@ def run() -> None:
 
 
 def _first_failure_status(failed: ChildFailedError, notes: Path) -> int:
-    died = rank_that_died(failed.failures, ranks_that_lost_a_peer(failed.failures))
+    failures = failed.failures
+    lost_a_peer = ranks_that_lost_a_peer(failures)
+    died = rank_that_died(failures, lost_a_peer)
     if died is not None:
         rank, how = died
         print_on_a_line_of_its_own(
@@ -73,13 +75,14 @@ def _first_failure_status(failed: ChildFailedError, notes: Path) -> int:
             after_bars=True,
         )
         return EXIT_PROCESS_DIED
-    lost_a_peer = ranks_that_lost_a_peer(failed.failures)
-    reported = {rank: f for rank, f in failed.failures.items() if STATUS_KEY in (f.error_file_data or {})}
-    # The first rank that failed on its own terms (bad input, divergence), not one that lost it as a peer.
-    causes = [rank for rank in reported if rank not in lost_a_peer]
-    if causes:  # its own status; its line is in the log
-        return int(reported[min(causes, key=lambda rank: reported[rank].timestamp)].error_file_data[STATUS_KEY])
-    rank, failure = failed.get_first_failure()
+    # The first rank that failed on its own terms (bad input, divergence, a crash), not one that only lost it
+    # as a peer.
+    causes = [rank for rank in failures if rank not in lost_a_peer] or list(failures)
+    rank = min(causes, key=lambda rank: failures[rank].timestamp)
+    failure = failures[rank]
+    reported = (failure.error_file_data or {}).get(STATUS_KEY)
+    if reported is not None:  # its own status; its line is in the log
+        return int(reported)
     if failure.exitcode < 0:
         print(f"torchrun: rank {rank} was killed by {signal.Signals(-failure.exitcode).name}", file=sys.stderr)
         return 128 - failure.exitcode
