@@ -233,3 +233,19 @@ def _environment(changes: dict[str, str | None] | None) -> Iterator[None]:
 @pytest.fixture
 def main_cli():
     return run_main
+
+
+@pytest.fixture(scope="session")
+def straight_runs(tmp_path_factory: pytest.TempPathFactory):
+    """The summary of an uninterrupted tiny-GPT run (tests/tiny_gpt.py), trained once per set of words for every
+    test it is the reference of."""
+    from tiny_gpt import fit_tiny_gpt
+
+    done: dict[tuple[str, ...], dict] = {}
+
+    def straight(data: Path, *words: str) -> dict:
+        if words not in done:
+            done[words] = fit_tiny_gpt(run_cli, data, *words, f"run_dir={tmp_path_factory.mktemp('straight') / 'run'}")
+        return done[words]
+
+    return straight

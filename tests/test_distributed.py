@@ -14,26 +14,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, run_cli
+from conftest import REPO
 from helpers import metric_series
+from tiny_gpt import ENV, RESUMED_RUN, TINY_GPT, fit_tiny_gpt, fit_until_interrupted
 
 from trainer.export import load_exported
 from trainer.lifecycle.checkpoints import read_training_checkpoint
 
 pytestmark = pytest.mark.distributed
-# Small enough for 2 CPU processes on 2 cores; dropout off so that only float rounding separates runs.
-TINY_GPT = (
-    "model.d_model=32", "model.n_heads=4", "model.n_layers=1", "model.dropout=0", "data.block_size=32",
-    "data.global_batch_size=16", "scheduler.warmup_steps=2", "optim.lr=3e-3", "trainer.accelerator=cpu",
-    "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1",
-)  # fmt: skip
-ENV = {"OMP_NUM_THREADS": "1"}  # two processes share two cores
-
-
-def _fit(cli, data: Path, *words: str) -> dict:
-    result = cli("fit", "shakespeare_gpt", f"data.path={data}", *TINY_GPT, *words, env=ENV)
-    assert result.returncode == 0, result.stderr[-4000:]
-    return json.loads(result.stdout)
 
 
 @pytest.mark.parametrize(
@@ -41,7 +29,7 @@ def _fit(cli, data: Path, *words: str) -> dict:
 )
 def test_each_strategy_trains_on_two_processes(cli, small_shakespeare: Path, tmp_path: Path, strategy: str) -> None:
     run_dir = tmp_path / strategy
-    summary = _fit(
+    summary = fit_tiny_gpt(
         cli, small_shakespeare, "trainer.devices=2", f"trainer.strategy={strategy}", "trainer.max_steps=6",
         "data.micro_batch_size=4", "trainer.gradient_clip_val=0.5", f"run_dir={run_dir}",
     )  # fmt: skip
@@ -75,7 +63,7 @@ def test_one_and_two_processes_follow_the_same_loss_curve(cli, small_shakespeare
     }
     curves = {}
     for name, words in runs.items():
-        _fit(cli, small_shakespeare, *common, *words, f"run_dir={tmp_path / name}")
+        fit_tiny_gpt(cli, small_shakespeare, *common, *words, f"run_dir={tmp_path / name}")
         curves[name] = torch.tensor(metric_series(tmp_path / name, "val/loss"))
     assert len(curves["one"]) >= 3 and curves["one"][-1] < curves["one"][0] - 0.1  # it did learn
     for name in ("accumulating", "two"):
@@ -103,41 +91,6 @@ def test_synced_metrics_equal_single_process_ones(cli, main_cli, tmp_path: Path)
             assert metrics[1][key] == pytest.approx(metrics[0][key], abs=1e-6), key
 
 
-@pytest.fixture(scope="session")
-def straight_runs(tmp_path_factory: pytest.TempPathFactory):
-    """The summary of an uninterrupted run, trained once per set of words for every test it is the reference of."""
-    done: dict[tuple[str, ...], dict] = {}
-
-    def straight(data: Path, *words: str) -> dict:
-        if words not in done:
-            done[words] = _fit(run_cli, data, *words, f"run_dir={tmp_path_factory.mktemp('straight') / 'run'}")
-        return done[words]
-
-    return straight
-
-
-def _fit_until_interrupted(data: Path, run_dir: Path, *words: str) -> int:
-    """Start a fit and SIGTERM it the moment it says where its run is; return the step it stopped at.
-
-    Event-driven, with no race against a fast machine: the signal arrives during set-up, where every rank
-    records it (a SLURM warning can come that early too), and the run saves and stops at its first step."""
-    import os
-    import signal
-    import sys
-
-    command = [sys.executable, "-m", "trainer", "fit", "shakespeare_gpt", f"data.path={data}", *TINY_GPT, *words,
-               f"run_dir={run_dir}"]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **ENV},
-                               text=True)  # fmt: skip
-    for line in process.stderr:
-        if line.startswith("trainer: run directory"):
-            process.send_signal(signal.SIGTERM)  # to the launcher: it passes it on, the ranks stop together
-            break
-    _, stderr = process.communicate(timeout=300)
-    assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
-    return read_training_checkpoint(run_dir / "checkpoints" / "last.ckpt").global_step
-
-
 @pytest.mark.parametrize(
     ("strategy", "saved_on", "resumed_on", "rel"),
     [
@@ -154,11 +107,11 @@ def test_interrupted_run_resumes_on_the_same_or_another_world_size(
 ) -> None:
     """SIGTERM early in the run, resume with `resume=` on `resumed_on` processes: the run ends where an
     uninterrupted run on `saved_on` processes ends, within `rel` on the final validation loss."""
-    common = (f"trainer.strategy={strategy}", "data.micro_batch_size=4", "trainer.max_steps=40")
+    common = (f"trainer.strategy={strategy}", *RESUMED_RUN)
     straight = straight_runs(small_shakespeare, *common, f"trainer.devices={saved_on}")
 
     run_dir = tmp_path / "run"
-    stopped_at = _fit_until_interrupted(small_shakespeare, run_dir, *common, f"trainer.devices={saved_on}")
+    stopped_at = fit_until_interrupted(run_dir, *common, f"trainer.devices={saved_on}", data=small_shakespeare)
     assert 0 < stopped_at < 40
     result = cli("fit", "shakespeare_gpt", f"resume={run_dir}", f"trainer.devices={resumed_on}", env=ENV)
     assert result.returncode == 0, result.stderr[-4000:]
@@ -169,8 +122,8 @@ def test_interrupted_run_resumes_on_the_same_or_another_world_size(
 
 def test_export_consolidates_zero3_into_a_plain_model(cli, main_cli, small_shakespeare: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    _fit(cli, small_shakespeare, "trainer.devices=2", "trainer.strategy=deepspeed_stage_3", "trainer.max_steps=4",
-         f"run_dir={run_dir}")  # fmt: skip
+    fit_tiny_gpt(cli, small_shakespeare, "trainer.devices=2", "trainer.strategy=deepspeed_stage_3",
+                 "trainer.max_steps=4", f"run_dir={run_dir}")  # fmt: skip
     exported = main_cli("export", str(run_dir))
     assert exported.returncode == 0, exported.stderr[-3000:]
     folder = Path(exported.stdout.strip())

@@ -197,6 +197,7 @@ def _build_fit(
         zero_settings(cfg),
         plan.world_size,
         start.run_dir,
+        saved.fsdp,
     )
     if load_universal:
         with rank_zero_first():

@@ -20,7 +20,8 @@ from trainer.config.model_args import data_facts, model_kwargs
 from trainer.config.schema import RunConfig
 from trainer.data import DATA_MODULES, RecipeDataModule
 from trainer.distributed.batching import BatchPlan, eval_batches, total_optimizer_steps, train_batches_per_epoch
-from trainer.distributed.strategy import build_strategy, is_deepspeed, optimizer_factory
+from trainer.distributed.fsdp import check_block_classes, is_fsdp, lightning_precision
+from trainer.distributed.strategy import build_strategy, is_sharded, optimizer_factory, sharding_of
 from trainer.distributed.topology import Topology
 from trainer.errors import UserError, error_with_place
 from trainer.lifecycle.divergence import DivergenceGuard
@@ -62,9 +63,10 @@ def build_task(cfg: RunConfig, facts: dict[str, Any], plan: BatchPlan, num_train
     t = cfg.trainer
     optim = cfg.optim.model_dump()
     if optim["fused"] is None:
-        # Not under DeepSpeed, which steps its own way, nor with fp16's GradScaler, which leaves a fused
-        # optimizer's gradients scaled until its step: clipping would then see scaled gradients.
-        optim["fused"] = not is_deepspeed(t.strategy) and t.precision != "16-mixed"
+        # Not under DeepSpeed, which steps its own way, nor FSDP2 (torch's foreach kernels take its DTensors), nor
+        # with fp16's GradScaler, which leaves a fused optimizer's gradients scaled until its step: clipping would
+        # then see scaled gradients.
+        optim["fused"] = not is_sharded(t.strategy) and t.precision != "16-mixed"
     custom = cfg.model.family == "custom"
     arguments = dict(
         family=cfg.model.family,
@@ -84,6 +86,9 @@ def build_task(cfg: RunConfig, facts: dict[str, Any], plan: BatchPlan, num_train
         raise UserError(f"model.init_args: {cfg.model.class_path} could not be built with {arguments['model_kwargs']}: "
                         f"{error_with_place(err)}") from None  # fmt: skip
     task.optimizer_factory = optimizer_factory(cfg)
+    if is_fsdp(t.strategy):
+        check_block_classes(task.model, tuple(cfg.fsdp.block_class or ()))
+        task.model_sharding = sharding_of(cfg)
     apply_performance_settings(cfg, task)
     return task
 
@@ -175,12 +180,12 @@ def apply_performance_settings(cfg: RunConfig, task: Task) -> None:
 def show_flops_in_the_model_summary(cfg: RunConfig, task: Task, datamodule: RecipeDataModule) -> None:
     """Lightning's model summary counts forward FLOPs when the module has an example input (else it prints 0).
 
-    Not under DeepSpeed, whose summary would run the sharded module outside its engine, nor in a true
+    Not under DeepSpeed or FSDP2, whose summary would run the sharded module on rank 0 alone, nor in a true
     precision other than float32 (16, bf16, 64), where the float32 example would reach the model uncast.
     """
     float32_weights = cfg.trainer.precision in ("32", "32-true", "bf16-mixed", "16-mixed")
     # Nor a compiled model: the summary's FLOP counter would compile it once more, for nothing.
-    if float32_weights and not is_deepspeed(cfg.trainer.strategy) and not cfg.performance.compile:
+    if float32_weights and not is_sharded(cfg.trainer.strategy) and not cfg.performance.compile:
         task.example_input_array = task.model_inputs(datamodule.example_batch())
 
 
@@ -233,6 +238,8 @@ def build_trainer(
     args["max_epochs"] = cfg.trainer.max_epochs if cfg.trainer.max_epochs is not None else -1
     args.update(accelerator=topology.accelerator, devices=topology.devices, num_nodes=topology.num_nodes)
     args["strategy"] = strategy if strategy is not None else build_strategy(cfg, plan, topology, load_universal)
+    if strategy is None and is_fsdp(cfg.trainer.strategy):
+        args["precision"] = lightning_precision(cfg.trainer.precision)
     # Lightning 2.6 picks Rich's progress bar and model summary whenever `rich` is installed (transformers brings
     # it in): the same run would then print differently from one environment to the next. These are its defaults
     # without rich, named.

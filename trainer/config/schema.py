@@ -316,6 +316,9 @@ class TrainerConfig(Section):
         "deepspeed_stage_2_offload",
         "deepspeed_stage_3",
         "deepspeed_stage_3_offload",
+        "fsdp",
+        "fsdp_shard_grad_op",
+        "fsdp_cpu_offload",
     ] = "auto"
     precision: Literal["32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true"] = "32"
     max_epochs: int | None = Field(default=None, ge=-1, description="-1: no limit (then set max_steps).")
@@ -362,6 +365,22 @@ class DeepSpeedSection(Section):
     )
     offload_optimizer: bool | None = Field(default=None, description="Override the strategy's optimizer offload.")
     offload_parameters: bool | None = Field(default=None, description="ZeRO-3: also offload parameters.")
+
+
+class FSDPSection(Section):
+    """FSDP2 beyond what `trainer.strategy` names (fsdp, fsdp_shard_grad_op, fsdp_cpu_offload)."""
+
+    block_class: list[str] | None = Field(
+        default=None,
+        description="Class names of the model's blocks, each sharded as one unit before the root (e.g. BertLayer). "
+        "None: a Transformers model's own list, else the members of every nn.ModuleList, else the root's children.",
+    )
+    cpu_offload: bool | None = Field(default=None, description="Override the strategy's CPU offload (GPU only).")
+
+    @field_validator("block_class", mode="before")
+    @classmethod
+    def _one_name(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
 
 
 class WandbConfig(Section):
@@ -451,6 +470,7 @@ class RunConfig(Section):
     logger: list[LoggerName] = Field(default=["csv"], description="csv is always on; add tensorboard, wandb.")
     wandb: WandbConfig = WandbConfig()
     deepspeed: DeepSpeedSection = DeepSpeedSection()
+    fsdp: FSDPSection = FSDPSection()
     generate: GenerateConfig = GenerateConfig()
     slurm: SlurmConfig = SlurmConfig()
     run_dir: str | None = Field(default=None, description="Run directory; default runs/<name>/<timestamp>.")

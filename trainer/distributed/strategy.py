@@ -1,4 +1,4 @@
-"""`trainer.strategy` -> a Lightning strategy: auto, DDP, or DeepSpeed ZeRO 1-3 (with offload), on GPU or CPU."""
+"""`trainer.strategy` -> a Lightning strategy: auto, DDP, DeepSpeed ZeRO 1-3 (with offload) or FSDP2, on GPU or CPU."""
 
 from __future__ import annotations
 
@@ -18,6 +18,14 @@ from trainer.distributed.deepspeed_config import (
     validate_deepspeed_config,
 )
 from trainer.distributed.deepspeed_ops import say_what_will_be_built
+from trainer.distributed.fsdp import (
+    FSDP2Strategy,
+    ModelSharding,
+    check_fsdp_settings,
+    fsdp_settings,
+    is_fsdp,
+    model_sharding,
+)
 from trainer.distributed.topology import Topology
 from trainer.errors import UserError
 from trainer.tasks.optim import OptimizerFactory
@@ -58,6 +66,19 @@ class CPUDeepSpeedStrategy(DeepSpeedStrategy):
 
 def is_deepspeed(strategy: str) -> bool:
     return strategy.startswith("deepspeed")
+
+
+def is_sharded(strategy: str) -> bool:
+    """Model state split over the ranks (DeepSpeed ZeRO or FSDP2): no rank can run the model alone."""
+    return is_deepspeed(strategy) or is_fsdp(strategy)
+
+
+def sharding_of(cfg: RunConfig) -> ModelSharding | None:
+    """What shards the task's model when Lightning sets it up (FSDP2); None for every other strategy."""
+    if not is_fsdp(cfg.trainer.strategy):
+        return None
+    f = cfg.fsdp
+    return model_sharding(fsdp_settings(cfg.trainer.strategy, cfg.trainer.precision, f.cpu_offload, f.block_class))
 
 
 def zero_settings(cfg: RunConfig) -> ZeroSettings | None:
@@ -109,6 +130,15 @@ def check_strategy_settings(cfg: RunConfig) -> dict[str, Any] | None:
             f"deepspeed settings (config, offload) need a DeepSpeed strategy, not trainer.strategy="
             f"{cfg.trainer.strategy}; use trainer.strategy=deepspeed_stage_2_offload or similar"
         )
+    uses_fsdp_settings = cfg.fsdp.block_class is not None or cfg.fsdp.cpu_offload is not None
+    if uses_fsdp_settings and not is_fsdp(cfg.trainer.strategy):
+        raise UserError(f"fsdp settings (block_class, cpu_offload) need an FSDP strategy, not trainer.strategy="
+                        f"{cfg.trainer.strategy}; use trainer.strategy=fsdp or drop them")  # fmt: skip
+    if is_fsdp(cfg.trainer.strategy):
+        accelerator = "gpu" if cfg.trainer.accelerator in ("gpu", "cuda") or (
+            cfg.trainer.accelerator == "auto" and torch.cuda.is_available()) else "cpu"  # fmt: skip
+        check_fsdp_settings(cfg.trainer.strategy, cfg.trainer.precision, accelerator, cfg.fsdp.cpu_offload)
+        return None
     if not is_deepspeed(cfg.trainer.strategy):
         return None
     if offloads_optimizer(cfg) and cfg.optim.name != "adamw":
@@ -130,6 +160,8 @@ def check_precision(precision: str, accelerator: str) -> None:
 def build_strategy(cfg: RunConfig, plan: BatchPlan, topology: Topology, load_universal: bool = False) -> str | Strategy:
     """`load_universal`: resume from a checkpoint converted to DeepSpeed's universal format."""
     name = cfg.trainer.strategy
+    if is_fsdp(name):
+        return FSDP2Strategy(topology.world_size, topology.accelerator)
     if not is_deepspeed(name):
         if name == "ddp":
             # Gradients as views into DDP's all-reduce buckets: one copy of them instead of two (Lightning

@@ -1,10 +1,11 @@
 """Reading and verifying training checkpoints, whatever wrote them.
 
-A checkpoint is a Lightning file (auto, DDP) or a DeepSpeed directory (ZeRO shards). Both load with
-`weights_only=True`; DeepSpeed's own `zero_to_fp32` consolidates the shards.
+A checkpoint is a Lightning file (auto, DDP), a DeepSpeed directory (ZeRO shards) or an FSDP2 directory
+(torch.distributed.checkpoint shards and Lightning's `meta.pt`). All load with `weights_only=True`;
+DeepSpeed's own `zero_to_fp32`, and torch.distributed.checkpoint's reader for FSDP2, consolidate the shards.
 
 Every checkpoint gets a SHA-256 record when it is written: `<file>.sha256` beside a file, or
-`checksums.sha256` inside a DeepSpeed directory (one line per file, `sha256sum` format). Resume, test,
+`checksums.sha256` inside a checkpoint directory (one line per file, `sha256sum` format). Resume, test,
 generate and export verify it first, so bytes that rotted on disk are reported as a corrupt checkpoint
 instead of loading and training on garbage. A checkpoint without a record (written by an older
 version) is read unverified.
@@ -50,6 +51,7 @@ class CheckpointInfo:
     global_step: int
     zero: ZeroSettings | None = None  # a DeepSpeed checkpoint's ZeRO settings; None for a plain one
     lr_fraction: float | None = None  # the learning rate reached, as a fraction of optim.lr; None: no schedule
+    fsdp: bool = False  # an FSDP2 checkpoint (DCP shards)
 
 
 class CorruptCheckpoint(UserError):
@@ -199,6 +201,8 @@ def newest_good_checkpoint(bad: Path) -> Path | None:
 def read_training_checkpoint(path: Path) -> TrainingCheckpoint:
     """A Lightning checkpoint file or a DeepSpeed checkpoint directory, verified and consolidated."""
     verify_checkpoint(path)
+    if is_fsdp_checkpoint(path):
+        return _read_fsdp(path)
     if path.is_dir():
         return _read_deepspeed(path)
     checkpoint = _lightning_checkpoint(path)
@@ -209,10 +213,14 @@ def read_training_checkpoint(path: Path) -> TrainingCheckpoint:
 
 def read_info(path: Path) -> CheckpointInfo:
     """The task and constructor arguments a checkpoint was written with, without reading its tensors."""
-    state = _deepspeed_client_state(path) if path.is_dir() else _lightning_checkpoint(path, mmap=True)
-    zero = saved_zero(state.get("ds_config") or {}) if path.is_dir() else None
+    fsdp = is_fsdp_checkpoint(path)
+    if fsdp:
+        state = _fsdp_metadata(path)
+    else:
+        state = _deepspeed_client_state(path) if path.is_dir() else _lightning_checkpoint(path, mmap=True)
+    zero = saved_zero(state.get("ds_config") or {}) if path.is_dir() and not fsdp else None
     step = state.get("global_step", 0)
-    return CheckpointInfo(state.get(TASK_KEY), state["hyper_parameters"], step, zero, _lr_fraction(state))
+    return CheckpointInfo(state.get(TASK_KEY), state["hyper_parameters"], step, zero, _lr_fraction(state), fsdp=fsdp)
 
 
 def _lr_fraction(state: dict[str, Any]) -> float | None:
@@ -236,6 +244,9 @@ def check_resumable(path: Path) -> None:
     directory sits at the end. A DeepSpeed directory must hold DeepSpeed's `latest` marker.
     """
     verify_checkpoint(path)
+    if is_fsdp_checkpoint(path):
+        _fsdp_metadata(path)
+        return
     if path.is_dir():
         if not is_deepspeed_checkpoint(path):
             raise UserError(f"checkpoint {str(path)!r} is an incomplete DeepSpeed checkpoint; resume from another run")
@@ -271,6 +282,41 @@ def _torch_load(path: Path, mmap: bool = False) -> Any:
             f"checkpoint {str(path)!r} cannot be loaded ({type(err).__name__}); it is truncated, corrupt "
             "or not a trainer checkpoint: give another ckpt"
         ) from None
+
+
+# ----------------------------------------------------------------------------- FSDP2 (DCP) folders
+
+FSDP_METADATA = "meta.pt"  # Lightning's ModelParallelStrategy: everything but the model and optimizer shards
+DCP_INDEX = ".metadata"  # torch.distributed.checkpoint's index of the shards
+
+
+def is_fsdp_checkpoint(path: Path) -> bool:
+    return path.is_dir() and (path / FSDP_METADATA).is_file() and (path / DCP_INDEX).is_file()
+
+
+def _fsdp_metadata(path: Path) -> dict[str, Any]:
+    state = _torch_load(path / FSDP_METADATA)
+    _check_written_by_fit(state, path, weights=False)
+    return state
+
+
+def _read_fsdp(path: Path) -> TrainingCheckpoint:
+    """The model's weights, gathered from every rank's shard into plain tensors in this process alone (no
+    process group; the optimizer's shards are not read). torch.distributed.checkpoint's own reader and planner,
+    as its `dcp_to_torch_save` uses them (private in torch 2.13; tests/test_fsdp.py exports through it)."""
+    from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint.default_planner import _EmptyStateDictLoadPlanner
+    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
+
+    metadata = _fsdp_metadata(path)
+    state: dict[str, Any] = {}
+    try:
+        _load_state_dict(state, storage_reader=FileSystemReader(path), planner=_EmptyStateDictLoadPlanner(
+            keys={"state_dict"}), no_dist=True)  # fmt: skip
+    except Exception as err:  # DCP wraps a reader's failure in its own CheckpointException
+        raise UserError(f"FSDP checkpoint {str(path)!r} cannot be consolidated ({type(err).__name__}); it is "
+                        "incomplete or corrupt: give another ckpt") from None  # fmt: skip
+    return TrainingCheckpoint(metadata["hyper_parameters"], state["state_dict"], metadata.get("global_step", 0))
 
 
 def _deepspeed_client_state(path: Path) -> dict[str, Any]:

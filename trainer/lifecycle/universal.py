@@ -9,6 +9,11 @@ without offload, among themselves (measured with DeepSpeed 0.18 on CPU), and any
 No converter carries the optimizer state between a plain Lightning checkpoint (one process, DDP) and a
 DeepSpeed one, nor between ZeRO-3 and the other stages (DeepSpeed 0.18 finds no model states either way):
 those resumes are refused before anything is written, naming the strategy the run was trained with.
+
+FSDP2's checkpoints (torch.distributed.checkpoint folders) reshard as they load, onto any number of ranks and
+either FSDP2 variant, and Lightning loads a plain checkpoint file into FSDP2 too (it shards the full state as
+it restores it). Nothing carries an FSDP2 checkpoint's optimizer state into DeepSpeed or DDP, nor ZeRO's into
+FSDP2: refused, naming the commands that go on (FSDP2 on any number of processes, or `init_from`).
 """
 
 from __future__ import annotations
@@ -47,8 +52,10 @@ def saved_zero(ds_config: dict[str, Any]) -> ZeroSettings:
     return ZeroSettings(int(section.get("stage", 0)), offloaded("offload_optimizer"), offloaded("offload_param"))
 
 
-def zero_strategy_name(zero: ZeroSettings | None) -> str:
+def zero_strategy_name(zero: ZeroSettings | None, fsdp: bool = False) -> str:
     """The trainer.strategy that writes checkpoints like these ("auto" or "ddp" for a plain one)."""
+    if fsdp:
+        return "fsdp (or fsdp_shard_grad_op)"
     if zero is None:
         return "auto (one process) or ddp"
     offload = "_offload" if zero.offload_optimizer or zero.offload_parameters else ""
@@ -62,21 +69,33 @@ def needs_conversion(
     wanted: ZeroSettings | None,
     world_size: int,
     run_dir: Path,
+    saved_fsdp: bool = False,
 ) -> bool:
-    """Whether resuming `checkpoint` (written with `saved`, None for a plain one) under `strategy` (whose
-    ZeRO settings are `wanted`) on `world_size` ranks goes through the universal format; a UserError when
-    no converter exists."""
+    """Whether resuming `checkpoint` (written with `saved`, None for a plain one; `saved_fsdp`: FSDP2's) under
+    `strategy` (whose ZeRO settings are `wanted`) on `world_size` ranks goes through the universal format; a
+    UserError when no converter exists."""
+    wanted_fsdp = strategy.startswith("fsdp")
+    if saved_fsdp or wanted_fsdp:
+        if saved_fsdp == wanted_fsdp or (wanted_fsdp and saved is None):
+            return False  # DCP reshards on load; a plain file is sharded as Lightning restores it
+        _refuse(checkpoint, saved, saved_fsdp, strategy, run_dir)
     convertible = (saved is None) == (wanted is None) and (saved is None or (saved.stage == 3) == (wanted.stage == 3))
     if not convertible:
-        raise UserError(
-            f"the run was trained with trainer.strategy={zero_strategy_name(saved)}, and its checkpoint "
-            f"{str(checkpoint)!r} cannot be resumed under {strategy} (no converter carries its "
-            f"optimizer state across); resume with trainer.strategy={zero_strategy_name(saved)}, or start a new run "
-            f"from its weights with init_from={str(run_dir)!r}"
-        )
+        _refuse(checkpoint, saved, saved_fsdp, strategy, run_dir)
     if saved is None:
         return False  # a plain checkpoint loads on any number of processes
     return saved != wanted or saved_world_size(checkpoint) != world_size
+
+
+def _refuse(checkpoint: Path, saved: ZeroSettings | None, saved_fsdp: bool, strategy: str, run_dir: Path) -> None:
+    trained = zero_strategy_name(saved, saved_fsdp)
+    resume_with = "fsdp on any number of processes" if saved_fsdp else trained
+    raise UserError(
+        f"the run was trained with trainer.strategy={trained}, and its checkpoint {str(checkpoint)!r} cannot be "
+        f"resumed under {strategy} (no converter carries its optimizer state across); resume with "
+        f"trainer.strategy={resume_with}, or start a new run from its weights with "
+        f"init_from={str(run_dir)!r}"
+    )
 
 
 def convert_to_universal(checkpoint: Path) -> None:

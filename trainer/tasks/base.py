@@ -7,6 +7,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from trainer.distributed.fsdp import ModelSharding
 from trainer.flops import portable_kernels
 from trainer.models import model_from_hparams
 from trainer.tasks.optim import OptimizerFactory, Schedule, build_optimizer, build_scheduler, keep_kernel_choice
@@ -37,8 +38,16 @@ class Task(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.model = model_from_hparams(self.task_name, self.hparams)
-        # Not a hyperparameter: what builds the optimizer when a strategy needs its own (see build.py).
+        # Not hyperparameters: what builds the optimizer when a strategy needs its own, and what shards the model
+        # under FSDP2 (see build.py).
         self.optimizer_factory: OptimizerFactory | None = None
+        self.model_sharding: ModelSharding | None = None
+
+    def configure_model(self) -> None:
+        # Lightning's hook for sharding, called once the processes and the device mesh exist (ModelParallelStrategy
+        # requires it); FSDP2 is applied from outside the model (trainer/distributed/fsdp.py).
+        if self.model_sharding is not None:
+            self.model_sharding(self.model, self.device_mesh)
 
     def data_fact(self, name: str) -> Any:
         """A fact of the data the model was built for (a checkpoint from before `facts` has it in model_kwargs)."""

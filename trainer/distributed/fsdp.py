@@ -1,0 +1,204 @@
+"""FSDP2 (`torch.distributed.fsdp.fully_shard`): every parameter a DTensor sharded over the data-parallel ranks.
+
+Lightning 2.6 reaches FSDP2 only through its experimental `ModelParallelStrategy`, which applies nothing to the
+model and whose default mesh is tensor-parallel inside a node. `FSDP2Strategy` fixes the mesh to plain data
+parallelism (every rank a data-parallel rank) and `shard_model` applies `fully_shard` from outside the model, as
+torchtitan's parallelize does: each repeated block first, then the root.
+
+The three strategy names follow Lightning's FSDP ones: `fsdp` reshards parameters after the forward pass
+(ZeRO-3), `fsdp_shard_grad_op` keeps them gathered until the backward pass (ZeRO-2: more memory, fewer
+all-gathers), `fsdp_cpu_offload` is `fsdp` with parameters, gradients and the optimizer step on the host.
+Checkpoints are torch.distributed.checkpoint (DCP) folders, one shard file per rank, which reshard on load:
+a run resumes on any number of ranks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.strategies import ModelParallelStrategy
+from torch import nn
+
+from trainer.errors import UserError
+
+FSDP_STRATEGIES = ("fsdp", "fsdp_shard_grad_op", "fsdp_cpu_offload")
+# FSDP2 shards in the precisions Lightning's ModelParallelStrategy takes; fp16 needs a loss scaler it has not.
+FSDP_PRECISIONS = ("32", "32-true", "bf16-mixed", "bf16-true")
+
+ModelSharding = Callable[[nn.Module, Any], None]  # (the plain model, the device mesh) -> sharded in place
+
+
+@dataclass(frozen=True)
+class FSDPSettings:
+    reshard_after_forward: bool  # True: ZeRO-3-like; False: ZeRO-2-like
+    cpu_offload: bool
+    block_classes: tuple[str, ...] | None  # None: found in the model (see find_blocks)
+    mixed_bf16: bool  # bf16-mixed: bf16 compute through MixedPrecisionPolicy, fp32 weights and reductions
+
+
+def is_fsdp(strategy: str) -> bool:
+    return strategy in FSDP_STRATEGIES
+
+
+def fsdp_settings(
+    strategy: str, precision: str, cpu_offload: bool | None, block_class: list[str] | None
+) -> FSDPSettings:
+    return FSDPSettings(
+        reshard_after_forward=strategy != "fsdp_shard_grad_op",
+        cpu_offload=cpu_offload if cpu_offload is not None else strategy == "fsdp_cpu_offload",
+        block_classes=tuple(block_class) if block_class else None,
+        mixed_bf16=precision == "bf16-mixed",
+    )
+
+
+def check_fsdp_settings(strategy: str, precision: str, accelerator: str, cpu_offload: bool | None) -> None:
+    """Settings FSDP2 cannot run, one line each, before anything starts."""
+    if precision not in FSDP_PRECISIONS:
+        raise UserError(f"trainer.strategy={strategy} does not run trainer.precision={precision} (FSDP2 has no fp16 "
+                        "loss scaler in Lightning, nor float64); use bf16-mixed, bf16-true or 32")  # fmt: skip
+    offload = cpu_offload if cpu_offload is not None else strategy == "fsdp_cpu_offload"
+    if offload and accelerator == "cpu":
+        raise UserError("FSDP's CPU offload moves a GPU's parameters to the host, and on CPU they are there already; "
+                        "use trainer.strategy=fsdp, or fsdp.cpu_offload=false")  # fmt: skip
+
+
+def lightning_precision(precision: str) -> str:
+    """What Lightning's precision plugin does under FSDP2: bf16-mixed is FSDP2's MixedPrecisionPolicy instead of
+    autocast (bf16 all-gathers and compute, fp32 gradient reductions and weights), so the plugin stays fp32."""
+    return "32-true" if precision == "bf16-mixed" else precision
+
+
+# ----------------------------------------------------------------------------- sharding the model
+
+
+def model_classes(model: nn.Module) -> set[str]:
+    return {type(module).__name__ for module in model.modules()}
+
+
+def check_block_classes(model: nn.Module, block_classes: tuple[str, ...] | None) -> None:
+    if not block_classes:
+        return
+    present = model_classes(model)
+    for name in block_classes:
+        if name not in present:
+            repeated = sorted({type(m).__name__ for m in _repeated_blocks(model)}) or sorted(present)[:8]
+            raise UserError(f"fsdp.block_class={name!r} is not a class of this model; its blocks are "
+                            f"{', '.join(repeated)}")  # fmt: skip
+
+
+def find_blocks(model: nn.Module, block_classes: tuple[str, ...] | None) -> list[nn.Module]:
+    """The units sharded before the root, outermost first: instances of the named classes; else a Transformers
+    model's `_no_split_modules` (its own list of blocks), else the members of every nn.ModuleList (the repeated
+    blocks of the shipped Transformer and of most custom models), else the root's children that hold parameters
+    of their own (CNN: features, head; LSTM: embedding, recurrence, head), unless they share one (tied weights
+    must stay in one unit)."""
+    names = set(block_classes or getattr(model, "_no_split_modules", None) or ())
+    if names:
+        blocks = [m for m in model.modules() if type(m).__name__ in names and m is not model]
+        return _outermost(blocks)
+    blocks = _repeated_blocks(model)
+    if blocks:
+        return blocks
+    children = [child for child in model.children() if any(True for _ in child.parameters())]
+    owners: dict[int, int] = {}
+    for index, child in enumerate(children):
+        for parameter in child.parameters():
+            if owners.setdefault(id(parameter), index) != index:
+                return []  # a parameter shared between children: the root alone is the unit
+    return children
+
+
+def _repeated_blocks(model: nn.Module) -> list[nn.Module]:
+    lists = [m for m in model.modules() if isinstance(m, nn.ModuleList)]
+    return _outermost([block for modules in lists for block in modules])
+
+
+def _outermost(blocks: list[nn.Module]) -> list[nn.Module]:
+    """Blocks not inside another block: FSDP2 shards nested units too, but one level is what the blocks mean."""
+    inner = {id(sub) for block in blocks for sub in block.modules() if sub is not block}
+    return [block for block in blocks if id(block) not in inner]
+
+
+def model_sharding(settings: FSDPSettings) -> ModelSharding:
+    def shard(model: nn.Module, mesh: Any) -> None:
+        shard_model(model, mesh["data_parallel"], settings)
+
+    return shard
+
+
+def shard_model(model: nn.Module, mesh: Any, settings: FSDPSettings) -> None:
+    """fully_shard each block, then the root; a model already sharded (a second fit or test on it) is left."""
+    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
+    from torch.distributed.tensor import DTensor
+
+    if any(isinstance(p, DTensor) for p in model.parameters()):
+        return
+    bf16 = settings.mixed_bf16
+    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16 if bf16 else None, reduce_dtype=torch.float32)
+    common: dict[str, Any] = {
+        "mesh": mesh,
+        "reshard_after_forward": settings.reshard_after_forward,
+        "offload_policy": CPUOffloadPolicy() if settings.cpu_offload else OffloadPolicy(),
+    }
+    for block in find_blocks(model, settings.block_classes):
+        fully_shard(block, mp_policy=policy, **common)
+    # The root's outputs (the logits) in fp32, as autocast would give them to the loss.
+    root_policy = MixedPrecisionPolicy(param_dtype=policy.param_dtype, reduce_dtype=torch.float32,
+                                       output_dtype=torch.float32 if bf16 else None)  # fmt: skip
+    fully_shard(model, mp_policy=root_policy, **common)
+
+
+# ----------------------------------------------------------------------------- the strategy
+
+
+class FSDP2Strategy(ModelParallelStrategy):
+    """Lightning's ModelParallelStrategy as plain FSDP2 data parallelism: a one-dimensional data-parallel mesh over
+    every rank (no tensor parallelism), gloo for CPU processes and NCCL for GPUs, sharded (DCP) checkpoints."""
+
+    strategy_name = "fsdp2"
+
+    def __init__(self, world_size: int, accelerator: str) -> None:
+        # gloo only for CPU tensors: a GPU machine's mesh and collectives stay on NCCL.
+        super().__init__(
+            data_parallel_size=world_size,
+            tensor_parallel_size=1,
+            save_distributed_checkpoint=True,
+            process_group_backend="gloo" if accelerator == "cpu" else "nccl",
+        )
+
+    def load_checkpoint(self, checkpoint_path: Any, weights_only: bool | None = None) -> dict[str, Any]:
+        path = Path(self.broadcast(checkpoint_path))
+        if path.is_dir():
+            return super().load_checkpoint(path, weights_only=weights_only)
+        return self._load_plain_checkpoint(path)
+
+    def _load_plain_checkpoint(self, path: Path) -> dict[str, Any]:
+        """A checkpoint of one process or DDP (full tensors; optimizer state keyed by position), sharded as it loads.
+
+        Lightning 2.6 maps positions to names in `named_parameters()` order, which is not the optimizer's when its
+        param groups reorder the parameters (weight decay or not): a resume then fails on mismatched shapes. The
+        positions are the optimizer's own order, which the sharded optimizer keeps (the same groups, built by the
+        same code), so they are mapped through it here."""
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_model_state_dict,
+            set_optimizer_state_dict,
+        )
+
+        assert self.model is not None and self.lightning_module is not None
+        checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+        options = StateDictOptions(full_state_dict=True, strict=self.lightning_module.strict_loading)
+        set_model_state_dict(self.model, checkpoint.pop("state_dict"), options=options)
+        names = {id(p): name for name, p in self.model.named_parameters()}
+        for optimizer, saved in zip(self.optimizers, checkpoint.pop("optimizer_states", []), strict=True):
+            order = [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
+            by_name = {
+                "state": {order[position]: value for position, value in saved["state"].items()},
+                "param_groups": [{**g, "params": [order[i] for i in g["params"]]} for g in saved["param_groups"]],
+            }
+            set_optimizer_state_dict(self.model, optimizer, by_name, options=options)
+        return checkpoint
