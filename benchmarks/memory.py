@@ -1,4 +1,4 @@
-"""Model-state bytes per rank under DDP and DeepSpeed ZeRO 1-3, against the ZeRO paper's formulas.
+"""Model-state bytes per rank under DDP, DeepSpeed ZeRO 1-3 and FSDP2, against the ZeRO paper's formulas.
 
 Each strategy is a real 2-rank run: `torchrun --standalone` starts this file once per rank, and every rank
 calls `trainer.api.fit` on a shakespeare_gpt large enough (~28M parameters by default) that the model
@@ -16,6 +16,8 @@ is the measurement. Kinds:
   `grad_partitions_flat_buffer`).
 - optimizer: Adam's exp_avg and exp_avg_sq, and under DeepSpeed the fp32 master partitions
   (`single_partition_of_fp32_groups`, `fp32_partitioned_groups_flat`).
+
+Under FSDP2 every parameter, gradient and Adam moment is a DTensor; its local shard is what a rank holds.
 
 The tensors are found by walking what holds them: the module's parameters, the optimizer's state, and every
 attribute of DeepSpeed's ZeRO optimizer, recursively, named by the path they are reached by (the JSON
@@ -36,6 +38,9 @@ Formulas, bytes per rank for Ψ parameters and N ranks, as params + grads + opti
   4Ψ + 4Ψ + 8Ψ/N, ZeRO-2 4Ψ + 4Ψ/N + 8Ψ/N, ZeRO-3 16Ψ/N. DeepSpeed 0.19 keeps an fp32 master partition
   even for fp32 weights (ZeRO-1/2 always clone it; ZeRO-3 means to share it, but compares a torch.device
   with a str), 4Ψ/N more than the formula: the `note` of such a result names the paths.
+- FSDP2 (`fsdp`), either precision: 4Ψ/N + 4Ψ/N + 8Ψ/N = 16Ψ/N. It keeps fp32 shards of the weights,
+  gradients and moments; bf16-mixed casts a block's weights to bf16 only while the block computes (its
+  MixedPrecisionPolicy), so between steps there is no bf16 copy to count.
 The target: measured / formula within 10% for each.
 
     python benchmarks/memory.py                                           # CPU, 2 ranks over gloo, bf16-mixed
@@ -63,7 +68,7 @@ from record import machine
 
 HERE = Path(__file__).resolve().parent
 DATA = Path(os.environ.get("TRAINER_SHARED_DATA", HERE.parent.parent / "shared" / "data"))
-STRATEGIES = ("ddp", "deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_3")
+STRATEGIES = ("ddp", "deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_3", "fsdp")
 KINDS = ("params", "grads", "optimizer")
 TARGET = 0.10  # |measured / formula - 1|
 
@@ -73,12 +78,14 @@ MIXED: dict[str, dict[str, tuple[int, int]]] = {
     "deepspeed_stage_1": {"params": (2, 0), "grads": (2, 0), "optimizer": (0, 12)},
     "deepspeed_stage_2": {"params": (2, 0), "grads": (0, 2), "optimizer": (0, 12)},
     "deepspeed_stage_3": {"params": (0, 2), "grads": (0, 2), "optimizer": (0, 12)},
+    "fsdp": {"params": (0, 4), "grads": (0, 4), "optimizer": (0, 8)},  # fp32 shards; bf16 only while computing
 }
 FP32: dict[str, dict[str, tuple[int, int]]] = {
     "ddp": {"params": (4, 0), "grads": (4, 0), "optimizer": (8, 0)},
     "deepspeed_stage_1": {"params": (4, 0), "grads": (4, 0), "optimizer": (0, 8)},
     "deepspeed_stage_2": {"params": (4, 0), "grads": (0, 4), "optimizer": (0, 8)},
     "deepspeed_stage_3": {"params": (0, 4), "grads": (0, 4), "optimizer": (0, 8)},
+    "fsdp": {"params": (0, 4), "grads": (0, 4), "optimizer": (0, 8)},
 }
 FORMULAS = {"bf16-mixed": MIXED, "16-mixed": MIXED, "32": FP32, "32-true": FP32}
 # DeepSpeed's own defaults are 5e8 elements (1 GB of bf16 per bucket); one size for all keeps them small
@@ -97,6 +104,7 @@ class Census:
         self.bytes_by_path: dict[tuple[str, str], int] = {}
 
     def add(self, kind: str, path: str, tensor: Any) -> None:
+        tensor = local(tensor)
         storage = tensor.untyped_storage()
         if tensor.device.type == "meta" or storage.nbytes() == 0:
             return
@@ -112,6 +120,13 @@ class Census:
     def paths(self) -> list[dict[str, Any]]:
         rows = [{"kind": kind, "path": path, "bytes": size} for (kind, path), size in self.bytes_by_path.items()]
         return sorted(rows, key=lambda row: -row["bytes"])
+
+
+def local(tensor: Any) -> Any:
+    """A DTensor's shard on this rank (FSDP2); any other tensor as it is."""
+    from torch.distributed.tensor import DTensor
+
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
 
 
 def kind_of_path(path: str) -> str:
@@ -198,6 +213,7 @@ def count_model_state(trainer: Any, module: Any) -> dict[str, Any]:
     other = 0
     for obj in gc.get_objects():
         if isinstance(obj, torch.Tensor) and obj.device.type != "meta":
+            obj = local(obj)
             storage = obj.untyped_storage()
             key = (obj.device.type, storage.data_ptr())
             if key not in counted and storage.nbytes() > 0:

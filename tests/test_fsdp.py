@@ -21,7 +21,7 @@ import pytest
 import torch
 from conftest import run_cli
 from helpers import metric_series
-from tiny_gpt import ENV, RESUMED_RUN, fit_until_interrupted
+from tiny_gpt import ENV, RESUMED_RUN, TINY_GPT, fit_until_interrupted
 
 from trainer.lifecycle.checkpoints import read_training_checkpoint
 from trainer.lifecycle.run_dir import newest_complete_checkpoint
@@ -205,3 +205,14 @@ def test_a_strategy_change_to_or_from_fsdp_converts_or_is_refused(
         assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr[-2000:]
         assert "trained with trainer.strategy=fsdp" in line and "fsdp on any number of processes" in line, line
     assert sorted((p.name, p.stat().st_mtime_ns) for p in fsdp_run.rglob("*")) == before
+
+
+def test_a_block_class_the_model_lacks_is_one_line_before_anything_is_written(main_cli, small_shakespeare: Path,
+                                                                              tmp_path: Path) -> None:  # fmt: skip
+    result = main_cli("fit", "shakespeare_gpt", f"data.path={small_shakespeare}", *TINY_GPT, "trainer.strategy=fsdp",
+                      "fsdp.block_class=[Block,BertLayer]", f"run_dir={tmp_path / 'run'}")  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: fsdp.block_class='BertLayer' is not a class of this model; its blocks are Block"
+    )
+    assert not (tmp_path / "run").exists()

@@ -129,8 +129,10 @@ def test_preempted_job_checkpoints_requeues_and_resumes_to_the_uninterrupted_wei
         torch.testing.assert_close(value, expected_weights[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
-def test_job_preempted_twice_still_completes(slurm: SlurmCluster, tmp_path: Path) -> None:
-    job = submit(slurm, str(SCRIPT), *RUN, "slurm.requeue_on=[SIGUSR1,SIGTERM]")
+def test_an_fsdp_job_preempted_twice_still_completes(slurm: SlurmCluster, tmp_path: Path) -> None:
+    """Under FSDP2 (the other jobs here run DDP): each preemption saves a sharded checkpoint on both workers,
+    the job requeues, and the requeued job reloads the shards."""
+    job = submit(slurm, str(SCRIPT), *RUN, "slurm.requeue_on=[SIGUSR1,SIGTERM]", "trainer.strategy=fsdp")
     run_dir = tmp_path / "runs" / "digits_cnn" / f"slurm-{job}"
     preempt_after(slurm, job, run_dir, step=100)
     slurm.wait_for(job, ("PENDING",), timeout=120)
@@ -143,6 +145,7 @@ def test_job_preempted_twice_still_completes(slurm: SlurmCluster, tmp_path: Path
     assert f"SLURM job {job} stopped by SIGTERM: requeued (2 of 20)" in log
     assert _summary(run_dir)["global_step"] == STEPS
     assert len(logged_losses(run_dir)) == STEPS
+    assert (run_dir / "checkpoints" / "last.ckpt" / "__1_0.distcp").is_file()
 
 
 def test_job_over_its_retry_cap_stops_with_a_clear_message(slurm: SlurmCluster, tmp_path: Path, main_cli) -> None:

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import io
+from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, Strategy, StrategyRegistry
+from lightning.pytorch.strategies import (
+    DDPStrategy,
+    DeepSpeedStrategy,
+    ModelParallelStrategy,
+    Strategy,
+    StrategyRegistry,
+)
 
 from trainer.config.schema import RunConfig
 from trainer.distributed.batching import BatchPlan
@@ -19,7 +26,6 @@ from trainer.distributed.deepspeed_config import (
 )
 from trainer.distributed.deepspeed_ops import say_what_will_be_built
 from trainer.distributed.fsdp import (
-    FSDP2Strategy,
     ModelSharding,
     check_fsdp_settings,
     fsdp_settings,
@@ -62,6 +68,55 @@ class CPUDeepSpeedStrategy(DeepSpeedStrategy):
     def root_device(self) -> torch.device:
         # DeepSpeed reads the index as the device rank; without one it falls back to a world of one.
         return torch.device("cpu", 0)
+
+
+class FSDP2Strategy(ModelParallelStrategy):
+    """Lightning's ModelParallelStrategy as plain FSDP2 data parallelism: a one-dimensional data-parallel mesh over
+    every rank (no tensor parallelism), gloo for CPU processes and NCCL for GPUs, sharded (DCP) checkpoints."""
+
+    strategy_name = "fsdp2"
+
+    def __init__(self, world_size: int, accelerator: str) -> None:
+        # gloo only for CPU tensors: a GPU machine's mesh and collectives stay on NCCL.
+        super().__init__(
+            data_parallel_size=world_size,
+            tensor_parallel_size=1,
+            save_distributed_checkpoint=True,
+            process_group_backend="gloo" if accelerator == "cpu" else "nccl",
+        )
+
+    def load_checkpoint(self, checkpoint_path: Any, weights_only: bool | None = None) -> dict[str, Any]:
+        path = Path(self.broadcast(checkpoint_path))
+        if path.is_dir():
+            return super().load_checkpoint(path, weights_only=weights_only)
+        return self._load_plain_checkpoint(path)
+
+    def _load_plain_checkpoint(self, path: Path) -> dict[str, Any]:
+        """A checkpoint of one process or DDP (full tensors; optimizer state keyed by position), sharded as it loads.
+
+        Lightning 2.6 maps positions to names in `named_parameters()` order, which is not the optimizer's when its
+        param groups reorder the parameters (weight decay or not): a resume then fails on mismatched shapes. The
+        positions are the optimizer's own order, which the sharded optimizer keeps (the same groups, built by the
+        same code), so they are mapped through it here."""
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_model_state_dict,
+            set_optimizer_state_dict,
+        )
+
+        assert self.model is not None and self.lightning_module is not None
+        checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+        options = StateDictOptions(full_state_dict=True, strict=self.lightning_module.strict_loading)
+        set_model_state_dict(self.model, checkpoint.pop("state_dict"), options=options)
+        names = {id(p): name for name, p in self.model.named_parameters()}
+        for optimizer, saved in zip(self.optimizers, checkpoint.pop("optimizer_states", []), strict=True):
+            order = [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
+            by_name = {
+                "state": {order[position]: value for position, value in saved["state"].items()},
+                "param_groups": [{**g, "params": [order[i] for i in g["params"]]} for g in saved["param_groups"]],
+            }
+            set_optimizer_state_dict(self.model, optimizer, by_name, options=options)
+        return checkpoint
 
 
 def is_deepspeed(strategy: str) -> bool:

@@ -1,0 +1,58 @@
+"""Which modules FSDP2 shards as units before the root (trainer.distributed.fsdp.find_blocks), on the shipped
+model families, a Transformers-style model and a named block class."""
+
+from __future__ import annotations
+
+import pytest
+from torch import nn
+
+from trainer.distributed.fsdp import check_block_classes, find_blocks
+from trainer.errors import UserError
+from trainer.models.cnn import CNN
+from trainer.models.lstm import LSTMLanguageModel
+from trainer.models.transformer import GPT, Block
+
+
+def test_a_transformer_is_sharded_block_by_block_with_its_tied_embedding_left_to_the_root() -> None:
+    model = GPT(vocab_size=50, max_len=16, d_model=16, n_heads=2, n_layers=3, d_ff=None, dropout=0.0)
+    blocks = find_blocks(model, None)
+    assert len(blocks) == 3 and all(isinstance(b, Block) for b in blocks)
+
+
+def test_a_model_without_repeated_blocks_is_sharded_by_its_children_unless_they_share_a_weight() -> None:
+    cnn = CNN(in_channels=1, num_classes=10, channels=[4, 8])
+    assert find_blocks(cnn, None) == [cnn.features, cnn.head]
+    tied = LSTMLanguageModel(vocab_size=50, embed_dim=16, hidden_size=16, tie_weights=True)
+    assert find_blocks(tied, None) == []  # embedding and head share one weight: one unit, the root
+    untied = LSTMLanguageModel(vocab_size=50, embed_dim=16, hidden_size=16, tie_weights=False)
+    assert len(find_blocks(untied, None)) == len([c for c in untied.children() if list(c.parameters())])
+
+
+class Layer(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = nn.ModuleList([nn.Linear(4, 4), nn.Linear(4, 4)])
+
+
+class HubStyleModel(nn.Module):
+    _no_split_modules = ["Layer"]  # what a Transformers model says of its own blocks
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(10, 4)
+        self.layers = nn.ModuleList([Layer(), Layer()])
+
+
+def test_a_transformers_models_own_block_list_wins_and_nested_blocks_are_not_units_of_their_own() -> None:
+    model = HubStyleModel()
+    assert find_blocks(model, None) == list(model.layers)  # not the Linear layers inside them
+    assert find_blocks(model, ("Linear",)) == [m for layer in model.layers for m in layer.inner]
+
+
+def test_a_block_class_the_model_lacks_is_refused_naming_its_blocks() -> None:
+    model = GPT(vocab_size=50, max_len=16, d_model=16, n_heads=2, n_layers=2, d_ff=None, dropout=0.0)
+    check_block_classes(model, ("Block",))
+    with pytest.raises(
+        UserError, match=r"fsdp.block_class='BertLayer' is not a class of this model; its blocks are Block"
+    ):
+        check_block_classes(model, ("BertLayer",))
