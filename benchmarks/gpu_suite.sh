@@ -4,7 +4,7 @@
 #   benchmarks/gpu_suite.sh OUT_DIR
 #
 # Installs what the machine lacks from a copy of ../shared/wheels/gpu-py312 (WHEELS, default .whl/), then
-# runs `pytest -m gpu` and the GPU benchmarks, each under its own time limit so the whole fits in 11 minutes,
+# runs `pytest -m gpu` and the GPU benchmarks, each under its own time limit so the whole fits in 12 minutes,
 # and writes every log and result file into OUT_DIR (plus a summary, suite.json). A step that fails is
 # recorded and the suite goes on; the exit status is the number of failed steps.
 #
@@ -45,7 +45,7 @@ step() {  # step NAME SECONDS COMMAND...: run it under a limit, log to OUT_DIR/N
   if [ "$status" -ne 0 ]; then failed=$((failed + 1)); fi
 }
 
-step pytest_gpu 170 python3 -m pytest -m gpu -q -p no:cacheprovider --junitxml="$out/pytest_gpu.xml" tests/test_gpu.py
+step pytest_gpu 210 python3 -m pytest -m gpu -q -p no:cacheprovider --junitxml="$out/pytest_gpu.xml" tests/test_gpu.py
 step overhead 95 python3 benchmarks/overhead.py --accelerator gpu --precision bf16-mixed --steps 60 --pairs 2 \
   --families cnn,lstm,transformer,gpt,custom --out "$out"
 # A pretrained encoder needs transformers (and HF's Trainer, accelerate), which ../shared/wheels lacks so far.
@@ -61,8 +61,8 @@ fi
 step mfu 100 python3 benchmarks/mfu.py --out "$out"
 step time_to_accuracy 50 python3 benchmarks/time_to_accuracy.py --accelerator gpu --precision bf16-mixed \
   --eval-every 50 --out "$out" data.global_batch_size=256 optim.lr=4e-3 performance.channels_last=true
-step strategies 70 python3 benchmarks/strategies.py --accelerator gpu --devices 1 --precision bf16-mixed \
-  --strategies auto,deepspeed_stage_1,deepspeed_stage_2,deepspeed_stage_3 --steps 100 --out "$out"
+step strategies 85 python3 benchmarks/strategies.py --accelerator gpu --devices 1 --precision bf16-mixed \
+  --strategies auto,deepspeed_stage_1,deepspeed_stage_2,deepspeed_stage_3,fsdp --steps 100 --out "$out"
 
 (IFS=,; echo "{${results[*]}}") >"$out/suite.json"
 echo "suite: $failed failed step(s); results in $out"

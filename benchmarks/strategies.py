@@ -47,7 +47,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", default="shakespeare_gpt")
     parser.add_argument("--data", default=str(DEFAULT_DATA))
-    parser.add_argument("--strategies", default="auto,ddp,deepspeed_stage_1,deepspeed_stage_2,deepspeed_stage_3")
+    parser.add_argument(
+        "--strategies", default="auto,ddp,deepspeed_stage_1,deepspeed_stage_2,deepspeed_stage_3,fsdp,fsdp_shard_grad_op"
+    )
     parser.add_argument("--accelerator", default="cpu")
     parser.add_argument("--devices", default="2")
     parser.add_argument("--precision", default="32")
@@ -66,9 +68,13 @@ def main() -> None:
             results[strategy] = run(args.recipe, strategy, argparse.Namespace(**{**vars(args), "devices": devices}),
                                     Path(tmp))  # fmt: skip
             results[strategy]["devices"] = devices
-    baseline = results[next(iter(results))]["samples_per_second"]
+    first = results[next(iter(results))]
     for row in results.values():
-        row["throughput_ratio_to_baseline"] = round(row["samples_per_second"] / baseline, 3)
+        row["throughput_ratio_to_baseline"] = round(row["samples_per_second"] / first["samples_per_second"], 3)
+        if row["peak_gpu_memory_bytes"] and first["peak_gpu_memory_bytes"]:  # on GPU: the summary's peak
+            row["peak_memory_ratio_to_baseline"] = round(
+                row["peak_gpu_memory_bytes"] / first["peak_gpu_memory_bytes"], 3
+            )
 
     device = torch.cuda.get_device_name(0) if args.accelerator == "gpu" else f"cpu x{os.cpu_count()}"
     record = {

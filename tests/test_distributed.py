@@ -283,7 +283,8 @@ def test_plan_prints_batches_memory_and_launch_commands(main_cli) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     assert "world size        32 processes" in out and "micro batch       2 per process" in out
-    for strategy in ("ddp", "deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_3_offload"):
+    for strategy in ("ddp", "deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_3_offload", "fsdp",
+                     "fsdp_shard_grad_op", "fsdp_cpu_offload"):  # fmt: skip
         assert f" {strategy} " in out
     assert out.count("torchrun --nnodes=4 --nproc_per_node=8") == 4
     assert "trainer fit shakespeare_gpt trainer.strategy=deepspeed_stage_3" in out

@@ -1,9 +1,10 @@
-"""The framework's CUDA path: every family in bf16-mixed, DeepSpeed ZeRO 1-3 on one GPU, export and generate
-from a GPU-trained checkpoint.
+"""The framework's CUDA path: every family in bf16-mixed, DeepSpeed ZeRO 1-3 and FSDP2 on one GPU, export and
+generate from a GPU-trained checkpoint.
 
 Each GPU test has a CPU twin that checks the same logic in every CI run: the bf16 training test is
 parametrised over both accelerators here; ZeRO fit and resume is `test_distributed.py`'s
-`test_interrupted_run_resumes_on_the_same_or_another_world_size` (2 processes over gloo); export and
+`test_interrupted_run_resumes_on_the_same_or_another_world_size` (2 processes over gloo), FSDP2's is
+`test_fsdp.py`; export and
 generate are `test_train.py`'s `test_fit_test_generate_through_the_cli` and `test_distributed.py`'s
 `test_export_consolidates_zero3_into_a_plain_model`. `benchmarks/gpu_suite.sh` runs the `gpu` ones.
 """
@@ -61,7 +62,12 @@ def test_every_family_trains_a_few_steps_in_bf16(
 @pytest.mark.parametrize("stage", [1, 2, 3])
 def test_deepspeed_fits_and_resumes_on_one_gpu(cli, stage: int, small_shakespeare: Path, tmp_path: Path) -> None:
     """The real CUDA engine over NCCL: a run stopped at step 4 and resumed to 8 ends where a straight run does."""
-    words = ["trainer.strategy=deepspeed_stage_" + str(stage), "checkpoint.every_n_train_steps=4"]
+    # No schedule: a run of 4 steps extended to 8 then follows the straight run's learning rate.
+    words = [
+        "trainer.strategy=deepspeed_stage_" + str(stage),
+        "checkpoint.every_n_train_steps=4",
+        "scheduler.name=none",
+    ]
     straight = cli("fit", *_words("shakespeare_gpt", small_shakespeare, "gpu", tmp_path / "s", "trainer.max_steps=8",
                                   *words))  # fmt: skip
     assert straight.returncode == 0, straight.stderr[-3000:]
@@ -73,6 +79,28 @@ def test_deepspeed_fits_and_resumes_on_one_gpu(cli, stage: int, small_shakespear
     expected, got = json.loads(straight.stdout), json.loads(resumed.stdout)
     assert got["global_step"] == 8
     assert got["val"]["val/loss"] == pytest.approx(expected["val"]["val/loss"], rel=1e-3)
+
+
+@pytest.mark.gpu
+def test_fsdp_fits_resumes_and_exports_on_one_gpu(cli, main_cli, small_shakespeare: Path, tmp_path: Path) -> None:
+    """FSDP2 on a one-rank NCCL mesh in bf16-mixed (MixedPrecisionPolicy): stopped at step 4 and resumed to 8 it ends
+    where a straight run does, and its sharded checkpoint exports."""
+    words = ["trainer.strategy=fsdp", "scheduler.name=none"]
+    straight = cli("fit", *_words("shakespeare_gpt", small_shakespeare, "gpu", tmp_path / "s", "trainer.max_steps=8",
+                                  *words))  # fmt: skip
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    first = cli("fit", *_words("shakespeare_gpt", small_shakespeare, "gpu", tmp_path / "r", "trainer.max_steps=4",
+                               *words))  # fmt: skip
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert (tmp_path / "r" / "checkpoints" / "last.ckpt" / "__0_0.distcp").is_file()
+    resumed = cli("fit", "shakespeare_gpt", f"resume={tmp_path / 'r'}", "trainer.max_steps=8")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    expected, got = json.loads(straight.stdout), json.loads(resumed.stdout)
+    assert got["global_step"] == 8 and got["peak_gpu_memory_bytes"] > 0
+    assert got["val"]["val/loss"] == pytest.approx(expected["val"]["val/loss"], rel=1e-3)
+    for fmt in ("safetensors", "torchscript"):
+        exported = main_cli("export", str(tmp_path / "r"), f"format={fmt}")
+        assert exported.returncode == 0, exported.stderr[-3000:]
 
 
 @pytest.mark.gpu

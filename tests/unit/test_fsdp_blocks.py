@@ -1,5 +1,5 @@
 """Which modules FSDP2 shards as units before the root (trainer.distributed.fsdp.find_blocks), on the shipped
-model families, a Transformers-style model and a named block class."""
+model families, a Transformers-style model and a named block class; and what `trainer plan` says they cost."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import pytest
 from torch import nn
 
 from trainer.distributed.fsdp import check_block_classes, find_blocks
+from trainer.distributed.planning import fsdp_rows
 from trainer.errors import UserError
 from trainer.models.cnn import CNN
 from trainer.models.lstm import LSTMLanguageModel
@@ -56,3 +57,10 @@ def test_a_block_class_the_model_lacks_is_refused_naming_its_blocks() -> None:
         UserError, match=r"fsdp.block_class='BertLayer' is not a class of this model; its blocks are Block"
     ):
         check_block_classes(model, ("BertLayer",))
+
+
+def test_plans_fsdp_rows_are_the_sharded_state_plus_what_each_variant_gathers() -> None:
+    rows = {row.strategy: row for row in fsdp_rows(parameters=1600, largest_unit=100, gpus_per_node=8, nodes=2)}
+    assert rows["fsdp"].gpu_bytes == 16 * 1600 // 16 + 6 * 100  # fp32 shards + one unit gathered (bf16 + fp32 grad)
+    assert rows["fsdp_shard_grad_op"].gpu_bytes == 1600 + 2 * 1600 + 4 * 100  # every unit's bf16 weights kept
+    assert (rows["fsdp_cpu_offload"].gpu_bytes, rows["fsdp_cpu_offload"].cpu_bytes) == (600, 1600 * 8)

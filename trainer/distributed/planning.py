@@ -2,7 +2,9 @@
 
 Memory per GPU is for model states (weights, gradients, optimizer) under mixed-precision Adam:
 DeepSpeed's own estimators for ZeRO-2 and ZeRO-3, the ZeRO paper's accounting for DDP and ZeRO-1
-(DeepSpeed has no estimator for those). Activations come on top and grow with the micro batch.
+(DeepSpeed has no estimator for those) and FSDP2's sharding (fp32 shards of weights, gradients and Adam's
+moments, 16/N bytes per parameter, plus the units it gathers to compute). Activations come on top and
+grow with the micro batch.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch
 from trainer.config.model_args import model_kwargs
 from trainer.config.schema import RunConfig
 from trainer.distributed.batching import BatchPlan, plan_batches
+from trainer.distributed.fsdp import find_blocks
 from trainer.errors import UserError, error_with_place
 from trainer.models import build_model
 
@@ -43,10 +46,12 @@ class Plan:
     memory: list[MemoryRow]
     gpu_memory_bytes: int | None
     commands: list[str]
+    largest_unit: int = 0  # FSDP2's largest unit (a block, or the root's own parameters)
 
 
-def count_parameters(cfg: RunConfig) -> tuple[int, int]:
-    """(total, largest layer), from the recipe's model built on the meta device (no memory, no data)."""
+def count_parameters(cfg: RunConfig) -> tuple[int, int, int]:
+    """(total, largest layer, largest FSDP2 unit), from the recipe's model built on the meta device (no memory,
+    no data)."""
     tokenizer = cfg.data.tokenizer
     vocab = (ASSUMED_CHAR_VOCAB if tokenizer.kind == "char" else tokenizer.vocab_size) if tokenizer else 0
     facts = {
@@ -73,10 +78,17 @@ def count_parameters(cfg: RunConfig) -> tuple[int, int]:
                         f"{error_with_place(err)}") from None  # fmt: skip
     total = sum(p.numel() for p in model.parameters())  # tied weights are counted once
     largest = max(sum(p.numel() for p in m.parameters(recurse=False)) for m in model.modules())
-    return total, largest
+    blocks = [sum(p.numel() for p in block.parameters()) for block in find_blocks(model, _block_classes(cfg))]
+    return total, largest, max([*blocks, total - sum(blocks)])
 
 
-def memory_rows(parameters: int, largest_layer: int, gpus_per_node: int, nodes: int) -> list[MemoryRow]:
+def _block_classes(cfg: RunConfig) -> tuple[str, ...] | None:
+    return tuple(cfg.fsdp.block_class) if cfg.fsdp.block_class else None
+
+
+def memory_rows(
+    parameters: int, largest_layer: int, gpus_per_node: int, nodes: int, largest_unit: int | None = None
+) -> list[MemoryRow]:
     from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
     from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
 
@@ -96,7 +108,24 @@ def memory_rows(parameters: int, largest_layer: int, gpus_per_node: int, nodes: 
             p, largest_layer, gpus_per_node, nodes, cpu_offload=offload, cpu_offload_params=offload
         )
         rows.append(MemoryRow(name, gpu, cpu, "DeepSpeed estimate_zero3_model_states_mem_needs"))
-    return rows
+    return rows + fsdp_rows(p, largest_unit if largest_unit is not None else largest_layer, gpus_per_node, nodes)
+
+
+def fsdp_rows(parameters: int, largest_unit: int, gpus_per_node: int, nodes: int) -> list[MemoryRow]:
+    """FSDP2 keeps fp32 shards of weights, gradients and Adam's moments (16/N bytes per parameter); to compute,
+    it gathers a unit's weights in bf16 (2 bytes per parameter) and makes its fp32 gradient (4) before the
+    reduce-scatter. fsdp frees a unit's gathered weights after its forward, fsdp_shard_grad_op keeps every
+    unit's until the backward (2 bytes per parameter more), fsdp_cpu_offload keeps the shards on the host."""
+    world = gpus_per_node * nodes
+    sharded = 16 * parameters // world
+    gathered = 6 * largest_unit
+    return [
+        MemoryRow("fsdp", sharded + gathered, 0, "FSDP2: 16/N bytes/param + the largest unit gathered"),
+        MemoryRow("fsdp_shard_grad_op", sharded + 2 * parameters + 4 * largest_unit, 0,
+                  "FSDP2: 16/N + 2 bytes/param (weights kept gathered)"),
+        MemoryRow("fsdp_cpu_offload", gathered, sharded * gpus_per_node,
+                  "FSDP2: the largest unit gathered; 16/N bytes/param on the host"),
+    ]  # fmt: skip
 
 
 def make_plan(
@@ -110,7 +139,7 @@ def make_plan(
     port: int,
 ) -> Plan:
     batches = plan_batches(cfg.data.global_batch_size, cfg.data.micro_batch_size, nodes * gpus_per_node)
-    parameters, largest = count_parameters(cfg)
+    parameters, largest, largest_unit = count_parameters(cfg)
     words = " ".join(_quote(w) for w in overrides)
     # Every field is quoted for pasting into a shell; the default head node stays a variable the shell expands.
     endpoint = f'"$HEAD_NODE":{port}' if head_node == HEAD_NODE_VARIABLE else _quote(f"{head_node}:{port}")
@@ -123,7 +152,8 @@ def make_plan(
         batches=batches,
         parameters=parameters,
         largest_layer=largest,
-        memory=memory_rows(parameters, largest, gpus_per_node, nodes),
+        memory=memory_rows(parameters, largest, gpus_per_node, nodes, largest_unit),
+        largest_unit=largest_unit,
         gpu_memory_bytes=gpu_memory_bytes,
         commands=commands * nodes,
     )
