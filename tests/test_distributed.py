@@ -300,9 +300,10 @@ def test_plan_prints_batches_memory_and_launch_commands(main_cli) -> None:
     assert "--rdzv_endpoint=[2001:db8::1]:29500" in words and words[-1] == "generate.prompt=it's; rm -rf ~"
 
 
-@pytest.mark.parametrize("strategy", ["ddp", "deepspeed_stage_1", "deepspeed_stage_3"])
-def test_a_custom_model_trains_on_two_processes_and_exports(cli, tmp_path: Path, strategy: str) -> None:
-    """Your own nn.Module under DDP and ZeRO (stage 3 shards its parameters): a ZeRO-3 run exports as a plain model."""
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp", "deepspeed_stage_3"])
+def test_a_custom_model_trains_on_two_processes_and_exports(cli, main_cli, tmp_path: Path, strategy: str) -> None:
+    """Your own nn.Module under DDP, FSDP2 and ZeRO-3 (both shard its parameters): a sharded run exports as a plain
+    model."""
     from own_models import TASKS, project
 
     recipe = project(tmp_path / "project", *TASKS["image"], steps=6)
@@ -316,15 +317,16 @@ def test_a_custom_model_trains_on_two_processes_and_exports(cli, tmp_path: Path,
         "test/acc",
         "test/loss",
     }  # ZeRO-3's best checkpoint too (see api._test_consolidated)
-    if strategy == "deepspeed_stage_3":
-        exported = cli("export", str(run))
+    if strategy != "ddp":
+        exported = main_cli("export", str(run))
         assert exported.returncode == 0, exported.stderr[-3000:]
         model = load_exported(run / "export")
         assert type(model).__name__ == "TinyCNN" and model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
 
 
-@pytest.mark.parametrize("strategy", ["deepspeed_stage_2", "deepspeed_stage_3"])
-def test_a_pretrained_encoder_fine_tunes_under_zero_on_two_processes(cli, tmp_path: Path, strategy: str) -> None:
+@pytest.mark.parametrize("strategy", ["fsdp", "deepspeed_stage_3"])
+def test_a_pretrained_encoder_fine_tunes_sharded_on_two_processes(cli, tmp_path: Path, strategy: str) -> None:
+    """A Transformers encoder under FSDP2 (sharded by its own blocks, BertLayer) and ZeRO-3, exported whole."""
     from helpers import NEGATIVE_WORDS, NEUTRAL_WORDS, POSITIVE_WORDS, sentiment_csvs
     from pretrained_models import tiny_bert
 

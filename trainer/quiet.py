@@ -33,11 +33,18 @@ _LOG_LINES = {
     # An advertisement for a hosted logger, at every Trainer (Lightning 2.6).
     # ... and, since trainer.build names Lightning's plain model summary (rich would replace it), a note that it
     # uses the one named.
-    "lightning.pytorch.utilities.rank_zero": ("💡 Tip:", "Trainer already configured with model summary callbacks"),
+    # ... and its banner when it starts the process group itself (FSDP2 on one process; under torchrun the trainer
+    # has started it already).
+    "lightning.pytorch.utilities.rank_zero": (
+        "💡 Tip:",
+        "Trainer already configured with model summary callbacks",
+        "-" * 100 + "\ndistributed_backend=",
+    ),
     # DeepSpeed's accelerator detection on a machine without CUDA: the trainer chose the CPU on purpose.
     "DeepSpeed": ("Setting accelerator to CPU",),
     # Lightning's note, on every rank, that DeepSpeed's process group is being set up.
     "lightning.pytorch.strategies.deepspeed": ("initializing deepspeed distributed",),
+    "lightning.fabric.utilities.distributed": ("Initializing distributed:",),
 }
 
 

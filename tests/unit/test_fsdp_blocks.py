@@ -20,13 +20,15 @@ def test_a_transformer_is_sharded_block_by_block_with_its_tied_embedding_left_to
     assert len(blocks) == 3 and all(isinstance(b, Block) for b in blocks)
 
 
-def test_a_model_without_repeated_blocks_is_sharded_by_its_children_unless_they_share_a_weight() -> None:
+def test_a_model_without_repeated_blocks_is_sharded_by_its_children_but_tied_weights_stay_in_the_root() -> None:
     cnn = CNN(in_channels=1, num_classes=10, channels=[4, 8])
     assert find_blocks(cnn, None) == [cnn.features, cnn.head]
     tied = LSTMLanguageModel(vocab_size=50, embed_dim=16, hidden_size=16, tie_weights=True)
-    assert find_blocks(tied, None) == []  # embedding and head share one weight: one unit, the root
+    assert find_blocks(tied, None) == [tied.lstm]  # embedding and head share one weight: both stay in the root
     untied = LSTMLanguageModel(vocab_size=50, embed_dim=16, hidden_size=16, tie_weights=False)
-    assert len(find_blocks(untied, None)) == len([c for c in untied.children() if list(c.parameters())])
+    assert find_blocks(untied, None) == [untied.embedding, untied.lstm, untied.head]
+    with pytest.raises(UserError, match=r"'Embedding': its weight embedding.weight is tied to one outside it"):
+        check_block_classes(tied, ("Embedding",))
 
 
 class Layer(nn.Module):
@@ -44,10 +46,16 @@ class HubStyleModel(nn.Module):
         self.layers = nn.ModuleList([Layer(), Layer()])
 
 
+class Wrapper(nn.Module):  # as the framework wraps a pretrained model (trainer/models/pretrained.py)
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = HubStyleModel()
+
+
 def test_a_transformers_models_own_block_list_wins_and_nested_blocks_are_not_units_of_their_own() -> None:
-    model = HubStyleModel()
-    assert find_blocks(model, None) == list(model.layers)  # not the Linear layers inside them
-    assert find_blocks(model, ("Linear",)) == [m for layer in model.layers for m in layer.inner]
+    model = Wrapper()
+    assert find_blocks(model, None) == list(model.backbone.layers)  # not the Linear layers inside them
+    assert find_blocks(model, ("Linear",)) == [m for layer in model.backbone.layers for m in layer.inner]
 
 
 def test_a_block_class_the_model_lacks_is_refused_naming_its_blocks() -> None:

@@ -79,47 +79,73 @@ def model_classes(model: nn.Module) -> set[str]:
 
 
 def check_block_classes(model: nn.Module, block_classes: tuple[str, ...] | None) -> None:
+    """The classes `fsdp.block_class` names are in the model, and none holds a weight tied to one outside it."""
     if not block_classes:
         return
     present = model_classes(model)
     for name in block_classes:
         if name not in present:
-            repeated = sorted({type(m).__name__ for m in _repeated_blocks(model)}) or sorted(present)[:8]
+            repeated = sorted({type(m).__name__ for _, m in _repeated_blocks(model)}) or sorted(present)[:8]
             raise UserError(f"fsdp.block_class={name!r} is not a class of this model; its blocks are "
                             f"{', '.join(repeated)}")  # fmt: skip
+    tied = _tied_names(model)
+    for name, block in _named_blocks(model, block_classes):
+        weight = _tied_outside(name, tied)
+        if weight is not None:
+            raise UserError(f"fsdp.block_class={type(block).__name__!r}: its weight {weight} is tied to one outside "
+                            "it, and FSDP2 shards a weight in one unit only; name another class, or leave "
+                            "fsdp.block_class unset")  # fmt: skip
 
 
 def find_blocks(model: nn.Module, block_classes: tuple[str, ...] | None) -> list[nn.Module]:
-    """The units sharded before the root, outermost first: instances of the named classes; else a Transformers
-    model's `_no_split_modules` (its own list of blocks), else the members of every nn.ModuleList (the repeated
-    blocks of the shipped Transformer and of most custom models), else the root's children that hold parameters
-    of their own (CNN: features, head; LSTM: embedding, recurrence, head), unless they share one (tied weights
-    must stay in one unit)."""
-    names = set(block_classes or getattr(model, "_no_split_modules", None) or ())
-    if names:
-        blocks = [m for m in model.modules() if type(m).__name__ in names and m is not model]
-        return _outermost(blocks)
-    blocks = _repeated_blocks(model)
-    if blocks:
-        return blocks
-    children = [child for child in model.children() if any(True for _ in child.parameters())]
-    owners: dict[int, int] = {}
-    for index, child in enumerate(children):
-        for parameter in child.parameters():
-            if owners.setdefault(id(parameter), index) != index:
-                return []  # a parameter shared between children: the root alone is the unit
-    return children
+    """The units sharded before the root, outermost first: instances of the named classes; else the classes a
+    Transformers model lists as its blocks (`_no_split_modules`), else the members of every nn.ModuleList (the
+    repeated blocks of the shipped Transformer and of most custom models), else the root's children that hold
+    parameters (CNN: features, head; LSTM: embedding, recurrence, head). A unit found (not named) whose weight is
+    tied to one outside it (an embedding shared with the output head) is left to the root."""
+    if block_classes:
+        return [block for _, block in _named_blocks(model, block_classes)]
+    listed = {name for m in model.modules() for name in getattr(m, "_no_split_modules", None) or ()}
+    found = (
+        _named_blocks(model, tuple(listed))
+        if listed
+        else _repeated_blocks(model) or [(n, c) for n, c in model.named_children() if any(True for _ in c.parameters())]
+    )
+    tied = _tied_names(model)
+    return [block for name, block in found if _tied_outside(name, tied) is None]
 
 
-def _repeated_blocks(model: nn.Module) -> list[nn.Module]:
-    lists = [m for m in model.modules() if isinstance(m, nn.ModuleList)]
-    return _outermost([block for modules in lists for block in modules])
+def _named_blocks(model: nn.Module, classes: tuple[str, ...]) -> list[tuple[str, nn.Module]]:
+    return _outermost([(n, m) for n, m in model.named_modules() if type(m).__name__ in classes and m is not model])
 
 
-def _outermost(blocks: list[nn.Module]) -> list[nn.Module]:
+def _repeated_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    lists = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.ModuleList)]
+    return _outermost([(f"{name}.{i}", block) for name, modules in lists for i, block in enumerate(modules)])
+
+
+def _outermost(blocks: list[tuple[str, nn.Module]]) -> list[tuple[str, nn.Module]]:
     """Blocks not inside another block: FSDP2 shards nested units too, but one level is what the blocks mean."""
-    inner = {id(sub) for block in blocks for sub in block.modules() if sub is not block}
-    return [block for block in blocks if id(block) not in inner]
+    inner = {id(sub) for _, block in blocks for sub in block.modules() if sub is not block}
+    return [(name, block) for name, block in blocks if id(block) not in inner]
+
+
+def _tied_names(model: nn.Module) -> list[list[str]]:
+    """Every parameter's names, for those that have several (tied weights)."""
+    names: dict[int, list[str]] = {}
+    for name, parameter in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(parameter), []).append(name)
+    return [group for group in names.values() if len(group) > 1]
+
+
+def _tied_outside(block_name: str, tied: list[list[str]]) -> str | None:
+    """A name, inside the block, of a weight tied to one outside it."""
+    prefix = block_name + "."
+    for group in tied:
+        inside = [name for name in group if name.startswith(prefix)]
+        if inside and len(inside) < len(group):
+            return inside[0]
+    return None
 
 
 def model_sharding(settings: FSDPSettings) -> ModelSharding:
