@@ -132,19 +132,21 @@ def test_preempted_job_checkpoints_requeues_and_resumes_to_the_uninterrupted_wei
 def test_an_fsdp_job_preempted_twice_still_completes(slurm: SlurmCluster, tmp_path: Path) -> None:
     """Under FSDP2 (the other jobs here run DDP): each preemption saves a sharded checkpoint on both workers,
     the job requeues, and the requeued job reloads the shards."""
-    job = submit(slurm, str(SCRIPT), *RUN, "slurm.requeue_on=[SIGUSR1,SIGTERM]", "trainer.strategy=fsdp")
+    # Half the other jobs' epochs (FSDP2's per-block collectives make a CPU step about twice DDP's).
+    job = submit(slurm, str(SCRIPT), *RUN, "slurm.requeue_on=[SIGUSR1,SIGTERM]", "trainer.strategy=fsdp",
+                 "trainer.max_epochs=6")  # fmt: skip
     run_dir = tmp_path / "runs" / "digits_cnn" / f"slurm-{job}"
-    preempt_after(slurm, job, run_dir, step=100)
+    preempt_after(slurm, job, run_dir, step=60)
     slurm.wait_for(job, ("PENDING",), timeout=120)
     # The second time as preemption does it where it cancels (SIGTERM requeues where requeue_on says so).
-    preempt_after(slurm, job, run_dir, step=300, cancel=True)
+    preempt_after(slurm, job, run_dir, step=150, cancel=True)
     state = slurm.wait_done(job)
 
     log = job_log()
     assert state["JobState"] == "COMPLETED" and state["Restarts"] == "2", log
     assert f"SLURM job {job} stopped by SIGTERM: requeued (2 of 20)" in log
-    assert _summary(run_dir)["global_step"] == STEPS
-    assert len(logged_losses(run_dir)) == STEPS
+    assert _summary(run_dir)["global_step"] == STEPS // 2
+    assert len(logged_losses(run_dir)) == STEPS // 2
     assert (run_dir / "checkpoints" / "last.ckpt" / "__1_0.distcp").is_file()
 
 
