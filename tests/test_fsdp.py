@@ -21,7 +21,7 @@ import pytest
 import torch
 from conftest import run_cli
 from helpers import metric_series
-from tiny_gpt import ENV, RESUMED_RUN, TINY_GPT, fit_until_interrupted
+from tiny_gpt import ENV, RESUMED_RUN, fit_until_interrupted
 
 from trainer.lifecycle.checkpoints import read_training_checkpoint
 from trainer.lifecycle.run_dir import newest_complete_checkpoint
@@ -186,9 +186,9 @@ def test_fsdp_checkpoint_tests_generates_exports_and_predicts(fsdp_runs: FSDPRun
 def test_a_strategy_change_to_or_from_fsdp_converts_or_is_refused(
     fsdp_runs: FSDPRuns, main_cli, small_shakespeare: Path, tmp_path: Path
 ) -> None:
-    """A plain checkpoint (one process, or DDP) resumes under FSDP2, Lightning sharding its full state as it
-    restores it: the uninterrupted FSDP2 run's loss within RESHARDED_REL. An FSDP2 checkpoint under DDP or ZeRO
-    is refused before anything is written, naming FSDP2 on any number of processes."""
+    """A plain checkpoint (one process, or DDP) resumes under FSDP2, sharded as it is restored: the uninterrupted
+    FSDP2 run's loss within RESHARDED_REL. An FSDP2 checkpoint resumes on one process or under DDP, consolidated
+    first; under ZeRO it is refused before anything is written, naming FSDP2 on any number of processes."""
     plain_run = tmp_path / "plain"
     fit_until_interrupted(plain_run, *RESUMED_RUN, "trainer.devices=1", data=small_shakespeare)
     converted = _resume(plain_run, "trainer.strategy=fsdp", "trainer.devices=2")
@@ -196,15 +196,26 @@ def test_a_strategy_change_to_or_from_fsdp_converts_or_is_refused(
     assert converted["val"]["val/loss"] == pytest.approx(fsdp_runs.straight["val"]["val/loss"], rel=RESHARDED_REL)
     assert (plain_run / "checkpoints" / "last.ckpt" / "meta.pt").is_file()  # it now writes FSDP2 checkpoints
 
-    fsdp_run = Path(fsdp_runs.straight["run_dir"])
-    before = sorted((p.name, p.stat().st_mtime_ns) for p in fsdp_run.rglob("*"))
-    for strategy in ("ddp", "deepspeed_stage_2"):
-        refused = main_cli("fit", "shakespeare_gpt", f"resume={fsdp_run}", f"trainer.strategy={strategy}",
-                           "trainer.devices=1", "trainer.max_steps=44")  # fmt: skip
-        line = refused.stderr.strip().splitlines()[-1]
-        assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr[-2000:]
-        assert "trained with trainer.strategy=fsdp" in line and "fsdp on any number of processes" in line, line
-    assert sorted((p.name, p.stat().st_mtime_ns) for p in fsdp_run.rglob("*")) == before
+    # An FSDP2 checkpoint resumed on one process (or DDP): consolidated once beside it, optimizer state included.
+    fsdp_run = tmp_path / "fsdp"
+    shutil.copytree(Path(fsdp_runs.straight["run_dir"]), fsdp_run)
+    plain = main_cli("fit", "shakespeare_gpt", f"resume={fsdp_run}", "trainer.strategy=auto", "trainer.devices=1",
+                     "trainer.max_steps=44")  # fmt: skip
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    assert json.loads(plain.stdout)["global_step"] == 44
+    last = fsdp_run / "checkpoints" / "last.ckpt"
+    assert last.is_file() and (fsdp_run / "checkpoints" / "last.ckpt.sha256").is_file()
+    assert not (fsdp_run / "checkpoints" / "last.ckpt.plain").exists()  # gone once the run saved its own
+    adam = torch.load(last, weights_only=True)["optimizer_states"][0]["state"]
+    assert {int(state["step"]) for state in adam.values()} == {44}  # Adam went on from step 40, not from 0
+
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in Path(fsdp_runs.straight["run_dir"]).rglob("*"))
+    refused = main_cli("fit", "shakespeare_gpt", f"resume={fsdp_runs.straight['run_dir']}",
+                       "trainer.strategy=deepspeed_stage_2", "trainer.devices=1", "trainer.max_steps=44")  # fmt: skip
+    line = refused.stderr.strip().splitlines()[-1]
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr[-2000:]
+    assert "trained with trainer.strategy=fsdp" in line and "fsdp on any number of processes" in line, line
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in Path(fsdp_runs.straight["run_dir"]).rglob("*")) == before
 
 
 def test_a_block_class_the_model_lacks_is_one_line_before_anything_is_written(main_cli, small_shakespeare: Path,

@@ -14,7 +14,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +83,13 @@ from trainer.lifecycle.start import (
 )
 from trainer.lifecycle.summary import metrics_with_prefix, write_summary
 from trainer.lifecycle.throughput import Throughput, checkpoint_seconds
-from trainer.lifecycle.universal import convert_to_universal, needs_conversion
+from trainer.lifecycle.universal import (
+    consolidate_fsdp,
+    consolidated_path,
+    convert_to_universal,
+    fsdp_to_plain,
+    needs_conversion,
+)
 from trainer.loggers import build_loggers, close_loggers
 from trainer.model_io import TOKENIZER_SHA256, check_tokenizer, model_io, never_generated
 from trainer.models.generate import sample
@@ -203,6 +209,11 @@ def _build_fit(
         with rank_zero_first():
             if _is_rank_zero():
                 convert_to_universal(start.checkpoint)
+    if saved is not None and fsdp_to_plain(saved.fsdp, cfg.trainer.strategy):
+        with rank_zero_first():
+            if _is_rank_zero():
+                consolidate_fsdp(start.checkpoint)
+        start = replace(start, checkpoint=consolidated_path(start.checkpoint))
 
     if saved is not None:  # the model's settings now, its data-decided sizes below
         check_checkpoint_fits(cfg, saved, start.checkpoint)

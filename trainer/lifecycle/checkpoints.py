@@ -215,7 +215,7 @@ def read_info(path: Path) -> CheckpointInfo:
     """The task and constructor arguments a checkpoint was written with, without reading its tensors."""
     fsdp = is_fsdp_checkpoint(path)
     if fsdp:
-        state = _fsdp_metadata(path)
+        state = fsdp_metadata(path)
     else:
         state = _deepspeed_client_state(path) if path.is_dir() else _lightning_checkpoint(path, mmap=True)
     zero = saved_zero(state.get("ds_config") or {}) if path.is_dir() and not fsdp else None
@@ -245,7 +245,7 @@ def check_resumable(path: Path) -> None:
     """
     verify_checkpoint(path)
     if is_fsdp_checkpoint(path):
-        _fsdp_metadata(path)
+        fsdp_metadata(path)
         return
     if path.is_dir():
         if not is_deepspeed_checkpoint(path):
@@ -294,7 +294,7 @@ def is_fsdp_checkpoint(path: Path) -> bool:
     return path.is_dir() and (path / FSDP_METADATA).is_file() and (path / DCP_INDEX).is_file()
 
 
-def _fsdp_metadata(path: Path) -> dict[str, Any]:
+def fsdp_metadata(path: Path) -> dict[str, Any]:
     state = _torch_load(path / FSDP_METADATA)
     _check_written_by_fit(state, path, weights=False)
     return state
@@ -308,7 +308,7 @@ def _read_fsdp(path: Path) -> TrainingCheckpoint:
     from torch.distributed.checkpoint.default_planner import _EmptyStateDictLoadPlanner
     from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
 
-    metadata = _fsdp_metadata(path)
+    metadata = fsdp_metadata(path)
     state: dict[str, Any] = {}
     try:
         _load_state_dict(state, storage_reader=FileSystemReader(path), planner=_EmptyStateDictLoadPlanner(

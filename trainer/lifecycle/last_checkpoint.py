@@ -29,6 +29,7 @@ from trainer.lifecycle.checkpoints import (
     recorded_file_digests,
     remove_record,
 )
+from trainer.lifecycle.universal import CONSOLIDATED_SUFFIX
 
 # A full disk, a quota, a file system that turned read-only or lost permissions: the run cannot go on
 # writing, and says so in one line (not every OSError: anything else is a bug to see whole).
@@ -183,6 +184,8 @@ class LastCheckpoint(Checkpoint):
         if trainer.is_global_zero:
             try:
                 seal_and_swap(partial, self.path)
+                # A consolidated copy of the FSDP2 checkpoint this one replaces (see lifecycle/universal.py).
+                remove_path(self.path.with_name(self.path.name + CONSOLIDATED_SUFFIX))
             except OSError as err:
                 if err.errno not in WRITE_FAILURES:
                     raise
@@ -278,20 +281,29 @@ def seal_and_swap(new: Path, target: Path) -> None:
     A file is swapped by one atomic rename. Its record (`target.sha256`) cannot move in the same instant,
     so until the rename is done it names both the old and the new digest: whatever a crash interrupts,
     the file on disk matches its record. A directory carries its own record and is swapped by two
-    renames; `newest_complete_checkpoint` finds the old one if a crash comes between them.
+    renames; `newest_complete_checkpoint` finds the old one if a crash comes between them. So is a file that
+    replaces a directory or a directory that replaces a file (a resume under another strategy).
     """
-    if new.is_file():
+    if new.is_file() and not target.is_dir():
         digest = file_digest(new)
         record_file(target, digest, also=recorded_file_digests(target)[:1])
         os.replace(new, target)
         record_file(target, digest)
         return
-    record_directory(new)
+    # A directory, or a file in place of a directory (a run whose strategy changed on resume): two renames.
+    digest = file_digest(new) if new.is_file() else None
+    if digest is None:
+        record_directory(new)
     previous = target.with_name(target.name + ".previous")
     remove_path(previous)
     if target.exists():
         target.rename(previous)
     new.rename(target)
+    beside = target.with_name(target.name + ".sha256")
+    if digest is not None:
+        record_file(target, digest)  # a file now: its record beside it
+    else:
+        beside.unlink(missing_ok=True)  # a directory carries its own; a file's, from before, goes
     remove_path(previous)
 
 

@@ -11,9 +11,10 @@ DeepSpeed one, nor between ZeRO-3 and the other stages (DeepSpeed 0.18 finds no 
 those resumes are refused before anything is written, naming the strategy the run was trained with.
 
 FSDP2's checkpoints (torch.distributed.checkpoint folders) reshard as they load, onto any number of ranks and
-either FSDP2 variant, and Lightning loads a plain checkpoint file into FSDP2 too (it shards the full state as
-it restores it). Nothing carries an FSDP2 checkpoint's optimizer state into DeepSpeed or DDP, nor ZeRO's into
-FSDP2: refused, naming the commands that go on (FSDP2 on any number of processes, or `init_from`).
+either FSDP2 variant, and a plain checkpoint file loads into FSDP2 too (sharded as it is restored, see
+FSDP2Strategy). An FSDP2 checkpoint resumed on one process or under DDP is consolidated once into a plain
+checkpoint beside it (`consolidate_fsdp`), optimizer state included. Nothing carries FSDP2's optimizer state
+into DeepSpeed, nor ZeRO's into FSDP2: refused, naming the commands that go on.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from trainer.distributed.deepspeed_config import ZeroSettings
 from trainer.errors import UserError
 
 LATEST, LATEST_UNIVERSAL = "latest", "latest_universal"
+CONSOLIDATED_SUFFIX = ".plain"  # an FSDP2 checkpoint consolidated for a resume on one process or under DDP
 
 
 def is_deepspeed_checkpoint(path: Path) -> bool:
@@ -76,8 +78,8 @@ def needs_conversion(
     UserError when no converter exists."""
     wanted_fsdp = strategy.startswith("fsdp")
     if saved_fsdp or wanted_fsdp:
-        if saved_fsdp == wanted_fsdp or (wanted_fsdp and saved is None):
-            return False  # DCP reshards on load; a plain file is sharded as Lightning restores it
+        if saved_fsdp == wanted_fsdp or (wanted_fsdp and saved is None) or (saved_fsdp and wanted is None):
+            return False  # DCP reshards on load; a plain file is sharded as it loads; consolidate_fsdp for DDP
         _refuse(checkpoint, saved, saved_fsdp, strategy, run_dir)
     convertible = (saved is None) == (wanted is None) and (saved is None or (saved.stage == 3) == (wanted.stage == 3))
     if not convertible:
@@ -85,6 +87,52 @@ def needs_conversion(
     if saved is None:
         return False  # a plain checkpoint loads on any number of processes
     return saved != wanted or saved_world_size(checkpoint) != world_size
+
+
+def fsdp_to_plain(saved_fsdp: bool, strategy: str) -> bool:
+    """Whether an FSDP2 checkpoint resumes under a plain strategy (one process, DDP): consolidated first."""
+    return saved_fsdp and not strategy.startswith(("fsdp", "deepspeed"))
+
+
+def consolidated_path(checkpoint: Path) -> Path:
+    return checkpoint.with_name(checkpoint.name + CONSOLIDATED_SUFFIX)
+
+
+def consolidate_fsdp(checkpoint: Path) -> Path:
+    """An FSDP2 checkpoint as a plain Lightning checkpoint file beside it (`last.ckpt.plain`), unless current:
+    every shard read in this process (torch.distributed.checkpoint, no process group), the optimizer state keyed
+    by position in its param groups' order, as a torch optimizer saves it (and as FSDP2 saved its names)."""
+    import torch
+    from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint.default_planner import _EmptyStateDictLoadPlanner
+    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
+
+    from trainer.lifecycle.checkpoints import FSDP_METADATA, fsdp_metadata
+
+    target = consolidated_path(checkpoint)
+    if target.is_file() and target.stat().st_mtime >= (checkpoint / FSDP_METADATA).stat().st_mtime:
+        return target
+    checkpoint_state = fsdp_metadata(checkpoint)
+    shards: dict[str, Any] = {}
+    try:
+        _load_state_dict(shards, storage_reader=FileSystemReader(checkpoint), planner=_EmptyStateDictLoadPlanner(),
+                         no_dist=True)  # fmt: skip
+    except Exception as err:  # DCP wraps a reader's failure in its own CheckpointException
+        raise UserError(f"cannot consolidate FSDP checkpoint {str(checkpoint)!r} ({type(err).__name__}); resume it "
+                        "with trainer.strategy=fsdp, or give another checkpoint") from None  # fmt: skip
+    optimizers = []
+    for index in range(len([key for key in shards if key.startswith("optimizer_")])):
+        by_name = shards[f"optimizer_{index}"]
+        order = [name for group in by_name["param_groups"] for name in group["params"]]
+        position = {name: i for i, name in enumerate(order)}
+        optimizers.append({
+            "state": {position[name]: value for name, value in by_name["state"].items()},
+            "param_groups": [{**g, "params": [position[n] for n in g["params"]]} for g in by_name["param_groups"]],
+        })  # fmt: skip
+    partial = target.with_name(target.name + ".tmp")
+    torch.save({**checkpoint_state, "state_dict": shards["state_dict"], "optimizer_states": optimizers}, partial)
+    partial.replace(target)
+    return target
 
 
 def _refuse(checkpoint: Path, saved: ZeroSettings | None, saved_fsdp: bool, strategy: str, run_dir: Path) -> None:
