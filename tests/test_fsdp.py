@@ -21,7 +21,7 @@ import pytest
 import torch
 from conftest import run_cli
 from helpers import metric_series
-from tiny_gpt import ENV, RESUMED_RUN, fit_until_interrupted
+from tiny_gpt import ENV, RESUMED_RUN, TINY_GPT, fit_until_interrupted
 
 from trainer.lifecycle.checkpoints import read_training_checkpoint
 from trainer.lifecycle.run_dir import newest_complete_checkpoint
