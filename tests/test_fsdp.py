@@ -195,6 +195,7 @@ def test_a_strategy_change_to_or_from_fsdp_converts_or_is_refused(
     assert converted["global_step"] == 40 and converted["world_size"] == 2
     assert converted["val"]["val/loss"] == pytest.approx(fsdp_runs.straight["val"]["val/loss"], rel=RESHARDED_REL)
     assert (plain_run / "checkpoints" / "last.ckpt" / "meta.pt").is_file()  # it now writes FSDP2 checkpoints
+    assert not (plain_run / "checkpoints" / "last.ckpt.sha256").exists()  # the file's record went with the file
 
     # An FSDP2 checkpoint resumed on one process (or DDP): consolidated once beside it, optimizer state included.
     fsdp_run = tmp_path / "fsdp"
