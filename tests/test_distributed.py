@@ -264,7 +264,7 @@ def _one_line_exit_2(result) -> str:
         (["trainer.strategy=ddp", "deepspeed.offload_optimizer=true"], "need a DeepSpeed strategy"),
         (["trainer.strategy=fsdp", "deepspeed.offload_optimizer=true"], "need a DeepSpeed strategy"),
         (["trainer.strategy=ddp", "fsdp.block_class=Block"], "need an FSDP strategy"),
-        (["trainer.strategy=fsdp", "trainer.precision=16-mixed"], "does not run trainer.precision=16-mixed"),
+        (["trainer.strategy=fsdp", "trainer.precision=16-mixed"], "not trainer.precision=16-mixed; use bf16-mixed"),
         (["trainer.strategy=fsdp_cpu_offload"], "on CPU they are there already"),
         (["trainer.devices=2", "data.global_batch_size=15"], "does not divide over 2 processes"),
         (["data.global_batch_size=16", "data.micro_batch_size=3"], "does not divide"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import signal
 import subprocess
@@ -32,6 +33,16 @@ DDP = ("trainer.strategy=ddp", *RESUMED_RUN)
 # Another world size reshards the same state exactly (DCP); what differs is the order of float sums over 1 or 2
 # ranks. Measured here: 2e-6 relative on the final validation loss after 38 more steps; stated: 1e-4.
 RESHARDED_REL = 1e-4
+
+
+class _Runs:
+    """What a doctored pickle holds: unpickled, it runs a shell command."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self) -> tuple:
+        return (os.system, (self.command,))
 
 
 @dataclass(frozen=True)
@@ -141,6 +152,20 @@ def test_fsdp_checkpoint_is_a_shard_per_rank_each_file_checksummed(fsdp_runs: FS
     refused = main_cli("export", str(copy))
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert "__1_0.distcp no longer matches the checksum" in refused.stderr.strip().splitlines()[-1]
+
+    # Without a record, a doctored index (DCP reads it with pickle) is refused before it is unpickled; a shard cut
+    # short is named.
+    last = copy / "checkpoints" / "last.ckpt"
+    (last / "checksums.sha256").unlink()
+    shard.write_bytes(bytes(data[:100]))
+    cut = main_cli("export", str(copy))
+    assert cut.returncode == 2 and "shard __1_0.distcp is cut short" in cut.stderr.strip().splitlines()[-1]
+    marker = tmp_path / "ran"
+    (last / ".metadata").write_bytes(pickle.dumps(_Runs(f"touch {marker}")))
+    unsafe = main_cli("export", str(copy))
+    assert unsafe.returncode == 2 and "Traceback" not in unsafe.stderr, unsafe.stderr[-2000:]
+    assert "is not safe to load: its .metadata names posix.system" in unsafe.stderr.strip().splitlines()[-1]
+    assert not marker.exists()
 
 
 def test_fsdp_resumes_exactly_on_the_same_world_size(fsdp_runs: FSDPRuns) -> None:

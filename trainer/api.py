@@ -44,7 +44,7 @@ from trainer.data.sources import check_source
 from trainer.data.tokenizer import TOKENIZER_FILE, load_tokenizer
 from trainer.distributed.batching import BatchPlan, plan_batches
 from trainer.distributed.process_group import init_process_group, rank_hostnames, rank_zero_decides, rank_zero_first
-from trainer.distributed.strategy import check_precision, check_strategy_settings, zero_settings
+from trainer.distributed.strategy import check_on_accelerator, check_strategy_settings, zero_settings
 from trainer.distributed.topology import Topology, resolve_topology
 from trainer.errors import PeerLost, TrainingDiverged, UserError
 from trainer.export import EXPORT_DIRS, FORMATS, ExportSource, export_model
@@ -161,7 +161,7 @@ def _setup_fit(cfg: RunConfig, stop: StopRequest, extra_callbacks: list[L.Callba
     topology = resolve_topology(cfg.trainer.accelerator, cfg.trainer.devices, cfg.trainer.num_nodes)
     plan = plan_batches(cfg.data.global_batch_size, cfg.data.micro_batch_size, topology.world_size)
     check_strategy_settings(cfg)
-    check_precision(cfg.trainer.precision, topology.accelerator)
+    check_on_accelerator(cfg, topology.accelerator)
     check_compile_toolchain(cfg.performance.compile, topology.accelerator)
     check_model_settings(cfg)
     check_init_from(cfg)

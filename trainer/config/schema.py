@@ -418,6 +418,9 @@ class GenerateConfig(Section):
     top_k: PositiveInt | None = None
 
 
+# The precisions FSDP2 runs in here (Lightning's ModelParallelStrategy takes them; fp16 would need a loss scaler).
+FSDP_PRECISIONS = ("32", "32-true", "bf16-mixed", "bf16-true")
+
 Task = Literal["image_classification", "text_classification", "language_modeling"]
 LoggerName = Literal["csv", "tensorboard", "wandb"]
 
@@ -483,6 +486,23 @@ class RunConfig(Section):
         "start this run's model from; layers whose shapes differ (a new head) start fresh. Not with resume.",
     )
 
+    def _strategy_settings_fit(self) -> None:
+        """A strategy's own settings only with that strategy, and FSDP2's precisions: checked here, before torch is
+        imported (the settings that need the model or the accelerator are checked when the run starts)."""
+        strategy, ds, fsdp = self.trainer.strategy, self.deepspeed, self.fsdp
+        if (ds.config is not None or ds.offload_optimizer or ds.offload_parameters) and not strategy.startswith(
+            "deepspeed"
+        ):
+            raise ValueError(f"deepspeed settings (config, offload) need a DeepSpeed strategy, not trainer.strategy="
+                             f"{strategy}; use trainer.strategy=deepspeed_stage_2_offload or similar")  # fmt: skip
+        if (fsdp.block_class or fsdp.cpu_offload) and not strategy.startswith("fsdp"):
+            raise ValueError(f"fsdp settings (block_class, cpu_offload) need an FSDP strategy, not trainer.strategy="
+                             f"{strategy}; use trainer.strategy=fsdp or drop them")  # fmt: skip
+        if strategy.startswith("fsdp") and self.trainer.precision not in FSDP_PRECISIONS:
+            raise ValueError(f"trainer.strategy={strategy} runs in {', '.join(FSDP_PRECISIONS[1:])} (fp16 would need a "
+                             f"loss scaler Lightning's FSDP2 has not), not trainer.precision={self.trainer.precision}; "
+                             "use bf16-mixed, or DeepSpeed for fp16")  # fmt: skip
+
     @field_validator("logger", mode="before")
     @classmethod
     def _logger_list(cls, value: object) -> object:
@@ -518,6 +538,7 @@ class RunConfig(Section):
         if self.init_from is not None and self.resume is not None:
             raise ValueError("init_from starts a new run from other weights; resume continues this one: give one")
         t = self.trainer
+        self._strategy_settings_fit()
         if t.max_epochs in (None, -1) and t.max_steps == -1:
             raise ValueError("set trainer.max_epochs or trainer.max_steps, or training never stops")
         if t.max_epochs == 0 or t.max_steps == 0:

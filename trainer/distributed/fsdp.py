@@ -24,9 +24,7 @@ from torch import nn
 
 from trainer.errors import UserError
 
-FSDP_STRATEGIES = ("fsdp", "fsdp_shard_grad_op", "fsdp_cpu_offload")
-# FSDP2 shards in the precisions Lightning's ModelParallelStrategy takes; fp16 needs a loss scaler it has not.
-FSDP_PRECISIONS = ("32", "32-true", "bf16-mixed", "bf16-true")
+FSDP_STRATEGIES = ("fsdp", "fsdp_shard_grad_op", "fsdp_cpu_offload")  # its precisions: schema.FSDP_PRECISIONS
 
 ModelSharding = Callable[[nn.Module, Any], None]  # (the plain model, the device mesh) -> sharded in place
 
@@ -54,11 +52,8 @@ def fsdp_settings(
     )
 
 
-def check_fsdp_settings(strategy: str, precision: str, accelerator: str, cpu_offload: bool | None) -> None:
-    """Settings FSDP2 cannot run, one line each, before anything starts."""
-    if precision not in FSDP_PRECISIONS:
-        raise UserError(f"trainer.strategy={strategy} does not run trainer.precision={precision} (FSDP2 has no fp16 "
-                        "loss scaler in Lightning, nor float64); use bf16-mixed, bf16-true or 32")  # fmt: skip
+def check_fsdp_offload(strategy: str, accelerator: str, cpu_offload: bool | None) -> None:
+    """At fit time, on the accelerator the run has (`trainer plan` plans a GPU cluster from a login node)."""
     offload = cpu_offload if cpu_offload is not None else strategy == "fsdp_cpu_offload"
     if offload and accelerator == "cpu":
         raise UserError("FSDP's CPU offload moves a GPU's parameters to the host, and on CPU they are there already; "
@@ -88,13 +83,22 @@ def check_block_classes(model: nn.Module, block_classes: tuple[str, ...] | None)
             repeated = sorted({type(m).__name__ for _, m in _repeated_blocks(model)}) or sorted(present)[:8]
             raise UserError(f"fsdp.block_class={name!r} is not a class of this model; its blocks are "
                             f"{', '.join(repeated)}")  # fmt: skip
+    root = type(model).__name__
+    if root in block_classes:
+        raise UserError(f"fsdp.block_class={root!r} is the model itself, which is always sharded last; name the "
+                        "class of its repeated blocks, or leave fsdp.block_class unset")  # fmt: skip
     tied = _tied_names(model)
     for name, block in _named_blocks(model, block_classes):
+        what = f"fsdp.block_class={type(block).__name__!r}"
+        if type(block).forward is nn.Module.forward:  # ModuleList, ModuleDict: containers FSDP2 cannot shard
+            raise UserError(f"{what} is a container without a forward of its own; name the class of the blocks "
+                            "it holds")  # fmt: skip
+        if not any(True for _ in block.parameters()):
+            raise UserError(f"{what} holds no weights; name the class of the model's repeated blocks")
         weight = _tied_outside(name, tied)
         if weight is not None:
-            raise UserError(f"fsdp.block_class={type(block).__name__!r}: its weight {weight} is tied to one outside "
-                            "it, and FSDP2 shards a weight in one unit only; name another class, or leave "
-                            "fsdp.block_class unset")  # fmt: skip
+            raise UserError(f"{what}: its weight {weight} is tied to one outside it, and FSDP2 shards a weight in "
+                            "one unit only; name another class, or leave fsdp.block_class unset")  # fmt: skip
 
 
 def find_blocks(model: nn.Module, block_classes: tuple[str, ...] | None) -> list[nn.Module]:

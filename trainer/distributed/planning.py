@@ -17,7 +17,7 @@ import torch
 from trainer.config.model_args import model_kwargs
 from trainer.config.schema import RunConfig
 from trainer.distributed.batching import BatchPlan, plan_batches
-from trainer.distributed.fsdp import find_blocks
+from trainer.distributed.fsdp import check_block_classes, find_blocks
 from trainer.errors import UserError, error_with_place
 from trainer.models import build_model
 
@@ -78,6 +78,7 @@ def count_parameters(cfg: RunConfig) -> tuple[int, int, int]:
                         f"{error_with_place(err)}") from None  # fmt: skip
     total = sum(p.numel() for p in model.parameters())  # tied weights are counted once
     largest = max(sum(p.numel() for p in m.parameters(recurse=False)) for m in model.modules())
+    check_block_classes(model, _block_classes(cfg))
     blocks = [sum(p.numel() for p in block.parameters()) for block in find_blocks(model, _block_classes(cfg))]
     return total, largest, max([*blocks, total - sum(blocks)])
 

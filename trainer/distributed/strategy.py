@@ -27,7 +27,7 @@ from trainer.distributed.deepspeed_config import (
 from trainer.distributed.deepspeed_ops import say_what_will_be_built
 from trainer.distributed.fsdp import (
     ModelSharding,
-    check_fsdp_settings,
+    check_fsdp_offload,
     fsdp_settings,
     is_fsdp,
     model_sharding,
@@ -178,31 +178,23 @@ def optimizer_factory(cfg: RunConfig) -> OptimizerFactory | None:
 
 def check_strategy_settings(cfg: RunConfig) -> dict[str, Any] | None:
     """Fail fast on settings that do not go together; return the validated user DeepSpeed config."""
-    ds = cfg.deepspeed
-    uses_deepspeed_settings = ds.config is not None or ds.offload_optimizer or ds.offload_parameters
-    if uses_deepspeed_settings and not is_deepspeed(cfg.trainer.strategy):
-        raise UserError(
-            f"deepspeed settings (config, offload) need a DeepSpeed strategy, not trainer.strategy="
-            f"{cfg.trainer.strategy}; use trainer.strategy=deepspeed_stage_2_offload or similar"
-        )
-    uses_fsdp_settings = cfg.fsdp.block_class is not None or cfg.fsdp.cpu_offload is not None
-    if uses_fsdp_settings and not is_fsdp(cfg.trainer.strategy):
-        raise UserError(f"fsdp settings (block_class, cpu_offload) need an FSDP strategy, not trainer.strategy="
-                        f"{cfg.trainer.strategy}; use trainer.strategy=fsdp or drop them")  # fmt: skip
-    if is_fsdp(cfg.trainer.strategy):
-        accelerator = "gpu" if cfg.trainer.accelerator in ("gpu", "cuda") or (
-            cfg.trainer.accelerator == "auto" and torch.cuda.is_available()) else "cpu"  # fmt: skip
-        check_fsdp_settings(cfg.trainer.strategy, cfg.trainer.precision, accelerator, cfg.fsdp.cpu_offload)
-        return None
+    # A strategy's own settings with another strategy, and FSDP2's precisions: refused by the schema (RunConfig).
     if not is_deepspeed(cfg.trainer.strategy):
         return None
     if offloads_optimizer(cfg) and cfg.optim.name != "adamw":
         raise UserError("optimizer offload runs DeepSpeed's CPU Adam; set optim.name=adamw or drop the offload")
     if cfg.trainer.gradient_clip_algorithm == "value":
         raise UserError("DeepSpeed clips gradients by norm only; set trainer.gradient_clip_algorithm=norm")
-    user_config = read_user_config(ds.config)
+    user_config = read_user_config(cfg.deepspeed.config)
     validate_deepspeed_config(user_config)
     return user_config
+
+
+def check_on_accelerator(cfg: RunConfig, accelerator: str) -> None:
+    """What the accelerator the run has rules out: fp16 and FSDP2's CPU offload on a CPU."""
+    check_precision(cfg.trainer.precision, accelerator)
+    if is_fsdp(cfg.trainer.strategy):
+        check_fsdp_offload(cfg.trainer.strategy, accelerator, cfg.fsdp.cpu_offload)
 
 
 def check_precision(precision: str, accelerator: str) -> None:

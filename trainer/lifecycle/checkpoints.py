@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -290,39 +291,118 @@ FSDP_METADATA = "meta.pt"  # Lightning's ModelParallelStrategy: everything but t
 DCP_INDEX = ".metadata"  # torch.distributed.checkpoint's index of the shards
 
 
+def _dcp_failure() -> type[BaseException]:
+    # torch.distributed.checkpoint raises CheckpointException, a BaseException (torch 2.13): `except Exception`
+    # misses it.
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    return CheckpointException
+
+
+DCP_FAILURE = _dcp_failure()
+
+
 def is_fsdp_checkpoint(path: Path) -> bool:
-    return path.is_dir() and (path / FSDP_METADATA).is_file() and (path / DCP_INDEX).is_file()
+    """A folder that is, or was meant to be, FSDP2's (an incomplete one too: checked by fsdp_metadata)."""
+    return path.is_dir() and ((path / FSDP_METADATA).is_file() or (path / DCP_INDEX).is_file())
 
 
 def fsdp_metadata(path: Path) -> dict[str, Any]:
+    """Lightning's part of an FSDP2 checkpoint (hyperparameters, loops, callbacks), once the folder is whole: its
+    index reads and every shard file it names holds the bytes it names. A folder cut short (a crash, a copy
+    interrupted) is one line here, whether or not a checksum record says so."""
+    _check_fsdp_folder(path)
     state = _torch_load(path / FSDP_METADATA)
     _check_written_by_fit(state, path, weights=False)
     return state
 
 
+class UnsafeIndex(Exception):  # noqa: N818 - what the index names, not an error of ours
+    pass
+
+
+class _DCPIndexUnpickler(pickle.Unpickler):
+    """torch.distributed.checkpoint reads `.metadata` with plain `pickle.load` (torch 2.13), which runs whatever
+    a doctored file names. Read here first, it may name only what an index is made of: DCP's metadata classes,
+    torch's sizes, dtypes, layouts and memory formats, and a path."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        allowed = (
+            module in ("torch.distributed.checkpoint.metadata", "torch.distributed.checkpoint.filesystem")
+            or (module == "torch" and (name == "Size" or isinstance(getattr(torch, name, None), _TORCH_VALUES)))
+            or (module, name) in {("torch.serialization", "_get_layout"), ("pathlib", "PosixPath"),
+                                  ("collections", "OrderedDict")}
+        )  # fmt: skip
+        if not allowed:
+            raise UnsafeIndex(f"{module}.{name}")
+        return super().find_class(module, name)
+
+
+_TORCH_VALUES = (torch.dtype, torch.layout, torch.memory_format)
+
+
+def _safe_dcp_index(index: Path) -> Any:
+    with open(index, "rb") as file:
+        return _DCPIndexUnpickler(file).load()
+
+
+def _check_fsdp_folder(path: Path) -> None:
+    incomplete = f"FSDP checkpoint {str(path)!r} is incomplete"
+    for name in (FSDP_METADATA, DCP_INDEX):
+        refuse_special(path / name, "checkpoint")
+        if not (path / name).is_file():
+            raise UserError(f"{incomplete}: it has no {name}; resume from another checkpoint or run")
+    try:
+        storage = _safe_dcp_index(path / DCP_INDEX).storage_data
+    except UnsafeIndex as err:
+        raise UserError(f"FSDP checkpoint {str(path)!r} is not safe to load: its {DCP_INDEX} names {err}, which no "
+                        "checkpoint index holds; give a checkpoint written by `trainer fit`") from None  # fmt: skip
+    except (Exception, DCP_FAILURE) as err:  # pickle, zip and EOF errors of a damaged index
+        raise UserError(f"{incomplete} or corrupt: its {DCP_INDEX} cannot be read ({type(err).__name__}); resume "
+                        "from another checkpoint or run") from None  # fmt: skip
+    needed: dict[str, int] = {}
+    for info in storage.values():
+        needed[info.relative_path] = max(needed.get(info.relative_path, 0), info.offset + info.length)
+    for name, size in sorted(needed.items()):
+        shard = path / name
+        if not shard.is_file() or shard.is_symlink():
+            raise UserError(f"{incomplete}: shard {name} is missing; resume from another checkpoint or run")
+        if shard.stat().st_size < size:
+            raise UserError(f"{incomplete}: shard {name} is cut short; resume from another checkpoint or run")
+
+
 def _read_fsdp(path: Path) -> TrainingCheckpoint:
     """The model's weights, gathered from every rank's shard into plain tensors in this process alone (no
-    process group; the optimizer's shards are not read). torch.distributed.checkpoint's own reader and planner,
-    as its `dcp_to_torch_save` uses them (private in torch 2.13; tests/test_fsdp.py exports through it)."""
+    process group; the optimizer's shards are not read)."""
+    metadata = fsdp_metadata(path)
+    state = read_dcp(path, keys={"state_dict"})
+    return TrainingCheckpoint(metadata["hyper_parameters"], state["state_dict"], metadata.get("global_step", 0))
+
+
+def read_dcp(path: Path, keys: set[str] | None = None) -> dict[str, Any]:
+    """A torch.distributed.checkpoint folder (its `keys`, or all of it) as plain tensors, in this process alone:
+    torch's own reader and planner, as its `dcp_to_torch_save` uses them (private in torch 2.13; tests/test_fsdp.py
+    exports and resumes through it)."""
     from torch.distributed.checkpoint import FileSystemReader
     from torch.distributed.checkpoint.default_planner import _EmptyStateDictLoadPlanner
     from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
 
-    metadata = fsdp_metadata(path)
     state: dict[str, Any] = {}
     try:
-        _load_state_dict(state, storage_reader=FileSystemReader(path), planner=_EmptyStateDictLoadPlanner(
-            keys={"state_dict"}), no_dist=True)  # fmt: skip
-    except Exception as err:  # DCP wraps a reader's failure in its own CheckpointException
-        raise UserError(f"FSDP checkpoint {str(path)!r} cannot be consolidated ({type(err).__name__}); it is "
-                        "incomplete or corrupt: give another ckpt") from None  # fmt: skip
-    return TrainingCheckpoint(metadata["hyper_parameters"], state["state_dict"], metadata.get("global_step", 0))
+        _load_state_dict(state, storage_reader=FileSystemReader(path), planner=_EmptyStateDictLoadPlanner(keys=keys),
+                         no_dist=True)  # fmt: skip
+    except (Exception, DCP_FAILURE) as err:
+        raise UserError(f"FSDP checkpoint {str(path)!r} cannot be read ({type(err).__name__}); it is corrupt: give "
+                        "another checkpoint") from None  # fmt: skip
+    return state
 
 
 def _deepspeed_client_state(path: Path) -> dict[str, Any]:
     """Lightning's part of a DeepSpeed checkpoint (hyperparameters, loops, callbacks): rank 0's model states."""
     if not is_deepspeed_checkpoint(path):
-        raise UserError(f"checkpoint {str(path)!r} is a folder but not a DeepSpeed checkpoint; give another ckpt")
+        raise UserError(
+            f"checkpoint {str(path)!r} is a folder but neither a DeepSpeed nor an FSDP checkpoint; give another ckpt"
+        )
     tag = (path / LATEST).read_text().strip()
     states = sorted((path / tag).glob("*mp_rank_00_model_states.pt"))
     if not states:

@@ -99,27 +99,19 @@ def consolidated_path(checkpoint: Path) -> Path:
 
 
 def consolidate_fsdp(checkpoint: Path) -> Path:
-    """An FSDP2 checkpoint as a plain Lightning checkpoint file beside it (`last.ckpt.plain`), unless current:
-    every shard read in this process (torch.distributed.checkpoint, no process group), the optimizer state keyed
-    by position in its param groups' order, as a torch optimizer saves it (and as FSDP2 saved its names)."""
-    import torch
-    from torch.distributed.checkpoint import FileSystemReader
-    from torch.distributed.checkpoint.default_planner import _EmptyStateDictLoadPlanner
-    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
+    """An FSDP2 checkpoint as a plain Lightning checkpoint file beside it (`last.ckpt.plain`), made anew at every
+    such resume (the checkpoint was verified; a copy kept from before might be of other bytes): every shard read
+    in this process, the optimizer state keyed by position in its param groups' order, as a torch optimizer saves
+    it (and as FSDP2 saved its names)."""
+    import os
 
-    from trainer.lifecycle.checkpoints import FSDP_METADATA, fsdp_metadata
+    import torch
+
+    from trainer.lifecycle.checkpoints import fsdp_metadata, read_dcp
 
     target = consolidated_path(checkpoint)
-    if target.is_file() and target.stat().st_mtime >= (checkpoint / FSDP_METADATA).stat().st_mtime:
-        return target
     checkpoint_state = fsdp_metadata(checkpoint)
-    shards: dict[str, Any] = {}
-    try:
-        _load_state_dict(shards, storage_reader=FileSystemReader(checkpoint), planner=_EmptyStateDictLoadPlanner(),
-                         no_dist=True)  # fmt: skip
-    except Exception as err:  # DCP wraps a reader's failure in its own CheckpointException
-        raise UserError(f"cannot consolidate FSDP checkpoint {str(checkpoint)!r} ({type(err).__name__}); resume it "
-                        "with trainer.strategy=fsdp, or give another checkpoint") from None  # fmt: skip
+    shards = read_dcp(checkpoint)
     optimizers = []
     for index in range(len([key for key in shards if key.startswith("optimizer_")])):
         by_name = shards[f"optimizer_{index}"]
@@ -129,15 +121,18 @@ def consolidate_fsdp(checkpoint: Path) -> Path:
             "state": {position[name]: value for name, value in by_name["state"].items()},
             "param_groups": [{**g, "params": [position[n] for n in g["params"]]} for g in by_name["param_groups"]],
         })  # fmt: skip
-    partial = target.with_name(target.name + ".tmp")
-    torch.save({**checkpoint_state, "state_dict": shards["state_dict"], "optimizer_states": optimizers}, partial)
-    partial.replace(target)
+    partial = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+    try:
+        torch.save({**checkpoint_state, "state_dict": shards["state_dict"], "optimizer_states": optimizers}, partial)
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
     return target
 
 
 def _refuse(checkpoint: Path, saved: ZeroSettings | None, saved_fsdp: bool, strategy: str, run_dir: Path) -> None:
     trained = zero_strategy_name(saved, saved_fsdp)
-    resume_with = "fsdp on any number of processes" if saved_fsdp else trained
+    resume_with = "fsdp on any number of processes (or auto or ddp)" if saved_fsdp else trained
     raise UserError(
         f"the run was trained with trainer.strategy={trained}, and its checkpoint {str(checkpoint)!r} cannot be "
         f"resumed under {strategy} (no converter carries its optimizer state across); resume with "

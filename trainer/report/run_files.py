@@ -252,7 +252,7 @@ class RunFiles:
         if not isinstance(named, str) or not Path(named).name:
             return None
         path = self.path / CHECKPOINTS / Path(named).name
-        return path if path.is_file() else None
+        return path if path.is_file() or path.is_dir() else None  # a folder: DeepSpeed's or FSDP2's shards
 
 
 def best_monitored(log: MetricLog, monitor: str, mode: str, best_checkpoint: Path | None) -> float | None:

@@ -45,7 +45,9 @@ def class_names(label_names: list[str] | None, num_classes: int) -> list[str]:
 
 
 def _identity(checkpoint: Path) -> dict[str, Any]:
-    stat = checkpoint.stat()
+    # A folder of shards (DeepSpeed, FSDP2) by its checksum record, written anew at every save.
+    record = checkpoint / "checksums.sha256"
+    stat = record.stat() if checkpoint.is_dir() and record.is_file() else checkpoint.stat()
     return {"checkpoint": checkpoint.name, "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
