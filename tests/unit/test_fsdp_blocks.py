@@ -72,3 +72,5 @@ def test_plans_fsdp_rows_are_the_sharded_state_plus_what_each_variant_gathers() 
     assert rows["fsdp"].gpu_bytes == 16 * 1600 // 16 + 6 * 100  # fp32 shards + one unit gathered (bf16 + fp32 grad)
     assert rows["fsdp_shard_grad_op"].gpu_bytes == 1600 + 2 * 1600 + 4 * 100  # every unit's bf16 weights kept
     assert (rows["fsdp_cpu_offload"].gpu_bytes, rows["fsdp_cpu_offload"].cpu_bytes) == (600, 1600 * 8)
+    fp32 = {row.strategy: row for row in fsdp_rows(1600, 100, gpus_per_node=8, nodes=2, gathered_bytes=4)}
+    assert fp32["fsdp"].gpu_bytes == 1600 + 8 * 100 and fp32["fsdp_shard_grad_op"].gpu_bytes == 1600 + 4 * 1600 + 400

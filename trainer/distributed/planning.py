@@ -1,6 +1,7 @@
 """`trainer plan`: what a recipe needs on a cluster shape, worked out without a GPU.
 
-Memory per GPU is for model states (weights, gradients, optimizer) under mixed-precision Adam:
+Memory per GPU is for model states (weights, gradients, optimizer) under mixed-precision Adam (FSDP2's rows
+follow the recipe's precision: its gathered weights are bf16 or fp32):
 DeepSpeed's own estimators for ZeRO-2 and ZeRO-3, the ZeRO paper's accounting for DDP and ZeRO-1
 (DeepSpeed has no estimator for those) and FSDP2's sharding (fp32 shards of weights, gradients and Adam's
 moments, 16/N bytes per parameter, plus the units it gathers to compute). Activations come on top and
@@ -88,7 +89,12 @@ def _block_classes(cfg: RunConfig) -> tuple[str, ...] | None:
 
 
 def memory_rows(
-    parameters: int, largest_layer: int, gpus_per_node: int, nodes: int, largest_unit: int | None = None
+    parameters: int,
+    largest_layer: int,
+    gpus_per_node: int,
+    nodes: int,
+    largest_unit: int | None = None,
+    precision: str = "bf16-mixed",
 ) -> list[MemoryRow]:
     from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
     from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
@@ -109,21 +115,26 @@ def memory_rows(
             p, largest_layer, gpus_per_node, nodes, cpu_offload=offload, cpu_offload_params=offload
         )
         rows.append(MemoryRow(name, gpu, cpu, "DeepSpeed estimate_zero3_model_states_mem_needs"))
-    return rows + fsdp_rows(p, largest_unit if largest_unit is not None else largest_layer, gpus_per_node, nodes)
+    unit = largest_unit if largest_unit is not None else largest_layer
+    return rows + fsdp_rows(p, unit, gpus_per_node, nodes, gathered_bytes=2 if precision.startswith("bf16") else 4)
 
 
-def fsdp_rows(parameters: int, largest_unit: int, gpus_per_node: int, nodes: int) -> list[MemoryRow]:
-    """FSDP2 keeps fp32 shards of weights, gradients and Adam's moments (16/N bytes per parameter); to compute,
-    it gathers a unit's weights in bf16 (2 bytes per parameter) and makes its fp32 gradient (4) before the
-    reduce-scatter. fsdp frees a unit's gathered weights after its forward, fsdp_shard_grad_op keeps every
-    unit's until the backward (2 bytes per parameter more), fsdp_cpu_offload keeps the shards on the host."""
+def fsdp_rows(
+    parameters: int, largest_unit: int, gpus_per_node: int, nodes: int, gathered_bytes: int = 2
+) -> list[MemoryRow]:
+    """FSDP2 keeps fp32 shards of weights, gradients and Adam's moments (16/N bytes per parameter) in every
+    precision; to compute, it gathers a unit's weights in the compute precision (`gathered_bytes`: 2 in bf16, 4 in
+    fp32) and makes its fp32 gradient (4) before the reduce-scatter. fsdp frees a unit's gathered weights after
+    its forward, fsdp_shard_grad_op keeps every unit's until the backward, fsdp_cpu_offload keeps the shards on
+    the host."""
     world = gpus_per_node * nodes
     sharded = 16 * parameters // world
-    gathered = 6 * largest_unit
+    gathered = (gathered_bytes + 4) * largest_unit
+    kept = f"{gathered_bytes} bytes/param"
     return [
         MemoryRow("fsdp", sharded + gathered, 0, "FSDP2: 16/N bytes/param + the largest unit gathered"),
-        MemoryRow("fsdp_shard_grad_op", sharded + 2 * parameters + 4 * largest_unit, 0,
-                  "FSDP2: 16/N + 2 bytes/param (weights kept gathered)"),
+        MemoryRow("fsdp_shard_grad_op", sharded + gathered_bytes * parameters + 4 * largest_unit, 0,
+                  f"FSDP2: 16/N + {kept} (weights kept gathered)"),
         MemoryRow("fsdp_cpu_offload", gathered, sharded * gpus_per_node,
                   "FSDP2: the largest unit gathered; 16/N bytes/param on the host"),
     ]  # fmt: skip
@@ -153,7 +164,7 @@ def make_plan(
         batches=batches,
         parameters=parameters,
         largest_layer=largest,
-        memory=memory_rows(parameters, largest, gpus_per_node, nodes, largest_unit),
+        memory=memory_rows(parameters, largest, gpus_per_node, nodes, largest_unit, cfg.trainer.precision),
         largest_unit=largest_unit,
         gpu_memory_bytes=gpu_memory_bytes,
         commands=commands * nodes,
