@@ -47,7 +47,6 @@ class Plan:
     memory: list[MemoryRow]
     gpu_memory_bytes: int | None
     commands: list[str]
-    largest_unit: int = 0  # FSDP2's largest unit (a block, or the root's own parameters)
 
 
 def count_parameters(cfg: RunConfig) -> tuple[int, int, int]:
@@ -93,9 +92,10 @@ def memory_rows(
     largest_layer: int,
     gpus_per_node: int,
     nodes: int,
-    largest_unit: int | None = None,
-    precision: str = "bf16-mixed",
+    largest_unit: int,
+    precision: str,
 ) -> list[MemoryRow]:
+    """`largest_unit`: FSDP2's largest unit (a block, or the parameters left to the root)."""
     from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
     from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
 
@@ -115,8 +115,8 @@ def memory_rows(
             p, largest_layer, gpus_per_node, nodes, cpu_offload=offload, cpu_offload_params=offload
         )
         rows.append(MemoryRow(name, gpu, cpu, "DeepSpeed estimate_zero3_model_states_mem_needs"))
-    unit = largest_unit if largest_unit is not None else largest_layer
-    return rows + fsdp_rows(p, unit, gpus_per_node, nodes, gathered_bytes=2 if precision.startswith("bf16") else 4)
+    gathered_bytes = 2 if precision.startswith("bf16") else 4
+    return rows + fsdp_rows(p, largest_unit, gpus_per_node, nodes, gathered_bytes)
 
 
 def fsdp_rows(
@@ -165,7 +165,6 @@ def make_plan(
         parameters=parameters,
         largest_layer=largest,
         memory=memory_rows(parameters, largest, gpus_per_node, nodes, largest_unit, cfg.trainer.precision),
-        largest_unit=largest_unit,
         gpu_memory_bytes=gpu_memory_bytes,
         commands=commands * nodes,
     )
