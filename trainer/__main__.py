@@ -1,7 +1,9 @@
 """`python -m trainer ...` and the `trainer` command (pyproject's entry point); torchrun runs it too."""
 
+import atexit
 import os
 import sys
+import threading
 
 EXIT_BROKEN_PIPE = 128 + 13  # SIGPIPE, as a shell tool stopped by `| head` would give
 
@@ -14,7 +16,7 @@ def run() -> int:
         print("error: interrupted (Ctrl-C); nothing was saved", file=sys.stderr)
         return 130
     install_ctrl_c_guard()
-    from trainer.cli import main
+    from trainer.cli import made_a_process_group, main
 
     try:
         status = main()
@@ -24,7 +26,30 @@ def run() -> int:
         # fail again, so stdout now points at /dev/null (the recipe of Python's signal documentation).
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
+    if made_a_process_group():
+        end_before_finalization(status)
     return status
+
+
+def end_before_finalization(status: int) -> None:
+    """Exit as Python's shutdown would, up to interpreter finalization, and no further.
+
+    A process-group worker thread (gloo's, still running: see trainer.cli.made_a_process_group) that drops the
+    last reference to a tensor of a finished collective must take the GIL; once finalization has begun that
+    ends the thread inside a C++ destructor and aborts the whole process ("terminate called without an active
+    exception"): a finished 2-rank run reported as a crash, seen in CI on `trainer test` and `trainer fit`
+    under ZeRO-3. So the steps before finalization run here (non-daemon threads joined; atexit handlers:
+    wandb's finish, logging's flush, multiprocessing's worker clean-up), and the process ends there."""
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a reader gone, a stream closed: nothing more can reach it
+            pass
+    os._exit(status)
 
 
 if __name__ == "__main__":

@@ -225,13 +225,24 @@ def _fail(err: BaseException | str, status: int, say: bool = True) -> int:
     return status
 
 
+_made_a_process_group = False
+
+
 def _release_process_group() -> None:
-    """Destroys the process group before the interpreter does: gloo's worker threads still hold tensors,
-    and freeing them during interpreter shutdown aborts the process ("terminate called without an active
-    exception", seen on 2-rank ZeRO-3 runs). Lightning does not destroy the group it made."""
+    """Destroys the process group (Lightning does not destroy the one it made) and remembers that this process
+    had one: see made_a_process_group."""
+    global _made_a_process_group
     distributed = getattr(sys.modules.get("torch"), "distributed", None)  # none: torch never (fully) imported
     if distributed is not None and distributed.is_available() and distributed.is_initialized():
         distributed.destroy_process_group()
+        _made_a_process_group = True
+
+
+def made_a_process_group() -> bool:
+    """Whether the command ran in a process group. Its collective threads then outlive it (see
+    trainer.__main__.end_before_finalization): destroy_process_group does not join gloo's worker threads while
+    C++ objects (a DDP reducer, a device mesh) still hold the group; they are joined only when it is freed."""
+    return _made_a_process_group
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
