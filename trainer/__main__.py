@@ -1,6 +1,7 @@
 """`python -m trainer ...` and the `trainer` command (pyproject's entry point); torchrun runs it too."""
 
 import atexit
+import contextlib
 import os
 import sys
 import threading
@@ -45,10 +46,8 @@ def end_before_finalization(status: int) -> None:
             thread.join()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(OSError, ValueError):  # a reader gone, a stream closed: nothing can reach it
             stream.flush()
-        except (OSError, ValueError):  # a reader gone, a stream closed: nothing more can reach it
-            pass
     os._exit(status)
 
 
