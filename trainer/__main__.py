@@ -3,8 +3,10 @@
 import atexit
 import contextlib
 import os
+import signal
 import sys
 import threading
+import traceback
 
 EXIT_BROKEN_PIPE = 128 + 13  # SIGPIPE, as a shell tool stopped by `| head` would give
 
@@ -26,7 +28,12 @@ def run() -> int:
         # The reader went away (`trainer runs | head -1`): no traceback. Python's own flush at exit would
         # fail again, so stdout now points at /dev/null (the recipe of Python's signal documentation).
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_BROKEN_PIPE
+        status = EXIT_BROKEN_PIPE
+    except Exception:
+        if not made_a_process_group():
+            raise
+        traceback.print_exc()  # a bug's traceback, as Python would print it, and its status
+        status = 1
     if made_a_process_group():
         end_before_finalization(status)
     return status
@@ -39,11 +46,13 @@ def end_before_finalization(status: int) -> None:
     last reference to a tensor of a finished collective must take the GIL; once finalization has begun that
     ends the thread inside a C++ destructor and aborts the whole process ("terminate called without an active
     exception"): a finished 2-rank run reported as a crash, seen in CI on `trainer test` and `trainer fit`
-    under ZeRO-3. So the steps before finalization run here (non-daemon threads joined; atexit handlers:
-    wandb's finish, logging's flush, multiprocessing's worker clean-up), and the process ends there."""
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
+    under ZeRO-3. So the steps before finalization run here (threading's exit hooks and non-daemon threads;
+    atexit handlers: wandb's, logging's flush, multiprocessing's child clean-up), and the process ends there.
+    A bug's traceback takes this way too (see run): it would otherwise end as that abort, a "died" rank."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the run is over: a Ctrl-C now would only cut the clean-up
+    # Python's own first step: its exit hooks (concurrent.futures wakes idle pool workers, such as the
+    # compiler's, which a bare join would wait on forever), then every non-daemon thread joined.
+    threading._shutdown()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # a reader gone, a stream closed: nothing can reach it
